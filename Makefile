@@ -1,0 +1,47 @@
+# Everything installs from nothing: `make run` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+CONFIG ?= conf/digits.yaml
+
+.PHONY: run test lint typecheck unit bench bench-quick ui clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in first and pinned: pip takes the CPU wheel; left to the resolver it pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/hyperflow run $(CONFIG)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py
+
+bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py --quick
+
+ui: $(VENV)/.installed
+	$(BIN)/hyperflow ui $(CONFIG)
+
+clean:
+	rm -rf $(VENV) mlflow.db mlruns .pytest_cache .mypy_cache .ruff_cache

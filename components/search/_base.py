@@ -1,0 +1,178 @@
+"""The ask/tell interface every search strategy implements, and the bookkeeping they share."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from components.search._space import SearchSpace, params_key
+
+__all__ = ["Observation", "Strategy", "derive_seed"]
+
+State = Literal["completed", "pruned", "failed"]
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 31-bit seed derived from its parts: the same parts always give the same seed."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One told trial. `value` is the metric as reported (None for a failed trial)."""
+
+    params: dict[str, Any]
+    value: float | None
+    state: State
+
+
+class Strategy(abc.ABC):
+    """Ask for parameter sets, tell their outcomes.
+
+    The base class owns what all strategies share: initial points served first, the pending set
+    (asked, not yet told) so that parallel asks never repeat a point, the ordered history of
+    outcomes, and `best` (completed trials only; pruned and failed trials never count).
+
+    Subclasses implement `_suggest(n)` and may override `_observe` / `_observe_failed`. They see
+    values as losses (`_loss(value)`: lower is better whatever `mode` is) and must never be given a
+    NaN. Their suggestions must depend only on the seed and the told history (and the pending set),
+    not on how many asks came before, so that a strategy rebuilt by telling it a recorded history
+    suggests what the original would have.
+    """
+
+    name: str = "base"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        mode: Literal["max", "min"] = "max",
+        seed: int = 0,
+        initial_points: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+        self.space = space
+        self.mode = mode
+        self.seed = int(seed)
+        self.history: list[Observation] = []
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._seen: set[str] = set()
+        self._initial = [space.coerce(p) for p in initial_points]
+
+    # ---------------------------------------------------------------- public interface
+
+    def ask(self, n: int = 1) -> list[dict[str, Any]]:
+        """Up to `n` new parameter sets, distinct from each other and from every pending one.
+
+        Fewer than `n` (possibly none) only when the strategy is exhausted (a finished grid).
+        """
+        if n < 1:
+            return []
+        out: list[dict[str, Any]] = []
+        while self._initial and len(out) < n:
+            point = self._initial.pop(0)
+            key = params_key(point)
+            if key in self._pending or key in self._seen:
+                continue
+            self._pending[key] = point
+            out.append(point)
+        if len(out) < n:
+            for point in self._suggest(n - len(out)):
+                point = self.space.coerce(point)
+                key = params_key(point)
+                if key in self._pending:
+                    continue
+                self._pending[key] = point
+                out.append(point)
+        return out
+
+    def tell(self, params: Mapping[str, Any], value: float, *, pruned: bool = False) -> None:
+        """Record a finished trial's value (the metric at its last epoch).
+
+        A pruned trial's last value is told to the optimiser too but it never becomes `best`.
+        A value that is not finite is a failure (see `tell_failed`).
+        """
+        point = self.space.coerce(params)
+        if value is None or not math.isfinite(float(value)):
+            self.tell_failed(point)
+            return
+        self._forget_pending(point)
+        obs = Observation(point, float(value), "pruned" if pruned else "completed")
+        self.history.append(obs)
+        self._seen.add(params_key(point))
+        self._observe(point, self._loss(float(value)))
+
+    def tell_failed(self, params: Mapping[str, Any]) -> None:
+        """Record a failed trial: the search goes on and no NaN reaches the optimiser."""
+        point = self.space.coerce(params)
+        self._forget_pending(point)
+        self.history.append(Observation(point, None, "failed"))
+        self._seen.add(params_key(point))
+        self._observe_failed(point)
+
+    def release(self, params: Mapping[str, Any]) -> None:
+        """Give back an asked point that was never run (an interrupted trial): it may be asked again."""
+        point = self.space.coerce(params)
+        key = params_key(point)
+        if self._pending.pop(key, None) is not None and key not in self._seen:
+            self._initial.insert(0, point)
+
+    @property
+    def best(self) -> Observation | None:
+        """The best completed trial so far (pruned and failed trials never count)."""
+        done = [o for o in self.history if o.state == "completed" and o.value is not None]
+        if not done:
+            return None
+        return min(done, key=lambda o: self._loss(o.value))  # type: ignore[arg-type]
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no new point can be suggested (only a grid runs out)."""
+        return False
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return list(self._pending.values())
+
+    @property
+    def n_told(self) -> int:
+        return len(self.history)
+
+    # ---------------------------------------------------------------- for subclasses
+
+    def _loss(self, value: float) -> float:
+        return -value if self.mode == "max" else value
+
+    def _worst_loss(self) -> float | None:
+        """The worst loss told so far (what a failure is told as, where a value is needed)."""
+        losses = [self._loss(o.value) for o in self.history if o.value is not None]
+        return max(losses) if losses else None
+
+    def _rng(self, *parts: int | str) -> np.random.Generator:
+        """A generator seeded from the study seed and `parts`: draws depend on position, not on calls."""
+        return np.random.default_rng(derive_seed(self.name, self.seed, *parts))
+
+    def _is_new(self, point: Mapping[str, Any]) -> bool:
+        key = params_key(point)
+        return key not in self._seen and key not in self._pending
+
+    @abc.abstractmethod
+    def _suggest(self, n: int) -> list[dict[str, Any]]:
+        """Return up to n new points, not pending and not yet seen where the space allows."""
+
+    def _observe(self, params: dict[str, Any], loss: float) -> None:  # noqa: B027 - optional hook
+        """Take a finished trial's loss (lower is better)."""
+
+    def _observe_failed(self, params: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Take a failed trial; the default ignores it (grid and random just move on)."""
+
+    def _forget_pending(self, params: Mapping[str, Any]) -> None:
+        self._pending.pop(params_key(params), None)
