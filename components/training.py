@@ -98,6 +98,8 @@ class TrialResult:
     stop_reason: str | None = None
     predicted_final: float | None = None
     curve: list[float] = field(default_factory=list)  # the search metric, one value per epoch
+    param_names: list[str] = field(default_factory=list)  # state_dict keys that are parameters
+    histograms: dict[str, Any] | None = None  # per-parameter histograms, filled when logged
 
 
 class TensorBatches:
@@ -376,4 +378,5 @@ def train_trial(
         result.predicted_final = control.decision.predicted
     if module is not None and result.state in ("completed", "pruned"):
         result.state_dict = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        result.param_names = [name for name, _ in module.named_parameters()]
     return result

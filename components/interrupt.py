@@ -1,0 +1,60 @@
+"""Stop requests that reach training wherever it runs: the caller's threads or worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from typing import Any
+
+__all__ = ["StopSignal", "current_stop_event", "init_trial_worker", "set_current_stop_event"]
+
+_current: Any = None
+
+
+class StopSignal:
+    """One stop request, visible to threads (an Event) and to spawned worker processes (an mp Event).
+
+    Training checks `is_set()` before every batch, so it must be cheap: both are a lock and a flag.
+    """
+
+    def __init__(self) -> None:
+        self.thread_event = threading.Event()
+        self.process_event = multiprocessing.get_context("spawn").Event()
+        self.signum: int | None = None
+
+    def set(self, signum: int | None = None) -> None:
+        if signum is not None and self.signum is None:
+            self.signum = signum
+        self.thread_event.set()
+        self.process_event.set()
+
+    def is_set(self) -> bool:
+        return self.thread_event.is_set()
+
+
+def set_current_stop_event(event: Any) -> None:
+    """The event that trials started in this process check (see `current_stop_event`)."""
+    global _current
+    _current = event
+
+
+def current_stop_event() -> Any:
+    """The stop event of this process: set by the search loop, or by a worker's initializer."""
+    return _current
+
+
+def init_trial_worker(event: Any, threads: int | None) -> None:
+    """Initializer of a trial worker process: stop via `event`, leave Ctrl-C to the search loop.
+
+    A terminal's Ctrl-C reaches every process of the group; the worker ignores it and stops at
+    the next batch when the search loop sets `event`, so runs are ended cleanly, not mid-write.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_current_stop_event(event)
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)

@@ -1,0 +1,56 @@
+"""Checks that run before anything is created: data, metric, strategy, tracking store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from components.config import BUILTIN_METRICS
+from components.data import DataError, Dataset, load_dataset
+from components.search import make_strategy
+from components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from components.config import ExperimentConfig
+
+__all__ = ["PreflightError", "preflight"]
+
+
+class PreflightError(Exception):
+    """A problem found before any run exists; `exit_code` is what the CLI exits with."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset | None:
+    """Load the data and check the metric, the strategy and the tracking store.
+
+    Returns the loaded data set (None for a user's DataModule).
+
+    Raises:
+        PreflightError: naming the problem; nothing was created.
+    """
+    data: Dataset | None = None
+    if not cfg.data.module:
+        try:
+            data = load_dataset(cfg.data, cfg.seed)
+        except DataError as exc:
+            raise PreflightError(str(exc)) from None
+        if not cfg.model.module:
+            allowed = BUILTIN_METRICS[data.task]
+            if cfg.search.metric not in allowed:
+                raise PreflightError(
+                    f"search.metric: {cfg.search.metric!r} is not logged for {data.name!r}, a "
+                    f"{data.task} task; use one of {', '.join(allowed)}"
+                )
+    try:
+        make_strategy(cfg)
+    except ValueError as exc:
+        raise PreflightError(f"search: {exc}") from None
+    if check_tracking:
+        try:
+            StudyTracker(resolve_tracking_uri(cfg.tracking.uri)).check()
+        except TrackingError as exc:
+            raise PreflightError(str(exc), exit_code=3) from None
+    return data

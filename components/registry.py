@@ -1,0 +1,175 @@
+"""The best model: test-split evaluation, export as pt2, registration and the `champion` alias."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from components.model import MLPModule, ScoringModel
+from components.training import TrialSpec, build_module
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from components.data import Dataset
+
+__all__ = [
+    "CHAMPION",
+    "Registration",
+    "evaluate_on_test",
+    "export_best_model",
+    "load_state_dict_artifact",
+    "register_best_model",
+    "test_metric_name",
+]
+
+CHAMPION = "champion"
+TAG_TEST_METRIC = "hyperflow.test_metric"
+TAG_TEST_VALUE = "hyperflow.test_value"
+TAG_STUDY_RUN = "hyperflow.study_run_id"
+
+# The model's own requirements, so that logging skips MLflow's slow requirement inference.
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+
+
+def test_metric_name(metric: str) -> str:
+    """The test-split counterpart of the search metric: val_accuracy -> test_accuracy."""
+    return "test_" + metric.removeprefix("val_")
+
+
+def rebuild(
+    data: Dataset, params: Mapping[str, Any], spec: TrialSpec, state_dict: Mapping[str, Any]
+) -> MLPModule:
+    """The trained module from its parameters and its stored weights, in eval mode."""
+    module = build_module(data, params, spec)
+    module.load_state_dict(dict(state_dict))
+    assert isinstance(module, MLPModule)
+    return module.eval()
+
+
+def evaluate_on_test(module: MLPModule, data: Dataset) -> dict[str, float]:
+    """test_loss and test_accuracy (classification) or test_rmse (regression, original units)."""
+    target_dtype = torch.long if data.task == "classification" else torch.float32
+    x = torch.as_tensor(np.ascontiguousarray(data.X_test), dtype=torch.float32)
+    y = torch.as_tensor(np.ascontiguousarray(data.y_test), dtype=target_dtype)
+    module.eval()
+    with torch.no_grad():
+        metrics = module.validation_metrics(x, y)
+    return {test_metric_name(k): float(v) for k, v in metrics.items()}
+
+
+def export_best_model(module: MLPModule, data: Dataset, client: MlflowClient, run_id: str) -> str:
+    """Log the best model as `best_model/` of the study run: pt2 (no pickle), eval mode, raw features in.
+
+    Returns the artifact URI of `best_model`.
+    """
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    scorer = ScoringModel(
+        module.model,
+        torch.as_tensor(data.feature_mean),
+        torch.as_tensor(data.feature_std),
+        data.task,
+        target_mean=data.target_mean,
+        target_std=data.target_std,
+    ).eval()
+    # An example batch of > 1 rows, so that the exported graph keeps a dynamic batch dimension.
+    example = data.raw_features(data.X_test[:5]).astype(np.float32)
+    with torch.no_grad():
+        output = scorer(torch.as_tensor(example)).numpy()
+    signature = infer_signature(example, output)
+    with tempfile.TemporaryDirectory(prefix="hyperflow-model-") as tmp:
+        path = Path(tmp) / "best_model"
+        mlflow.pytorch.save_model(
+            scorer,
+            str(path),
+            serialization_format="pt2",
+            signature=signature,
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+        client.log_artifacts(run_id, str(path), "best_model")
+    return f"runs:/{run_id}/best_model"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What registering the best model did."""
+
+    name: str
+    version: str
+    promoted: bool
+    previous_champion: str | None
+    reason: str
+
+    @property
+    def champion_uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION}"
+
+
+def register_best_model(
+    client: MlflowClient,
+    *,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    test_metric: str,
+    test_value: float,
+    mode: str,
+    promote: str,
+) -> Registration:
+    """Register a version and move `champion` to it if it beats the champion's test value (or always)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Best models of hyperflow studies")
+    source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/best_model"
+    version = client.create_model_version(
+        name,
+        source=source,
+        run_id=run_id,
+        tags={TAG_TEST_METRIC: test_metric, TAG_TEST_VALUE: repr(float(test_value)), TAG_STUDY_RUN: run_id},
+        description=f"{test_metric} = {test_value:.6g} on the held-out test split",
+    )
+    previous: str | None = None
+    champion_value: float | None = None
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        previous = str(current.version)
+        if current.tags.get(TAG_TEST_METRIC) == test_metric:
+            champion_value = float(current.tags[TAG_TEST_VALUE])
+    except (MlflowException, KeyError, ValueError):
+        pass
+    if promote == "always":
+        promoted, reason = True, "tracking.promote is 'always'"
+    elif previous is None:
+        promoted, reason = True, "no champion yet"
+    elif champion_value is None:
+        promoted, reason = True, f"the champion (version {previous}) records no {test_metric}"
+    else:
+        better = test_value > champion_value if mode == "max" else test_value < champion_value
+        promoted = better
+        verb = "beats" if better else "does not beat"
+        reason = (
+            f"{test_metric} {test_value:.6g} {verb} the champion's {champion_value:.6g} (version {previous})"
+        )
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, str(version.version))
+    return Registration(name, str(version.version), promoted, previous, reason)
+
+
+def load_state_dict_artifact(client: MlflowClient, run_id: str) -> dict[str, torch.Tensor]:
+    """A trial's stored final weights (`weights/state_dict.pt`), read without unpickling code."""
+    with tempfile.TemporaryDirectory(prefix="hyperflow-weights-") as tmp:
+        path = client.download_artifacts(run_id, "weights/state_dict.pt", tmp)
+        state: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
+    return state

@@ -1,0 +1,404 @@
+"""The search loop's state: plans trials, records their results, knows when to stop; no Prefect."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from components.plots import PlotQueue, weight_histograms
+from components.search import Strategy
+from components.search._base import derive_seed
+from components.tracking import StudyTracker, TrialLogger
+from components.training import TrialResult, TrialSpec, train_trial
+
+if TYPE_CHECKING:
+    from components.config import ExperimentConfig
+    from components.curves import StopPolicy, StopRule
+    from components.data import Dataset
+
+__all__ = [
+    "Study",
+    "StudyProgress",
+    "StudyResult",
+    "TrialError",
+    "TrialPlan",
+    "TrialRecord",
+    "execute_trial",
+    "trial_seed",
+]
+
+FinishedState = Literal["completed", "pruned", "failed"]
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """Each trial's own seed, derived from the study seed and the trial number."""
+    return derive_seed("trial", study_seed, number)
+
+
+@dataclass
+class TrialPlan:
+    """What a trial needs, sent with it to wherever it runs (it pickles)."""
+
+    number: int
+    params: dict[str, Any]
+    seed: int
+    run_id: str
+    logger: TrialLogger
+    policy: StopPolicy | None = None
+    timeout_seconds: float | None = None
+
+
+class TrialError(Exception):
+    """Raised by the train-trial task for a trial that failed on its own merits.
+
+    It makes the Prefect task run Failed, is never retried, and carries the TrialResult back to
+    the search loop.
+    """
+
+    def __init__(self, message: str, result: TrialResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TrialError, (str(self), self.result))
+
+
+def execute_trial(
+    data: Dataset | None,
+    plan: TrialPlan,
+    spec: TrialSpec,
+    *,
+    stop_event: Any = None,
+    train: Callable[..., TrialResult] = train_trial,
+) -> TrialResult:
+    """Train one planned trial and log it to its MLflow run: metrics, weights, state; then end it.
+
+    Runs wherever the trial runs (the caller's thread, a worker process, a Dask worker).
+    """
+    deadline = time.monotonic() + plan.timeout_seconds if plan.timeout_seconds else None
+    result = train(
+        data,
+        plan.params,
+        spec,
+        seed=plan.seed,
+        stop_policy=plan.policy,
+        on_epoch=plan.logger.on_epoch,
+        stop_event=stop_event,
+        deadline=deadline,
+    )
+    with tempfile.TemporaryDirectory(prefix="hyperflow-trial-") as tmp:
+        folder = Path(tmp)
+        if result.state_dict is not None and result.state in ("completed", "pruned"):
+            torch.save(result.state_dict, folder / "state_dict.pt")
+            params = {k: v for k, v in result.state_dict.items() if k in set(result.param_names)}
+            result.histograms = weight_histograms(params or result.state_dict)
+            (folder / "histograms.json").write_text(json.dumps(result.histograms, indent=1))
+        plan.logger.finish(result, spec.metric, folder)
+    return result
+
+
+@dataclass
+class TrialRecord:
+    """A finished trial as the study keeps it (weights only while it is the best)."""
+
+    number: int
+    params: dict[str, Any]
+    seed: int
+    run_id: str
+    state: FinishedState
+    value: float | None
+    curve: list[float] = field(default_factory=list)
+    epochs_trained: int = 0
+    error: str | None = None
+    state_dict: dict[str, torch.Tensor] | None = None
+
+
+class Study:
+    """Plans trials from the strategy, records their outcomes and decides when the search ends.
+
+    The search loop (a Prefect flow, or a plain loop in tests and benchmarks) calls `plan()` for
+    trials to submit and `record()` as each finishes, in any order. The strategy and the stop
+    rule live here, in the loop's process; trials get a snapshot of the rule when planned.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        strategy: Strategy,
+        stop_rule: StopRule | None,
+        tracker: StudyTracker,
+        experiment_id: str,
+        study_run_id: str,
+        spec: TrialSpec,
+        next_number: int = 0,
+        records: list[TrialRecord] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.strategy = strategy
+        self.stop_rule = stop_rule
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.study_run_id = study_run_id
+        self.spec = spec
+        self.next_number = next_number
+        self.records: list[TrialRecord] = list(records or [])
+        self.in_flight: dict[int, TrialPlan] = {}
+        self.started = time.monotonic()
+        self.stop_reason: str | None = None
+        self._best_logged: float | None = None
+        self.plots = PlotQueue(upload=self._upload_png)
+        self.plots.start()
+
+    # ----------------------------------------------------------------- counting
+
+    @property
+    def mode(self) -> str:
+        return self.cfg.search.direction
+
+    def count(self, state: str) -> int:
+        return sum(r.state == state for r in self.records)
+
+    @property
+    def n_finished(self) -> int:
+        return len(self.records)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The best completed trial (pruned and failed trials never count)."""
+        done = [r for r in self.records if r.state == "completed" and r.value is not None]
+        if not done:
+            return None
+        sign = -1.0 if self.mode == "max" else 1.0
+        return min(done, key=lambda r: (sign * float(r.value), r.number))  # type: ignore[arg-type]
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def time_left(self) -> float | None:
+        if self.cfg.search.timeout_minutes is None:
+            return None
+        return self.cfg.search.timeout_minutes * 60 - self.elapsed()
+
+    def check_stop(self) -> str | None:
+        """Why no further trial should start, or None to go on."""
+        search = self.cfg.search
+        if self.stop_reason:
+            return self.stop_reason
+        if self.n_finished >= search.n_trials:
+            return "budget"
+        failed = self.count("failed")
+        if search.max_failures is not None and failed > search.max_failures:
+            self.stop_reason = f"{failed} failed trials exceed search.max_failures ({search.max_failures})"
+            return self.stop_reason
+        left = self.time_left()
+        if left is not None and left <= 0:
+            self.stop_reason = f"search.timeout_minutes ({search.timeout_minutes:g}) spent"
+            return self.stop_reason
+        if self.strategy.exhausted and not self.in_flight:
+            return "exhausted"
+        return None
+
+    @property
+    def done(self) -> bool:
+        return self.check_stop() is not None and not self.in_flight
+
+    # ----------------------------------------------------------------- the loop
+
+    def plan(self, limit: int | None = None) -> list[TrialPlan]:
+        """New trials to submit now: up to `n_parallel` in flight, never past `n_trials`."""
+        if self.check_stop() is not None:
+            return []
+        search = self.cfg.search
+        room = min(
+            search.n_parallel - len(self.in_flight),
+            search.n_trials - self.n_finished - len(self.in_flight),
+        )
+        if limit is not None:
+            room = min(room, limit)
+        if room <= 0:
+            return []
+        plans = []
+        policy = self.stop_rule.snapshot() if self.stop_rule is not None else None
+        timeout = search.trial_timeout_minutes * 60 if search.trial_timeout_minutes else None
+        for params in self.strategy.ask(room):
+            number = self.next_number
+            self.next_number += 1
+            seed = trial_seed(self.cfg.seed, number)
+            run_id = self.tracker.start_trial(
+                self.experiment_id, self.study_run_id, number=number, params=params, seed=seed
+            )
+            plan = TrialPlan(
+                number=number,
+                params=params,
+                seed=seed,
+                run_id=run_id,
+                logger=TrialLogger(self.tracker.uri, run_id),
+                policy=policy,
+                timeout_seconds=timeout,
+            )
+            self.in_flight[number] = plan
+            plans.append(plan)
+        return plans
+
+    def record(self, plan: TrialPlan, result: TrialResult) -> TrialRecord | None:
+        """Take a finished trial's result: tell the strategy and the stop rule, keep the best.
+
+        An interrupted trial is not counted: its parameters go back to the strategy.
+        """
+        self.in_flight.pop(plan.number, None)
+        if result.state == "interrupted":
+            self.strategy.release(plan.params)
+            return None
+        value = result.value if result.value is not None and math.isfinite(result.value) else None
+        state: FinishedState = result.state if result.state in ("completed", "pruned") else "failed"
+        if state != "failed" and value is None:
+            state = "failed"
+        if state == "failed":
+            self.strategy.tell_failed(plan.params)
+        else:
+            assert value is not None
+            self.strategy.tell(plan.params, value, pruned=state == "pruned")
+        if self.stop_rule is not None:
+            self.stop_rule.record(result.curve, state)
+        record = TrialRecord(
+            number=plan.number,
+            params=plan.params,
+            seed=plan.seed,
+            run_id=plan.run_id,
+            state=state,
+            value=value,
+            curve=list(result.curve),
+            epochs_trained=result.epochs_trained,
+            error=result.error,
+        )
+        if result.histograms:
+            self.plots.histograms(plan.run_id, result.histograms)
+        previous_best = self.best
+        self.records.append(record)
+        if self.best is record:
+            record.state_dict = result.state_dict
+            if previous_best is not None:
+                previous_best.state_dict = None
+            self._log_running_best(record)
+        return record
+
+    def record_crash(self, plan: TrialPlan, error: str) -> TrialRecord:
+        """A trial whose process or task failed before it could report: failed, logged here."""
+        result = TrialResult(params=plan.params, seed=plan.seed, state="failed", error=error)
+        with contextlib.suppress(Exception):  # the store may be what failed; the study goes on
+            self.tracker.mark_trial(plan.run_id, "failed", error)
+        record = self.record(plan, result)
+        assert record is not None
+        return record
+
+    def progress(self) -> StudyProgress:
+        best = self.best
+        return StudyProgress(
+            finished=self.n_finished,
+            total=self.cfg.search.n_trials,
+            running=len(self.in_flight),
+            completed=self.count("completed"),
+            pruned=self.count("pruned"),
+            failed=self.count("failed"),
+            best_value=best.value if best else None,
+            metric=self.cfg.search.metric,
+            elapsed=self.elapsed(),
+        )
+
+    def abort(self, state: Literal["interrupted", "failed"], error: str | None = None) -> None:
+        """End what is open after an interruption or a crash: trials in flight, then the study run.
+
+        Trials still in flight are marked interrupted (KILLED); the study run is KILLED when
+        interrupted, FAILED otherwise. Nothing is left RUNNING.
+        """
+        for plan in list(self.in_flight.values()):
+            with contextlib.suppress(Exception):
+                self.tracker.mark_trial(plan.run_id, "interrupted", error or "the study was interrupted")
+            self.in_flight.pop(plan.number, None)
+        self.plots.close(cancel=True)
+        with contextlib.suppress(Exception):
+            self.tracker.end_run(self.study_run_id, "KILLED" if state == "interrupted" else "FAILED")
+
+    def _upload_png(self, run_id: str, png: bytes) -> None:
+        with tempfile.TemporaryDirectory(prefix="hyperflow-plot-") as tmp:
+            path = Path(tmp) / "histograms.png"
+            path.write_bytes(png)
+            self.tracker.client.log_artifact(run_id, str(path), "weights")
+
+    def _log_running_best(self, record: TrialRecord) -> None:
+        if record.value is None or record.value == self._best_logged:
+            return
+        self._best_logged = record.value
+        self.tracker.log_metrics(
+            self.study_run_id, {f"best_{self.cfg.search.metric}": record.value}, step=record.number
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Progress, results, and opening / finishing a study
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """A snapshot for progress displays."""
+
+    finished: int
+    total: int
+    running: int
+    completed: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    metric: str
+    elapsed: float
+
+    @property
+    def remaining_seconds(self) -> float | None:
+        """A plain estimate: the mean time per finished trial times the trials left."""
+        if self.finished == 0:
+            return None
+        return self.elapsed / self.finished * max(self.total - self.finished, 0)
+
+
+@dataclass
+class StudyResult:
+    """What a search returns (and the CLI prints)."""
+
+    study_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    metric: str
+    mode: str
+    status: str
+    best_params: dict[str, Any] | None = None
+    best_value: float | None = None
+    best_trial: int | None = None
+    best_run_id: str | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    n_completed: int = 0
+    n_pruned: int = 0
+    n_failed: int = 0
+    model_name: str | None = None
+    model_version: str | None = None
+    promoted: bool = False
+    promotion_reason: str | None = None
+    stop_reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def champion_uri(self) -> str | None:
+        return f"models:/{self.model_name}@champion" if self.model_name else None
+
+    @property
+    def model_uri(self) -> str | None:
+        return f"runs:/{self.study_run_id}/best_model" if self.best_params is not None else None

@@ -1,0 +1,369 @@
+"""The MLflow schema of DESIGN.md, written through MlflowClient with explicit run ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from components.config import ExperimentConfig
+    from components.data import Dataset
+    from components.training import TrialResult
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "TAG_CONFIG_HASH",
+    "TAG_ERROR",
+    "TAG_FLOW_RUN_ID",
+    "TAG_ROLE",
+    "TAG_SEED",
+    "TAG_STATE",
+    "TAG_STOP_REASON",
+    "TAG_STRATEGY",
+    "TAG_TRIAL",
+    "StudyTracker",
+    "TrackingError",
+    "TrialLogger",
+    "param_value",
+    "resolve_tracking_uri",
+    "ui_command",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+TAG_ROLE = "hyperflow.role"
+TAG_STRATEGY = "hyperflow.strategy"
+TAG_CONFIG_HASH = "hyperflow.config_hash"
+TAG_FLOW_RUN_ID = "hyperflow.flow_run_id"
+TAG_TRIAL = "hyperflow.trial"
+TAG_SEED = "hyperflow.seed"
+TAG_STATE = "hyperflow.state"
+TAG_STOP_REASON = "hyperflow.stop_reason"
+TAG_ERROR = "hyperflow.error"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+
+# MLflow run status for each trial state.
+RUN_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+
+_PARAM_LIMIT = 6000  # MLflow's longest param value
+_BATCH_LIMIT = 100  # params per log_batch call
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, refused credentials, ...)."""
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """`tracking.uri`, else $MLFLOW_TRACKING_URI, else SQLite in the working directory.
+
+    A relative SQLite path is made absolute so that worker processes find the same file.
+    """
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def param_value(value: Any) -> str:
+    """A value as MLflow stores it: lists as JSON, everything cut to MLflow's length limit."""
+    text = json.dumps(value) if isinstance(value, list | dict | tuple) else str(value)
+    return text[:_PARAM_LIMIT]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_text() -> str:
+    """Python and the versions of every installed distribution, one `name==version` per line."""
+    lines = [f"# python {sys.version.split()[0]} on {sys.platform}"]
+    dists = sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
+    lines += [f"{name}=={version}" for name, version in dists if name]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class StudyTracker:
+    """Writes the study run and creates trial runs; lives in the search loop's process."""
+
+    uri: str
+    client: MlflowClient = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def check(self, timeout: float = 10.0) -> None:
+        """Fail fast, before any training, when the store cannot be reached or used.
+
+        A server is probed with one short request first: MLflow's own client retries an
+        unreachable server with backoff for minutes before it gives up.
+        """
+        if self.uri.startswith(("http://", "https://")):
+            _probe_server(self.uri, timeout)
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot use the MLflow tracking store at {self.uri}: {_short(exc)}"
+            ) from None
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, creating it (or restoring a deleted one of that name)."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            return str(self.client.create_experiment(name))
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        return str(exp.experiment_id)
+
+    def start_study(
+        self,
+        cfg: ExperimentConfig,
+        dataset: Dataset | None,
+        *,
+        config_hash: str,
+        flow_run_id: str | None,
+        config_yaml: str,
+        flat_config: Mapping[str, Any],
+    ) -> tuple[str, str]:
+        """Create the study run with its tags, params, dataset input and artifacts.
+
+        Returns:
+            (experiment id, study run id)
+        """
+        experiment_id = self.experiment_id(cfg.name)
+        tags = {
+            TAG_ROLE: "study",
+            TAG_STRATEGY: cfg.search.strategy,
+            TAG_CONFIG_HASH: config_hash,
+            "mlflow.note.content": f"hyperflow study: {cfg.search.strategy} search of {cfg.search.metric}",
+        }
+        if flow_run_id:
+            tags[TAG_FLOW_RUN_ID] = flow_run_id
+        commit = _git_commit()
+        if commit:
+            tags[TAG_GIT_COMMIT] = commit
+        run = self.client.create_run(experiment_id, tags=tags, run_name=f"study-{cfg.search.strategy}")
+        run_id = run.info.run_id
+        params = [Param(k, param_value(v)) for k, v in flat_config.items()]
+        for start in range(0, len(params), _BATCH_LIMIT):
+            self.client.log_batch(run_id, params=params[start : start + _BATCH_LIMIT])
+        if dataset is not None:
+            self.log_dataset(run_id, dataset)
+        self.client.log_text(run_id, config_yaml, "config.yaml")
+        self.client.log_text(run_id, environment_text(), "environment.txt")
+        return experiment_id, run_id
+
+    def log_dataset(self, run_id: str, dataset: Dataset) -> None:
+        """The data set as an MLflow input: name, source and digest (training rows as the profile)."""
+        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.dataset_source import DatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
+        from mlflow.entities import DatasetInput, InputTag
+
+        # A file is a local artifact; a scikit-learn loader is code (naming it as a path would be wrong).
+        source: DatasetSource
+        if Path(dataset.source).is_absolute():
+            source = LocalArtifactDatasetSource(dataset.source)
+        else:
+            source = CodeDatasetSource({"loader": dataset.source})
+        ds = from_numpy(
+            dataset.X_train,
+            targets=dataset.y_train,
+            source=source,
+            name=dataset.name,
+            digest=dataset.digest,
+        )
+        entity = ds._to_mlflow_entity()
+        self.client.log_inputs(run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", "train")])])
+
+    def start_trial(
+        self,
+        experiment_id: str,
+        study_run_id: str,
+        *,
+        number: int,
+        params: Mapping[str, Any],
+        seed: int,
+        extra_tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create a trial run (status RUNNING) nested under the study, with its params and tags."""
+        tags = {
+            TAG_ROLE: "trial",
+            TAG_PARENT: study_run_id,
+            TAG_TRIAL: str(number),
+            TAG_SEED: str(seed),
+            TAG_STATE: "running",
+            **(extra_tags or {}),
+        }
+        run = self.client.create_run(experiment_id, tags=tags, run_name=f"trial-{number}")
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def log_artifact_files(self, run_id: str, files: Mapping[str, Path | str], artifact_path: str) -> None:
+        """Log several files under one artifact folder in one call."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, src in files.items():
+                Path(tmp, name).write_bytes(Path(src).read_bytes())
+            self.client.log_artifacts(run_id, tmp, artifact_path)
+
+    def mark_trial(self, run_id: str, state: str, error: str | None = None) -> None:
+        """Set a trial's final state from the search loop (a crash the worker could not report)."""
+        tags = {TAG_STATE: state}
+        if error:
+            tags[TAG_ERROR] = error[:5000]
+        self.set_tags(run_id, tags)
+        self.end_run(run_id, RUN_STATUS[state])
+
+
+class TrialLogger:
+    """Logs one trial from wherever it trains (a worker process or a Dask worker).
+
+    It is created in the search loop and pickled with the trial: only the URI and run id travel;
+    the client is made on first use. Per-epoch metrics are queued and written in batches, at most
+    about once a second (every write to SQLite costs ~20 ms, more than an epoch of a small model),
+    asynchronously, so the UI shows curves while the trial trains without slowing it down.
+    """
+
+    def __init__(self, uri: str, run_id: str, *, flush_seconds: float = 1.0) -> None:
+        self.uri = uri
+        self.run_id = run_id
+        self.flush_seconds = flush_seconds
+        self._client: MlflowClient | None = None
+        self._pending: list[Metric] = []
+        self._last_flush = 0.0
+        self._ops: list[Any] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "run_id": self.run_id, "flush_seconds": self.flush_seconds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["uri"], state["run_id"], flush_seconds=state["flush_seconds"])  # type: ignore[misc]
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Queue an epoch's metrics at step=epoch; write the queue when a second has passed."""
+        now = _now_ms()
+        self._pending.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items())
+        if self._last_flush == 0.0:
+            self._last_flush = time.monotonic()
+        elif time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush(synchronous=False)
+
+    def flush(
+        self, *, synchronous: bool = True, extra: Sequence[Metric] = (), tags: Iterable[RunTag] = ()
+    ) -> None:
+        """Write what is queued (plus `extra` metrics and `tags`), in batches of MLflow's size."""
+        metrics, self._pending = [*self._pending, *extra], []
+        tag_list = list(tags)
+        self._last_flush = time.monotonic()
+        for start in range(0, max(len(metrics), 1), 1000):
+            chunk = metrics[start : start + 1000]
+            if not chunk and not tag_list:
+                break
+            op = self.client.log_batch(self.run_id, metrics=chunk, tags=tag_list, synchronous=synchronous)
+            tag_list = []
+            if op is not None:
+                self._ops.append(op)
+        if synchronous:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until every asynchronous write has landed (raising what failed)."""
+        ops, self._ops = self._ops, []
+        for op in ops:
+            op.wait()
+
+    def finish(self, result: TrialResult, metric: str, artifacts_dir: Path | None = None) -> None:
+        """Final metrics, state tags, weight artifacts; then end the run with the state's status."""
+        now = _now_ms()
+        extra = [
+            Metric("param_count", float(result.param_count), now, 0),
+            Metric("epochs_trained", float(result.epochs_trained), now, 0),
+            Metric("train_seconds", float(result.train_seconds), now, 0),
+        ]
+        if result.predicted_final is not None:
+            extra.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
+        tags = [RunTag(TAG_STATE, result.state)]
+        if result.stop_reason:
+            tags.append(RunTag(TAG_STOP_REASON, result.stop_reason[:5000]))
+        if result.error:
+            tags.append(RunTag(TAG_ERROR, result.error[:5000]))
+        self.flush(synchronous=True, extra=extra, tags=tags)
+        if artifacts_dir is not None and any(artifacts_dir.iterdir()):
+            self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")
+        self.client.set_terminated(self.run_id, RUN_STATUS[result.state])
+
+
+def _probe_server(uri: str, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # a loopback or configured server
+            if response.status >= 500:
+                raise TrackingError(f"the MLflow tracking server at {uri} answers {response.status}")
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:
+            raise TrackingError(f"the MLflow tracking server at {uri} answers {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
+
+
+def ui_command(uri: str, experiment_id: str, run_id: str, port: int = 5000) -> str:
+    """The exact command (or address) that shows a run in the MLflow UI."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri} --port {port}   then open http://127.0.0.1:{port}/{path}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,246 @@
+"""The `hyperflow` command: run, resume, validate, serve, ui."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+import flows  # noqa: F401 - sets the runtime defaults before Prefect or MLflow is imported
+
+if TYPE_CHECKING:
+    from components.config import ExperimentConfig
+    from components.study import StudyProgress, StudyResult
+
+# Keep this module's imports light: spawned worker processes import the main module again.
+
+app = typer.Typer(
+    name="hyperflow",
+    help="Hyperparameter search for neural networks: Prefect flows, Lightning trials, MLflow records.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_FAILED = 1  # the study ran but no trial completed
+EXIT_BAD_INPUT = 2  # config, data or arguments
+EXIT_TRACKING = 3  # the tracking store cannot be reached
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: dotted KEY=VALUE, VALUE parsed as YAML."),
+]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="The experiment's YAML file (see conf/).", show_default=False)
+]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _cli_defaults() -> None:
+    # A progress bar owns the terminal: Prefect's and MLflow's INFO lines would tear it.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def load_checked(config: Path, overrides: list[str] | None) -> tuple[ExperimentConfig, Any]:
+    """Load and check everything that can be checked before a run exists: config, data, strategy."""
+    from components.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    from components.preflight import PreflightError, preflight
+
+    try:
+        data = preflight(cfg)
+    except PreflightError as exc:
+        _fail(str(exc), exc.exit_code)
+    return cfg, data
+
+
+class _Progress:
+    """The progress bar: trials done of total, running, best so far, elapsed and remaining."""
+
+    def __init__(self, total: int, metric: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[running]} running"),
+            TextColumn("best {task.fields[metric]} {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("search", total=total, running=0, best="-", metric=metric, eta="")
+
+    def __call__(self, p: StudyProgress) -> None:
+        eta = p.remaining_seconds
+        self.progress.update(
+            self.task,
+            completed=p.finished,
+            total=p.total,
+            running=p.running,
+            best="-" if p.best_value is None else f"{p.best_value:.4g}",
+            eta="" if eta is None else f"~{int(eta // 60)}:{int(eta % 60):02d} left",
+        )
+
+
+def _install_signal_handlers() -> None:
+    from flows.search_flow import STOP
+
+    def handler(signum: int, frame: Any) -> None:
+        if STOP.is_set():
+            # A second Ctrl-C: the user insists; leave at once (runs were already being ended).
+            raise KeyboardInterrupt
+        STOP.set(signum)
+        console.print(f"\n[yellow]{signal.Signals(signum).name}: stopping trials and ending runs...[/]")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
+    from flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
+
+    progress = _Progress(cfg.search.n_trials, cfg.search.metric)
+    PROGRESS_LISTENERS.append(progress)
+    _install_signal_handlers()
+    try:
+        with progress.progress:
+            return run_search(cfg, resume_run_id=resume_run_id)
+    except (SearchInterrupted, KeyboardInterrupt):
+        signum = STOP.signum or signal.SIGINT
+        console.print("[yellow]interrupted: every open run was ended as KILLED.[/]")
+        raise typer.Exit(128 + int(signum)) from None
+    finally:
+        PROGRESS_LISTENERS.remove(progress)
+
+
+def _print_summary(result: StudyResult) -> None:
+    from components.tracking import ui_command
+
+    lines = [f"[bold]study run[/]  {result.study_run_id}  ({result.status})"]
+    lines.append(
+        f"trials     {result.n_completed} completed, {result.n_pruned} pruned, {result.n_failed} failed"
+        + (f"  (stopped: {result.stop_reason})" if result.stop_reason else "")
+    )
+    if result.best_params is not None:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
+        lines.append(f"best       trial {result.best_trial}: {result.metric} = {result.best_value:.6g}")
+        lines.append(f"params     {params}")
+        tests = ", ".join(f"{k} = {v:.6g}" for k, v in result.test_metrics.items())
+        lines.append(f"test       {tests}")
+    if result.model_name:
+        moved = "moved to it" if result.promoted else "unchanged"
+        lines.append(
+            f"model      {result.model_name} version {result.model_version}; champion {moved} ({result.promotion_reason})"
+        )
+    for err in result.errors[:10]:
+        lines.append(f"[red]error[/]      {err}")
+    lines.append(f"open it    {ui_command(result.tracking_uri, result.experiment_id, result.study_run_id)}")
+    out.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    overrides: SetOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest unfinished study of this config.")
+    ] = False,
+) -> None:
+    """Run one search: a Prefect flow whose trials are Lightning runs recorded in MLflow."""
+    _cli_defaults()
+    cfg, _ = load_checked(config, overrides)
+    resume_run_id = None
+    if resume:
+        from components.resume import find_unfinished_study
+
+        resume_run_id = find_unfinished_study(cfg)
+        if resume_run_id is None:
+            console.print("[yellow]no unfinished study of this config: starting a new one[/]")
+    result = _run_flow(cfg, resume_run_id)
+    _print_summary(result)
+    if result.status != "FINISHED":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def validate(config: ConfigArg, overrides: SetOption = None) -> None:
+    """Check a config and print it resolved, with its search space."""
+    from components.describe import describe_config
+
+    cfg, data = load_checked(config, overrides)
+    out.print(describe_config(cfg, data), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def ui(
+    config: Annotated[Path | None, typer.Argument(help="A config whose tracking store to open.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the configured store and print its address."""
+    import subprocess
+
+    from components.tracking import resolve_tracking_uri
+
+    configured = None
+    if config is not None:
+        cfg, _ = load_checked(config, [])
+        configured = cfg.tracking.uri
+    uri = resolve_tracking_uri(configured)
+    if uri.startswith(("http://", "https://")):
+        out.print(f"The tracking store is a server: open {uri}")
+        return
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    cmd += ["--workers", "1"]
+    out.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C stops it", highlight=False)
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+    }
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

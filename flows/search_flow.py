@@ -1,0 +1,169 @@
+"""The `hyperparameter-search` flow: prepare data → trials as `train-trial` task runs → `log-best`."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from components.config import ExperimentConfig
+from components.data import Dataset, load_dataset
+from components.interrupt import StopSignal, current_stop_event, init_trial_worker, set_current_stop_event
+from components.lifecycle import finish_study, open_study, threads_per_trial
+from components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
+from components.training import TrialResult, TrialSpec
+
+__all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
+
+# Called with a StudyProgress after each finished trial (the CLI's progress bar listens here).
+PROGRESS_LISTENERS: list[Callable[[StudyProgress], None]] = []
+
+# The stop request of this process: the CLI's signal handlers set it; trials see it every batch.
+STOP = StopSignal()
+
+
+class SearchInterrupted(Exception):
+    """The search stopped on request (a signal): its runs were ended as KILLED."""
+
+
+def _infrastructure_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a train-trial task for infrastructure errors, never for a trial that failed itself."""
+    try:
+        state.result()
+    except TrialError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="prepare-data", cache_policy=NO_CACHE)
+def prepare_data(config: ExperimentConfig) -> Dataset:
+    """Load, split and standardise the data set."""
+    return load_dataset(config.data, config.seed)
+
+
+@task(
+    name="train-trial",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_infrastructure_only,
+    task_run_name="trial-{plan.number}",
+)
+def train_trial_task(data: Dataset, plan: TrialPlan, spec: TrialSpec) -> TrialResult:
+    """One trial: train, log to its MLflow run, end it. A failed trial fails this task run."""
+    result = execute_trial(data, plan, spec, stop_event=current_stop_event())
+    if result.state == "failed":
+        raise TrialError(result.error or "trial failed", result)
+    return result
+
+
+@task(name="log-best", cache_policy=NO_CACHE)
+def log_best(study: Study, data: Dataset) -> StudyResult:
+    """Test the best trial's weights, log and register the model, draw the study plots, end the study."""
+    return finish_study(study, data)
+
+
+@contextmanager
+def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
+    runner: TaskRunner[Any]
+    if config.runner.kind == "dask":
+        from flows.dask_runner import dask_task_runner
+
+        runner = dask_task_runner(config)
+    elif config.search.n_parallel == 1:
+        # One trial at a time runs in this process: no start-up, no copy of the data.
+        set_current_stop_event(STOP.thread_event)
+        runner = ThreadPoolTaskRunner(max_workers=1)
+    else:
+        # Parallel trials get processes: torch's global RNG and the GIL make threads a poor fit.
+        runner = ProcessPoolTaskRunner(
+            max_workers=config.search.n_parallel,
+            initializer=init_trial_worker,
+            initargs=(STOP.process_event, threads_per_trial(config)),
+        )
+    with runner:
+        yield runner
+
+
+def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset) -> None:
+    """Keep up to n_parallel trials in flight and tell each result as it finishes."""
+    futures: dict[PrefectFuture[Any], TrialPlan] = {}
+    finished: queue.Queue[PrefectFuture[Any]] = queue.Queue()
+    while True:
+        if not STOP.is_set():
+            for plan in study.plan():
+                fut = runner.submit(train_trial_task, {"data": data, "plan": plan, "spec": study.spec})
+                futures[fut] = plan
+                fut.add_done_callback(finished.put)
+        if not futures:
+            break
+        try:
+            # A short wait keeps the loop responsive to stop requests and the time budget.
+            fut = finished.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        _record(study, futures.pop(fut), fut)
+        for listener in PROGRESS_LISTENERS:
+            listener(study.progress())
+
+
+def _record(study: Study, plan: TrialPlan, fut: PrefectFuture[Any]) -> None:
+    try:
+        result = fut.result()
+    except TrialError as exc:
+        study.record(plan, exc.result)
+        return
+    except BaseException as exc:  # a crashed worker, a task that could not run: failed, not fatal
+        study.record_crash(plan, f"{type(exc).__name__}: {exc}")
+        return
+    study.record(plan, result)
+
+
+@flow(name="hyperparameter-search", log_prints=True)
+def hyperparameter_search(config: ExperimentConfig) -> StudyResult:
+    """Search the config's space: each trial a `train-trial` task run and an MLflow run."""
+    return _search(config, resume_run_id=None)
+
+
+def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
+    from prefect.runtime import flow_run
+
+    data = prepare_data(config)
+    flow_run_id = str(flow_run.id) if flow_run.id else None
+    if resume_run_id:
+        from components.resume import resume_study
+
+        study = resume_study(config, data, resume_run_id, flow_run_id=flow_run_id)
+    else:
+        study = open_study(config, data, flow_run_id=flow_run_id)
+    try:
+        with _task_runner(config) as runner:
+            _run_trials(study, runner, data)
+    except BaseException as exc:
+        study.abort("interrupted" if STOP.is_set() else "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    if STOP.is_set():
+        study.abort("interrupted")
+        raise SearchInterrupted("the search was interrupted")
+    return log_best(study, data)
+
+
+@flow(name="hyperparameter-search", log_prints=True)
+def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult:
+    """Continue an interrupted study (or extend a finished one) in its own study run."""
+    return _search(config, resume_run_id=study_run_id)
+
+
+def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
+    """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
+    if resume_run_id:
+        return resume_search(config, resume_run_id)
+    return hyperparameter_search(config)
