@@ -205,10 +205,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         target_std = float(y_all[train].std())
         if np.ptp(y_all[train]) == 0:
             target_std = 1.0
-        ys = [
-            ((y_all[rows] - target_mean) / target_std).astype(np.float32)
-            for rows in (train, val, test)
-        ]
+        ys = [((y_all[rows] - target_mean) / target_std).astype(np.float32) for rows in (train, val, test)]
 
     return Dataset(
         name=raw.name,
@@ -248,8 +245,7 @@ def _load_raw(cfg: DataConfig) -> _Raw:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise DataError(
-            f"data.path: {path}: unsupported file type {suffix or '(none)'!r} "
-            "(use .csv, .parquet or .npz)"
+            f"data.path: {path}: unsupported file type {suffix or '(none)'!r} (use .csv, .parquet or .npz)"
         )
     if not path.exists():
         raise DataError(f"data.path: {path}: no such file")
@@ -340,8 +336,7 @@ def _from_frame(frame: pd.DataFrame, path: Path, target: str) -> _Raw:
     non_numeric = [
         c
         for c in features
-        if not pd.api.types.is_numeric_dtype(frame[c])
-        or isinstance(frame[c].dtype, pd.CategoricalDtype)
+        if not pd.api.types.is_numeric_dtype(frame[c]) or isinstance(frame[c].dtype, pd.CategoricalDtype)
     ]
     if non_numeric:
         raise DataError(
@@ -356,9 +351,7 @@ def _from_frame(frame: pd.DataFrame, path: Path, target: str) -> _Raw:
     missing = labels.isna().to_numpy()
     if pd.api.types.is_bool_dtype(labels) and not missing.any():
         y = labels.to_numpy(dtype=bool)
-    elif pd.api.types.is_numeric_dtype(labels) and not isinstance(
-        labels.dtype, pd.CategoricalDtype
-    ):
+    elif pd.api.types.is_numeric_dtype(labels) and not isinstance(labels.dtype, pd.CategoricalDtype):
         y = labels.to_numpy(dtype=np.float64, na_value=np.nan)
         if pd.api.types.is_integer_dtype(labels) and not missing.any():
             y = labels.to_numpy(dtype=np.int64)
@@ -384,8 +377,7 @@ def _from_npz(path: Path, target: str | None) -> _Raw:
     present = ", ".join(arrays) if arrays else "none"
     if "X" not in arrays:
         raise DataError(
-            f"data.path: {path}: no array 'X' (arrays: {present}); "
-            "an .npz file needs arrays X and y"
+            f"data.path: {path}: no array 'X' (arrays: {present}); an .npz file needs arrays X and y"
         )
     if label_key not in arrays:
         field = (
@@ -524,9 +516,7 @@ def _encode_labels(raw: _Raw) -> tuple[np.ndarray, list[str]]:
     """Class ids (sorted label values, numerically for numbers) and each class's label string."""
     values, y = np.unique(raw.y, return_inverse=True)
     if raw.class_names is not None and values.dtype.kind in "iu":
-        classes = [
-            raw.class_names[int(v)] if 0 <= v < len(raw.class_names) else str(v) for v in values
-        ]
+        classes = [raw.class_names[int(v)] if 0 <= v < len(raw.class_names) else str(v) for v in values]
     else:
         classes = [_label_str(v) for v in values.tolist()]
     if len(classes) < 2:
@@ -563,9 +553,7 @@ def _split_sizes(n: int, val_fraction: float, test_fraction: float, raw: _Raw) -
     return n_val, n_test
 
 
-def _allocate(
-    total: int, counts: np.ndarray, room: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _allocate(total: int, counts: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Share `total` rows among classes in proportion to `counts`, at most `room` per class."""
     exact = total * counts / counts.sum()
     alloc = np.minimum(np.floor(exact).astype(np.int64), room)

@@ -92,9 +92,15 @@ def _now_ms() -> int:
 
 
 def _git_commit() -> str | None:
+    """The commit of the checkout hyperflow's code runs from (none for an installed wheel)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -183,16 +189,20 @@ class StudyTracker:
 
     def log_dataset(self, run_id: str, dataset: Dataset) -> None:
         """The data set as an MLflow input: name, source and digest (training rows as the profile)."""
-        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+        import warnings
+
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.data.dataset_source import DatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.numpy_dataset import from_numpy
         from mlflow.entities import DatasetInput, InputTag
 
         # A file is a local artifact; a scikit-learn loader is code (naming it as a path would be wrong).
         source: DatasetSource
         if Path(dataset.source).is_absolute():
-            source = LocalArtifactDatasetSource(dataset.source)
+            with warnings.catch_warnings():  # MLflow registers its local-file source twice
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(dataset.source)
         else:
             source = CodeDatasetSource({"loader": dataset.source})
         ds = from_numpy(
@@ -282,7 +292,7 @@ class TrialLogger:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
     def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:

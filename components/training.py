@@ -279,7 +279,13 @@ def _tensors(data: Dataset) -> tuple[torch.Tensor, ...]:
 
 
 def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning",
+        "pytorch_lightning",
+        "lightning_fabric",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*The number of training batches.*")

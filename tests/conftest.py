@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,62 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import Server, start_mlflow_server, start_prefect_server, stop  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One Prefect server for the whole session; in-process flows and subprocesses both use it."""
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    os.environ["PREFECT_API_URL"] = server.url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            yield server
+    finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()  # before the server goes, so no log is left to send to it
+        os.environ.pop("PREFECT_API_URL", None)
+        stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One MLflow tracking server (SQLite backend, served artifacts) for the session."""
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server
+    finally:
+        stop(server.proc)
+
+
+def small_config(tmp_path: Path, **sections: Any) -> Any:
+    """A shrunken digits config (few trials, short epochs, small nets) writing under tmp_path."""
+    from components.config import validate_config
+
+    raw: dict[str, Any] = {
+        "name": f"test-{tmp_path.name}",
+        "seed": 0,
+        "data": {"source": "digits"},
+        "model": {"hidden_layers": [32], "max_epochs": 4, "batch_size": 64},
+        "search": {
+            "strategy": "random",
+            "n_trials": 3,
+            "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}},
+        },
+        "early_stopping": {"kind": "none"},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return validate_config(raw)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,192 @@
+"""A generational genetic algorithm over the unit-cube encoding of the space, asked and told.
+
+Why not a library: DEAP has no ask/tell (it owns the evaluation loop); pymoo's ask/tell is
+generational over whole populations and heavy for one search strategy; pygad is callback-driven;
+nevergrad has no classic GA with elitism and tournament selection; Optuna's NSGAIISampler needs an
+Optuna study and has no elite count. A GA over `Dimension.to_unit`/`from_unit` is short, and owning
+it lets the population be a deterministic function of the told sequence, which resuming needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from components.search._base import Strategy
+from components.search._random import sample_new, space_exhausted
+from components.search._space import SearchSpace, params_key
+
+__all__ = ["GeneticStrategy", "Member"]
+
+# Attempts at breeding a child that is new before falling back to a random point.
+_BREED_TRIES = 32
+
+
+@dataclass(frozen=True)
+class Member:
+    """One evaluated individual: its parameters and loss (None when the trial failed)."""
+
+    params: dict[str, Any]
+    loss: float | None
+
+    def rank_key(self) -> tuple[bool, float]:
+        """Sort key, best first: failures after every value (they get the lowest fitness)."""
+        return (self.loss is None, 0.0 if self.loss is None else self.loss)
+
+
+class GeneticStrategy(Strategy):
+    """Generational GA with elitism, tournament selection, uniform crossover and mutation.
+
+    Generation 0 is the first `population_size` told trials (initial points, then random samples).
+    Each later generation is the `elite` best of the previous one, carried over without being
+    re-evaluated, plus the next `population_size - elite` told children. A child is bred from the
+    current population: two tournament winners (`tournament_size` drawn without replacement),
+    uniform crossover with probability `crossover_rate` (else a copy of the first), then each gene
+    mutates with probability `mutation_rate` (a gaussian step of `mutation_scale` in unit space
+    for real and int genes, another choice for a categorical). Children repeating a told or
+    pending point are bred again.
+
+    Asynchronous by construction: children are bred on demand from the current population with a
+    generator seeded by their position (trials told plus pending), and told results join the
+    generation being filled in the order they are told. So parallel asks never stall waiting for a
+    generation to finish, and the population is a deterministic function of the told sequence.
+    Failures rank below every value; a pruned trial's last value counts as its fitness.
+    """
+
+    name = "genetic"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        mode: Literal["max", "min"] = "max",
+        seed: int = 0,
+        initial_points: Sequence[Mapping[str, Any]] = (),
+        population_size: int = 12,
+        crossover_rate: float = 0.8,
+        mutation_rate: float = 0.2,
+        elite: int = 2,
+        tournament_size: int = 3,
+        mutation_scale: float = 0.1,
+    ) -> None:
+        problems = []
+        if population_size < 2:
+            problems.append(f"population_size must be at least 2, not {population_size}")
+        if not 0 <= elite < population_size:
+            problems.append(f"elite must be in [0, population_size), not {elite}")
+        if tournament_size < 1:
+            problems.append(f"tournament_size must be at least 1, not {tournament_size}")
+        for rate_name, rate in (
+            ("crossover_rate", crossover_rate),
+            ("mutation_rate", mutation_rate),
+        ):
+            if not 0.0 <= rate <= 1.0:
+                problems.append(f"{rate_name} must be in [0, 1], not {rate}")
+        if problems:
+            raise ValueError("search.genetic: " + "; ".join(problems))
+        super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
+        self.population_size = population_size
+        self.crossover_rate = crossover_rate
+        self.mutation_rate = mutation_rate
+        self.elite = elite
+        self.tournament_size = tournament_size
+        self.mutation_scale = mutation_scale
+        self.generation = 0
+        self._parents: list[Member] = []  # the current population, best first
+        self._filling: list[Member] = []  # told members of the generation being filled
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def population(self) -> list[tuple[dict[str, Any], float]]:
+        """The current population, best first, as (params, fitness); failures get a finite fitness
+        below every other one. Empty during generation 0."""
+        values = [-m.loss for m in self._parents if m.loss is not None]
+        floor = min(values) - 1.0 if values else 0.0
+        return [(m.params, floor if m.loss is None else -m.loss) for m in self._parents]
+
+    @property
+    def exhausted(self) -> bool:
+        return space_exhausted(self)
+
+    def _observe(self, params: dict[str, Any], loss: float) -> None:
+        self._add(Member(params, loss))
+
+    def _observe_failed(self, params: dict[str, Any]) -> None:
+        self._add(Member(params, None))
+
+    def _add(self, member: Member) -> None:
+        self._filling.append(member)
+        quota = self.population_size if self.generation == 0 else self.population_size - self.elite
+        if len(self._filling) < quota:
+            return
+        carried = self._parents[: self.elite] if self.generation > 0 else []
+        self._parents = sorted(carried + self._filling, key=Member.rank_key)
+        self._filling = []
+        self.generation += 1
+
+    # ---------------------------------------------------------------- breeding
+
+    def _suggest(self, n: int) -> list[dict[str, Any]]:
+        start = self.n_told + len(self._pending)
+        taken: set[str] = set()
+
+        def is_free(point: Mapping[str, Any]) -> bool:
+            return self._is_new(point) and params_key(point) not in taken
+
+        out: list[dict[str, Any]] = []
+        for i in range(n):
+            rng = self._rng("child" if self._parents else "sample", start + i)
+            point = self._breed(rng, is_free) if self._parents else None
+            if point is None:
+                point = sample_new(self.space, rng, is_free)
+            if point is None:
+                break
+            out.append(point)
+            taken.add(params_key(point))
+        return out
+
+    def _tournament(self, rng: np.random.Generator) -> Member:
+        size = min(self.tournament_size, len(self._parents))
+        # The population is sorted best first, so the smallest index drawn wins.
+        return self._parents[int(rng.choice(len(self._parents), size=size, replace=False).min())]
+
+    def _breed(
+        self, rng: np.random.Generator, is_free: Callable[[Mapping[str, Any]], bool]
+    ) -> dict[str, Any] | None:
+        for _ in range(_BREED_TRIES):
+            first = self._tournament(rng)
+            child = dict(first.params)
+            if rng.random() < self.crossover_rate:
+                second = self._tournament(rng)
+                for name in self.space.names:
+                    if rng.random() < 0.5:
+                        child[name] = second.params[name]
+            child = self._mutate(child, rng)
+            if is_free(child):
+                return child
+        return None
+
+    def _mutate(self, params: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        out = dict(params)
+        for d in self.space:
+            if rng.random() >= self.mutation_rate:
+                continue
+            if d.kind == "categorical":
+                if len(d.choices) > 1:
+                    current = d.index_of(out[d.name])
+                    others = [i for i in range(len(d.choices)) if i != current]
+                    out[d.name] = d.choices[others[int(rng.integers(len(others)))]]
+            else:
+                u = d.to_unit(out[d.name]) + rng.normal(0.0, self.mutation_scale)
+                out[d.name] = d.from_unit(_reflect(u))
+        return out
+
+
+def _reflect(u: float) -> float:
+    """Fold a step past an edge of [0, 1] back inside, so edges are not over-sampled by clipping."""
+    u = abs(u) % 2.0
+    return 2.0 - u if u > 1.0 else u

@@ -1,0 +1,271 @@
+"""The pipeline end to end: the real Prefect flow, a real MLflow store, real training on digits."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, small_config
+from mlflow.tracking import MlflowClient
+
+from components.config import config_hash, flatten
+from components.data import load_dataset
+from components.model import expected_param_count
+
+pytestmark = pytest.mark.slow
+
+
+def trial_runs(client: MlflowClient, study_run_id: str) -> list:
+    exp = client.get_run(study_run_id).info.experiment_id
+    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{study_run_id}'")
+    return sorted(runs, key=lambda r: int(r.data.tags["hyperflow.trial"]))
+
+
+def load_champion(uri: str, name: str):  # type: ignore[no-untyped-def]
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.pytorch.load_model(f"models:/{name}@champion")
+
+
+@pytest.fixture(scope="module")
+def parallel_study(prefect_server, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """One real search: 4 trials, 2 in parallel, dropout and batch norm on."""
+    from flows.search_flow import run_search
+
+    tmp = tmp_path_factory.mktemp("parallel")
+    cfg = small_config(
+        tmp,
+        model={
+            "hidden_layers": [64],
+            "max_epochs": 8,
+            "dropout": 0.1,
+            "batch_norm": True,
+            "optimizer": "adam",
+        },
+        search={
+            "strategy": "random",
+            "n_trials": 4,
+            "n_parallel": 2,
+            "space": {
+                "learning_rate": {"low": 2e-3, "high": 2e-2, "log": True},
+                "hidden_layers": {"choices": [[64], [96, 32]]},
+            },
+        },
+    )
+    result = run_search(cfg)
+    return cfg, result, MlflowClient(result.tracking_uri, registry_uri=result.tracking_uri)
+
+
+def test_study_run_has_the_schema(parallel_study) -> None:  # type: ignore[no-untyped-def]
+    cfg, result, client = parallel_study
+    run = client.get_run(result.study_run_id)
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert tags["hyperflow.role"] == "study"
+    assert tags["hyperflow.strategy"] == "random"
+    assert tags["hyperflow.config_hash"] == config_hash(cfg)
+    assert tags["hyperflow.flow_run_id"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    params = run.data.params
+    assert params["model.optimizer"] == "adam"
+    assert params["search.n_trials"] == "4"
+    assert set(params) == set(flatten(cfg))
+    data = load_dataset(cfg.data, cfg.seed)
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "digits"
+    assert dataset_input.dataset.digest == data.digest
+    artifacts = {a.path for a in client.list_artifacts(result.study_run_id)}
+    assert {"config.yaml", "environment.txt", "plots", "best_model"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(result.study_run_id, "plots")}
+    assert plots == {"plots/optimization_history.png", "plots/learning_curves.png"}
+    metrics = run.data.metrics
+    assert metrics["n_trials_completed"] + metrics["n_trials_pruned"] + metrics["n_trials_failed"] == 4
+    assert "test_accuracy" in metrics and "test_loss" in metrics
+
+
+def test_trial_runs_hold_params_curves_and_weights(parallel_study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, result, client = parallel_study
+    runs = trial_runs(client, result.study_run_id)
+    assert [r.data.tags["hyperflow.trial"] for r in runs] == ["0", "1", "2", "3"]
+    data = load_dataset(cfg.data, cfg.seed)
+    for run in runs:
+        assert run.data.tags["hyperflow.role"] == "trial"
+        assert run.data.tags["hyperflow.state"] == "completed"
+        assert run.data.tags["hyperflow.seed"].isdigit()
+        assert set(run.data.params) == {"learning_rate", "hidden_layers"}
+        epochs = int(run.data.metrics["epochs_trained"])
+        assert epochs == 8
+        for name in ("val_loss", "val_accuracy", "train_loss"):
+            history = client.get_metric_history(run.info.run_id, name)
+            assert sorted(m.step for m in history) == list(range(epochs))
+        hidden = json.loads(run.data.params["hidden_layers"])
+        assert run.data.metrics["param_count"] == expected_param_count(64, hidden, 10, batch_norm=True)
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "weights")}
+        assert files == {"weights/state_dict.pt", "weights/histograms.json", "weights/histograms.png"}
+        folder = Path(client.download_artifacts(run.info.run_id, "weights", str(tmp_path / run.info.run_id)))
+        hist = json.loads((folder / "histograms.json").read_text())
+        state = torch.load(folder / "state_dict.pt", weights_only=True)
+        widths = [data.n_features, *hidden, data.n_outputs]
+        linear_shapes = [
+            list(v["shape"]) for k, v in hist.items() if k.endswith("weight") and len(v["shape"]) == 2
+        ]
+        assert linear_shapes == [[b, a] for a, b in itertools.pairwise(widths)]
+        for name, h in hist.items():
+            assert list(state[name].shape) == h["shape"]
+            assert sum(h["counts"]) == state[name].numel()
+            assert len(h["bin_edges"]) == len(h["counts"]) + 1
+            assert h["mean"] == pytest.approx(float(state[name].double().mean()), abs=1e-6)
+
+
+def test_best_is_the_best_trial_and_trials_overlap(parallel_study) -> None:  # type: ignore[no-untyped-def]
+    _cfg, result, client = parallel_study
+    runs = trial_runs(client, result.study_run_id)
+    values = {r.info.run_id: r.data.metrics["val_accuracy"] for r in runs}
+    best_run = max(values, key=values.get)
+    study = client.get_run(result.study_run_id).data
+    assert study.metrics["best_val_accuracy"] == pytest.approx(values[best_run])
+    assert study.tags["hyperflow.best_run_id"] == best_run
+    spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
+    overlaps = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
+    assert overlaps >= 1, f"no two trials ran at the same time: {spans}"
+
+
+def test_champion_loads_scores_the_test_split_and_is_deterministic(parallel_study) -> None:  # type: ignore[no-untyped-def]
+    cfg, result, client = parallel_study
+    assert result.promoted
+    model = load_champion(result.tracking_uri, cfg.name)
+    data = load_dataset(cfg.data, cfg.seed)
+    raw = torch.as_tensor(data.raw_features(data.X_test).astype(np.float32))
+    scores = model(raw)
+    accuracy = float((scores.argmax(dim=1).numpy() == data.y_test).mean())
+    assert accuracy >= 0.9
+    assert torch.equal(model(raw), scores), "repeated calls must agree (eval mode)"
+    batch = raw[:300]
+    alone = model(batch[7:8])
+    assert torch.allclose(alone, model(batch)[7:8], atol=1e-5)
+    version = client.get_model_version_by_alias(cfg.name, "champion")
+    assert float(version.tags["hyperflow.test_value"]) == pytest.approx(result.test_metrics["test_accuracy"])
+
+
+def test_prefect_flow_run_completed_with_a_task_run_per_trial(parallel_study) -> None:  # type: ignore[no-untyped-def]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _cfg, result, client = parallel_study
+    flow_run_id = client.get_run(result.study_run_id).data.tags["hyperflow.flow_run_id"]
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(flow_run_id)
+        tasks = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    assert flow_run.state is not None and flow_run.state.is_completed()
+    trials = [t for t in tasks if t.task_key.startswith("train_trial") or t.name.startswith("trial-")]
+    assert sorted(t.name for t in trials) == ["trial-0", "trial-1", "trial-2", "trial-3"]
+    assert all(t.state is not None and t.state.is_completed() for t in trials)
+    names = {t.name.rsplit("-", 1)[0] for t in tasks if not t.name.startswith("trial-")}
+    assert {"prepare-data", "log-best"} <= names
+
+
+def test_same_config_twice_gives_the_same_trials(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    outcomes = []
+    for attempt in ("a", "b"):
+        folder = tmp_path / attempt
+        folder.mkdir()
+        cfg = small_config(
+            folder,
+            name="repro",
+            model={"max_epochs": 3, "dropout": 0.2},
+            search={"strategy": "bayes", "n_trials": 3, "bayes": {"n_initial_points": 2, "surrogate": "RF"}},
+        )
+        result = run_search(cfg)
+        client = MlflowClient(result.tracking_uri, registry_uri=result.tracking_uri)
+        outcomes.append(
+            [
+                (r.data.params["learning_rate"], r.data.metrics["val_accuracy"])
+                for r in trial_runs(client, result.study_run_id)
+            ]
+        )
+    assert len(outcomes[0]) == 3
+    assert outcomes[0] == outcomes[1]
+
+
+def test_champion_moves_only_when_beaten_or_always(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    store = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    good = run_search(
+        small_config(tmp_path, name="promo", tracking=store, model={"max_epochs": 5}, search={"n_trials": 1})
+    )
+    assert good.promoted and good.model_version == "1"
+    worse_cfg = dict(
+        model={"max_epochs": 1, "learning_rate": 1e-4},
+        search={"n_trials": 1, "space": {"learning_rate": {"low": 1e-4, "high": 2e-4}}},
+    )
+    worse = run_search(small_config(tmp_path, name="promo", tracking=store, **worse_cfg))
+    assert worse.test_metrics["test_accuracy"] < good.test_metrics["test_accuracy"]
+    assert not worse.promoted and worse.model_version == "2"
+    client = MlflowClient(good.tracking_uri, registry_uri=good.tracking_uri)
+    assert str(client.get_model_version_by_alias("promo", "champion").version) == "1"
+    forced = run_search(
+        small_config(tmp_path, name="promo", tracking={**store, "promote": "always"}, **worse_cfg)
+    )
+    assert forced.promoted
+    assert str(client.get_model_version_by_alias("promo", "champion").version) == forced.model_version == "3"
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random", "bayes", "genetic"])
+def test_every_strategy_completes_a_search(prefect_server, tmp_path: Path, strategy: str) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 2},
+        search={
+            "strategy": strategy,
+            "n_trials": 4,
+            "space": {
+                "learning_rate": {"low": 0.01, "high": 0.1, "log": True},
+                "batch_size": {"choices": [32, 64]},
+            },
+            "grid": {"points_per_dimension": 2},
+            "bayes": {"n_initial_points": 2, "surrogate": "ET"},
+            "genetic": {"population_size": 2, "elite": 1},
+        },
+    )
+    result = run_search(cfg)
+    client = MlflowClient(result.tracking_uri, registry_uri=result.tracking_uri)
+    runs = trial_runs(client, result.study_run_id)
+    assert result.status == "FINISHED"
+    assert len(runs) == 4
+    assert len({(r.data.params["learning_rate"], r.data.params["batch_size"]) for r in runs}) == 4
+    assert client.get_run(result.study_run_id).data.tags["hyperflow.strategy"] == strategy
+
+
+def test_cli_rejects_a_broken_config_before_any_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: broken\nsearch:\n  n_trials: 0\n  space:\n    learning_rate: {low: 0.0, high: 0.1, log: true}\n"
+    )
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "hyperflow"), "run", str(bad)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "search.n_trials" in proc.stderr
+    assert "search.space.learning_rate" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
