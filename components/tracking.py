@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,8 @@ TAG_SEED = "hyperflow.seed"
 TAG_STATE = "hyperflow.state"
 TAG_STOP_REASON = "hyperflow.stop_reason"
 TAG_ERROR = "hyperflow.error"
+TAG_HOST = "hyperflow.host"
+TAG_PID = "hyperflow.pid"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 
@@ -338,7 +341,12 @@ class TrialLogger:
         ]
         if result.predicted_final is not None:
             extra.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
-        tags = [RunTag(TAG_STATE, result.state)]
+        # Where the trial ran: a worker process, a Dask worker on another host.
+        tags = [
+            RunTag(TAG_STATE, result.state),
+            RunTag(TAG_HOST, socket.gethostname()),
+            RunTag(TAG_PID, str(os.getpid())),
+        ]
         if result.stop_reason:
             tags.append(RunTag(TAG_STOP_REASON, result.stop_reason[:5000]))
         if result.error:

@@ -32,9 +32,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         with temporary_settings(updates={PREFECT_API_URL: server.url}):
             yield server
     finally:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()  # before the server goes, so no log is left to send to it
+        APILogWorker.drain_all(timeout=5)  # before the server goes, so no log is left to send to it
         os.environ.pop("PREFECT_API_URL", None)
         stop(server.proc)
 
