@@ -55,6 +55,7 @@ class TrialPlan:
     logger: TrialLogger
     policy: StopPolicy | None = None
     timeout_seconds: float | None = None
+    stop_at: float | None = None  # wall-clock end of the study's time budget
 
 
 class TrialError(Exception):
@@ -94,6 +95,7 @@ def execute_trial(
         on_epoch=plan.logger.on_epoch,
         stop_event=stop_event,
         deadline=deadline,
+        stop_at=plan.stop_at,
     )
     with tempfile.TemporaryDirectory(prefix="hyperflow-trial-") as tmp:
         folder = Path(tmp)
@@ -230,6 +232,8 @@ class Study:
         plans = []
         policy = self.stop_rule.snapshot() if self.stop_rule is not None else None
         timeout = search.trial_timeout_minutes * 60 if search.trial_timeout_minutes else None
+        left = self.time_left()
+        stop_at = time.time() + left if left is not None else None
         for params in self.strategy.ask(room):
             number = self.next_number
             self.next_number += 1
@@ -245,6 +249,7 @@ class Study:
                 logger=TrialLogger(self.tracker.uri, run_id),
                 policy=policy,
                 timeout_seconds=timeout,
+                stop_at=stop_at,
             )
             self.in_flight[number] = plan
             plans.append(plan)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -275,22 +275,31 @@ class TrialLogger:
     the client is made on first use. Per-epoch metrics are queued and written in batches, at most
     about once a second (every write to SQLite costs ~20 ms, more than an epoch of a small model),
     asynchronously, so the UI shows curves while the trial trains without slowing it down.
+
+    Transient faults (a server restarting, a 5xx) are retried by MLflow's HTTP client with backoff;
+    what still fails stays queued here and is written again, and `finish` retries each write a few
+    more times with backoff before it gives up with a TrackingError. Nothing queued is dropped.
     """
 
-    def __init__(self, uri: str, run_id: str, *, flush_seconds: float = 1.0) -> None:
+    def __init__(
+        self, uri: str, run_id: str, *, flush_seconds: float = 1.0, retries: int = 4, retry_delay: float = 2.0
+    ) -> None:
         self.uri = uri
         self.run_id = run_id
         self.flush_seconds = flush_seconds
+        self.retries = retries
+        self.retry_delay = retry_delay
         self._client: MlflowClient | None = None
         self._pending: list[Metric] = []
         self._last_flush = 0.0
-        self._ops: list[Any] = []
+        self._in_flight: list[tuple[Any, list[Metric]]] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri, "run_id": self.run_id, "flush_seconds": self.flush_seconds}
+        return {k: getattr(self, k) for k in ("uri", "run_id", "flush_seconds", "retries", "retry_delay")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["uri"], state["run_id"], flush_seconds=state["flush_seconds"])  # type: ignore[misc]
+        uri, run_id = state.pop("uri"), state.pop("run_id")
+        self.__init__(uri, run_id, **state)  # type: ignore[misc]
 
     @property
     def client(self) -> MlflowClient:
@@ -305,42 +314,63 @@ class TrialLogger:
         if self._last_flush == 0.0:
             self._last_flush = time.monotonic()
         elif time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush(synchronous=False)
+            self.flush()
 
-    def flush(
-        self, *, synchronous: bool = True, extra: Sequence[Metric] = (), tags: Iterable[RunTag] = ()
-    ) -> None:
-        """Write what is queued (plus `extra` metrics and `tags`), in batches of MLflow's size."""
-        metrics, self._pending = [*self._pending, *extra], []
-        tag_list = list(tags)
+    def flush(self) -> None:
+        """Start writing what is queued, without waiting; a failed write stays queued."""
         self._last_flush = time.monotonic()
-        for start in range(0, max(len(metrics), 1), 1000):
-            chunk = metrics[start : start + 1000]
-            if not chunk and not tag_list:
-                break
-            op = self.client.log_batch(self.run_id, metrics=chunk, tags=tag_list, synchronous=synchronous)
-            tag_list = []
-            if op is not None:
-                self._ops.append(op)
-        if synchronous:
-            self.wait()
+        self._settle(block=False)
+        batch, self._pending = self._pending[:1000], self._pending[1000:]
+        if not batch:
+            return
+        try:
+            op = self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
+        except Exception:
+            self._pending[:0] = batch
+            return
+        self._in_flight.append((op, batch))
 
-    def wait(self) -> None:
-        """Block until every asynchronous write has landed (raising what failed)."""
-        ops, self._ops = self._ops, []
-        for op in ops:
-            op.wait()
+    def _settle(self, block: bool) -> None:
+        """Collect finished asynchronous writes; put the metrics of failed ones back in the queue."""
+        still: list[tuple[Any, list[Metric]]] = []
+        for op, batch in self._in_flight:
+            done = block or all(f.done() for f in getattr(op, "_operation_futures", []))
+            if not done:
+                still.append((op, batch))
+                continue
+            try:
+                op.wait()
+            except Exception:
+                self._pending[:0] = batch
+        self._in_flight = still
+
+    def _retrying(self, what: str, write: Any) -> None:
+        delay = self.retry_delay
+        for attempt in range(1, self.retries + 1):
+            try:
+                write()
+                return
+            except Exception as exc:
+                if attempt == self.retries:
+                    raise TrackingError(
+                        f"could not write {what} of run {self.run_id} to {self.uri} after {attempt} attempts: "
+                        f"{_short(exc)}"
+                    ) from exc
+                time.sleep(delay)
+                delay *= 2
 
     def finish(self, result: TrialResult, metric: str, artifacts_dir: Path | None = None) -> None:
         """Final metrics, state tags, weight artifacts; then end the run with the state's status."""
         now = _now_ms()
-        extra = [
-            Metric("param_count", float(result.param_count), now, 0),
-            Metric("epochs_trained", float(result.epochs_trained), now, 0),
-            Metric("train_seconds", float(result.train_seconds), now, 0),
-        ]
+        self._pending.extend(
+            [
+                Metric("param_count", float(result.param_count), now, 0),
+                Metric("epochs_trained", float(result.epochs_trained), now, 0),
+                Metric("train_seconds", float(result.train_seconds), now, 0),
+            ]
+        )
         if result.predicted_final is not None:
-            extra.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
+            self._pending.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
         # Where the trial ran: a worker process, a Dask worker on another host.
         tags = [
             RunTag(TAG_STATE, result.state),
@@ -351,10 +381,19 @@ class TrialLogger:
             tags.append(RunTag(TAG_STOP_REASON, result.stop_reason[:5000]))
         if result.error:
             tags.append(RunTag(TAG_ERROR, result.error[:5000]))
-        self.flush(synchronous=True, extra=extra, tags=tags)
+        self._settle(block=True)
+        while self._pending:
+            batch = self._pending[:1000]
+            self._retrying("metrics", lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch))
+            del self._pending[: len(batch)]
+        self._retrying("tags", lambda: self.client.log_batch(self.run_id, tags=tags))
         if artifacts_dir is not None and any(artifacts_dir.iterdir()):
-            self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")
-        self.client.set_terminated(self.run_id, RUN_STATUS[result.state])
+            self._retrying(
+                "weights", lambda: self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")
+            )
+        self._retrying(
+            "the end of the run", lambda: self.client.set_terminated(self.run_id, RUN_STATUS[result.state])
+        )
 
 
 def _probe_server(uri: str, timeout: float) -> None:

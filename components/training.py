@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from components.config import ExperimentConfig
     from components.curves import StopPolicy
     from components.data import Dataset
+    from components.usermodule import UserSpec
 
 __all__ = [
     "EpochCallback",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 TrialState = Literal["completed", "pruned", "failed", "interrupted"]
+
+# An epoch's mean training loss this many times its first epoch's marks a diverging run.
+DIVERGENCE_FACTOR = 100.0
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -55,21 +59,26 @@ class TrialSpec:
         mode: `max` or `min`.
         fixed: the fixed `model.*` values; a trial's parameters override them.
         num_threads: torch threads for the trial (None: leave torch's setting alone).
+        user: the user's LightningModule / DataModule / training function (None: the built-in MLP).
     """
 
     metric: str
     mode: Literal["max", "min"]
     fixed: dict[str, Any] = field(default_factory=dict)
     num_threads: int | None = None
+    user: UserSpec | None = None
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, num_threads: int | None = None) -> TrialSpec:
+        from components.usermodule import user_spec
+
         fixed = cfg.model.model_dump(exclude={"module", "args"})
         return cls(
             metric=cfg.search.metric,
             mode=cfg.search.direction,
             fixed={**fixed, **cfg.model.args},
             num_threads=num_threads,
+            user=user_spec(cfg),
         )
 
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +173,7 @@ class _TrialControl(EarlyStopping):
         on_epoch: EpochCallback | None,
         stop_event: threading.Event | Any | None,
         deadline: float | None,
+        stop_at: float | None = None,
     ) -> None:
         Callback.__init__(self)
         self.metric = metric
@@ -172,6 +182,8 @@ class _TrialControl(EarlyStopping):
         self.on_epoch = on_epoch
         self.stop_event = stop_event
         self.deadline = deadline
+        self.stop_at = stop_at
+        self._first_train_loss: float | None = None
         self.epoch = 0
         self.history: dict[str, list[float]] = {}
         self.curve: list[float] = []
@@ -194,6 +206,18 @@ class _TrialControl(EarlyStopping):
     def state_key(self) -> str:
         return "hyperflow_trial_control"
 
+    def _check_divergence(self, epoch: int, train_loss: float | None) -> None:
+        """A training loss far above where it started is a diverging run: stop it as failed."""
+        if train_loss is None or not math.isfinite(train_loss):
+            return
+        if self._first_train_loss is None:
+            self._first_train_loss = train_loss
+        elif train_loss > DIVERGENCE_FACTOR * max(self._first_train_loss, 1e-3):
+            raise TrialFailed(
+                f"diverging: train_loss {train_loss:.4g} at epoch {epoch} is over {DIVERGENCE_FACTOR:g}x "
+                f"its first epoch's {self._first_train_loss:.4g}"
+            )
+
     def guard(self, batch_idx: int, loss: torch.Tensor | None) -> None:
         """Before a batch (loss None): interruption and time budget; after: a finite loss."""
         if loss is None:
@@ -201,6 +225,8 @@ class _TrialControl(EarlyStopping):
                 raise TrialInterrupted("interrupted")
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise TrialFailed("the trial ran past search.trial_timeout_minutes")
+            if self.stop_at is not None and time.time() > self.stop_at:
+                raise TrialInterrupted("the study's time budget (search.timeout_minutes) is spent")
         elif not bool(torch.isfinite(loss)):
             raise TrialFailed(
                 f"training loss became {float(loss.detach())} at epoch {self.epoch}, batch {batch_idx}"
@@ -242,6 +268,7 @@ class _TrialControl(EarlyStopping):
         value = metrics[self.metric]
         if not math.isfinite(value):
             raise TrialFailed(f"{self.metric} became {value} at epoch {epoch}")
+        self._check_divergence(epoch, metrics.get("train_loss"))
         self.curve.append(value)
         if self.on_epoch is not None:
             self.on_epoch(epoch, metrics)
@@ -253,7 +280,14 @@ class _TrialControl(EarlyStopping):
 
 
 def build_module(data: Dataset | None, params: Mapping[str, Any], spec: TrialSpec) -> pl.LightningModule:
-    """The LightningModule for a parameter set (the built-in MLP), before any training."""
+    """The LightningModule for a parameter set (the built-in MLP or `model.module`), before any training.
+
+    A user's module with its own DataModule needs no `data` (resume rebuilds it from params alone).
+    """
+    if spec.user is not None and spec.user.module is not None:
+        from components.usermodule import build_user_module
+
+        return build_user_module(data, params, spec)
     if data is None:
         raise ValueError("the built-in model needs a Dataset")
     values = spec.resolve(params)
@@ -305,6 +339,7 @@ def train_trial(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | Any | None = None,
     deadline: float | None = None,
+    stop_at: float | None = None,
 ) -> TrialResult:
     """Train one trial and return its result; never raises for a trial that fails on its own merits.
 
@@ -320,8 +355,23 @@ def train_trial(
         stop_event: anything with `is_set()`; checked before every batch. When set, the trial
             ends as `interrupted`.
         deadline: a `time.monotonic()` value past which the trial fails (trial time budget).
+        stop_at: a `time.time()` value past which the trial is interrupted (the study's budget;
+            wall-clock time, because it is set in the search loop's process).
     """
     params = dict(params)
+    if spec.user is not None and spec.user.objective is not None:
+        from components.usermodule import run_objective
+
+        return run_objective(
+            params,
+            spec,
+            seed=seed,
+            stop_policy=stop_policy,
+            on_epoch=on_epoch,
+            stop_event=stop_event,
+            deadline=deadline,
+            stop_at=stop_at,
+        )
     values = spec.resolve(params)
     max_epochs = int(values.get("max_epochs", 30))
     result = TrialResult(params=params, seed=seed, state="failed")
@@ -338,32 +388,47 @@ def train_trial(
             on_epoch=on_epoch,
             stop_event=stop_event,
             deadline=deadline,
+            stop_at=stop_at,
         )
         module: pl.LightningModule | None = None
         started = time.perf_counter()
         try:
             module = build_module(data, params, spec)
             result.param_count = param_count(module)
-            assert data is not None
-            x_tr, y_tr, x_va, y_va = _tensors(data)
-            batch_size = int(values.get("batch_size", 64))
-            train = TensorBatches(x_tr, y_tr, batch_size, shuffle=True, seed=seed, per_epoch=True)
-            assert isinstance(module, MLPModule)
-            module.set_validation_data(x_va, y_va)
-            module.batch_guard = control.guard
-            trainer = pl.Trainer(
-                max_epochs=max_epochs,
-                accelerator="cpu",
-                devices=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                limit_val_batches=0,
-                callbacks=[control, *callbacks],
-            )
-            trainer.fit(module, train_dataloaders=train)
+            if spec.user is not None:
+                from components.usermodule import fit_user_module
+
+                fit_user_module(
+                    module,
+                    data,
+                    params,
+                    spec,
+                    seed=seed,
+                    max_epochs=max_epochs,
+                    control=control,
+                    callbacks=list(callbacks),
+                )
+            else:
+                assert data is not None
+                x_tr, y_tr, x_va, y_va = _tensors(data)
+                batch_size = int(values.get("batch_size", 64))
+                train = TensorBatches(x_tr, y_tr, batch_size, shuffle=True, seed=seed, per_epoch=True)
+                assert isinstance(module, MLPModule)
+                module.set_validation_data(x_va, y_va)
+                module.batch_guard = control.guard
+                trainer = pl.Trainer(
+                    max_epochs=max_epochs,
+                    accelerator="cpu",
+                    devices=1,
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                    num_sanity_val_steps=0,
+                    limit_val_batches=0,
+                    callbacks=[control, *callbacks],
+                )
+                trainer.fit(module, train_dataloaders=train)
             result.state = "pruned" if control.decision is not None else "completed"
         except TrialInterrupted as exc:
             result.state, result.error = "interrupted", str(exc)

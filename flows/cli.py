@@ -116,6 +116,8 @@ def _install_signal_handlers() -> None:
 
 
 def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
+    from prefect.exceptions import TerminationSignal
+
     from flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
 
     progress = _Progress(cfg.search.n_trials, cfg.search.metric)
@@ -124,7 +126,7 @@ def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyR
     try:
         with progress.progress:
             return run_search(cfg, resume_run_id=resume_run_id)
-    except (SearchInterrupted, KeyboardInterrupt):
+    except (SearchInterrupted, KeyboardInterrupt, TerminationSignal):
         signum = STOP.signum or signal.SIGINT
         console.print("[yellow]interrupted: every open run was ended as KILLED.[/]")
         raise typer.Exit(128 + int(signum)) from None
@@ -177,9 +179,44 @@ def run(
         from components.resume import find_unfinished_study
 
         resume_run_id = find_unfinished_study(cfg)
+        if resume_run_id is not None:
+            console.print(f"resuming study {resume_run_id}")
         if resume_run_id is None:
             console.print("[yellow]no unfinished study of this config: starting a new one[/]")
     result = _run_flow(cfg, resume_run_id)
+    _print_summary(result)
+    if result.status != "FINISHED":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def resume(
+    study_run_id: Annotated[str, typer.Argument(help="The study run to continue (printed by `run`).")],
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="A new total of trials: extends a finished study.")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="The tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."),
+    ] = None,
+) -> None:
+    """Continue an interrupted study, or extend a finished one, in the same study run."""
+    _cli_defaults()
+    from components.config import ConfigError
+    from components.preflight import PreflightError, preflight
+    from components.resume import ResumeError, load_study_config
+    from components.tracking import TrackingError
+
+    try:
+        cfg = load_study_config(tracking_uri, study_run_id, n_trials)
+        preflight(cfg)
+    except (ResumeError, ConfigError) as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except PreflightError as exc:
+        _fail(str(exc), exc.exit_code)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_TRACKING)
+    result = _run_flow(cfg, study_run_id)
     _print_summary(result)
     if result.status != "FINISHED":
         raise typer.Exit(EXIT_FAILED)

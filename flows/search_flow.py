@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import queue
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -18,6 +22,7 @@ from components.interrupt import StopSignal, current_stop_event, init_trial_work
 from components.lifecycle import finish_study, open_study, threads_per_trial
 from components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
 from components.training import TrialResult, TrialSpec
+from components.usermodule import uses_builtin_data
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
 
@@ -26,6 +31,8 @@ PROGRESS_LISTENERS: list[Callable[[StudyProgress], None]] = []
 
 # The stop request of this process: the CLI's signal handlers set it; trials see it every batch.
 STOP = StopSignal()
+# How long in-flight trials get to report after a stop request before their workers are ended.
+STOP_GRACE_SECONDS = 3.0
 
 
 class SearchInterrupted(Exception):
@@ -44,8 +51,10 @@ def _infrastructure_only(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
-def prepare_data(config: ExperimentConfig) -> Dataset:
-    """Load, split and standardise the data set."""
+def prepare_data(config: ExperimentConfig) -> Dataset | None:
+    """Load, split and standardise the data set (None: a user's DataModule or function brings its own)."""
+    if not uses_builtin_data(config):
+        return None
     return load_dataset(config.data, config.seed)
 
 
@@ -57,7 +66,7 @@ def prepare_data(config: ExperimentConfig) -> Dataset:
     retry_condition_fn=_infrastructure_only,
     task_run_name="trial-{plan.number}",
 )
-def train_trial_task(data: Dataset, plan: TrialPlan, spec: TrialSpec) -> TrialResult:
+def train_trial_task(data: Dataset | None, plan: TrialPlan, spec: TrialSpec) -> TrialResult:
     """One trial: train, log to its MLflow run, end it. A failed trial fails this task run."""
     result = execute_trial(data, plan, spec, stop_event=current_stop_event())
     if result.state == "failed":
@@ -66,7 +75,7 @@ def train_trial_task(data: Dataset, plan: TrialPlan, spec: TrialSpec) -> TrialRe
 
 
 @task(name="log-best", cache_policy=NO_CACHE)
-def log_best(study: Study, data: Dataset) -> StudyResult:
+def log_best(study: Study, data: Dataset | None) -> StudyResult:
     """Test the best trial's weights, log and register the model, draw the study plots, end the study."""
     return finish_study(study, data)
 
@@ -90,19 +99,44 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
             initargs=(STOP.process_event, threads_per_trial(config)),
         )
     with runner:
-        yield runner
+        try:
+            yield runner
+        finally:
+            if STOP.is_set():
+                _terminate_workers(runner)
 
 
-def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset) -> None:
+def _terminate_workers(runner: TaskRunner[Any]) -> None:
+    """After a stop request, end worker processes that did not stop by themselves (e.g. still starting).
+
+    Prefect's process pool waits for running tasks on exit; a worker still importing torch would
+    hold the exit for many seconds. The processes are the executor's, reached through private
+    attributes of Prefect's runner and of ProcessPoolExecutor.
+    """
+    procs = getattr(getattr(runner, "_executor", None), "_processes", None)
+    processes = list(procs.values()) if isinstance(procs, dict) else []
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+
+
+def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> None:
     """Keep up to n_parallel trials in flight and tell each result as it finishes."""
     futures: dict[PrefectFuture[Any], TrialPlan] = {}
     finished: queue.Queue[PrefectFuture[Any]] = queue.Queue()
+    stop_seen: float | None = None
     while True:
         if not STOP.is_set():
             for plan in study.plan():
                 fut = runner.submit(train_trial_task, {"data": data, "plan": plan, "spec": study.spec})
                 futures[fut] = plan
                 fut.add_done_callback(finished.put)
+        else:
+            stop_seen = stop_seen or time.monotonic()
+            if time.monotonic() - stop_seen > STOP_GRACE_SECONDS:
+                break  # the rest are ended as KILLED by Study.abort; their workers are terminated
         if not futures:
             break
         try:
@@ -145,15 +179,43 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
     else:
         study = open_study(config, data, flow_run_id=flow_run_id)
     try:
-        with _task_runner(config) as runner:
+        with _graceful_signals(), _task_runner(config) as runner:
             _run_trials(study, runner, data)
     except BaseException as exc:
         study.abort("interrupted" if STOP.is_set() else "failed", f"{type(exc).__name__}: {exc}")
         raise
     if STOP.is_set():
         study.abort("interrupted")
+        if STOP.signum == signal.SIGTERM:
+            # Prefect's own exception for SIGTERM: its engine records the flow run accordingly.
+            raise TerminationSignal(signal=signal.SIGTERM)
         raise SearchInterrupted("the search was interrupted")
     return log_best(study, data)
+
+
+@contextmanager
+def _graceful_signals() -> Iterator[None]:
+    """While trials run, Ctrl-C and SIGTERM ask them to stop (within a batch) instead of raising.
+
+    Prefect's engine installs a SIGTERM handler that raises at once, which would leave trials
+    training in worker processes and runs RUNNING; ours sets STOP, the search loop then ends every
+    open run as KILLED and re-raises. A second signal raises at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        STOP.set(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @flow(name="hyperparameter-search", log_prints=True)

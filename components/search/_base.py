@@ -121,8 +121,13 @@ class Strategy(abc.ABC):
     def release(self, params: Mapping[str, Any]) -> None:
         """Give back an asked point that was never run (an interrupted trial): it may be asked again."""
         point = self.space.coerce(params)
-        key = params_key(point)
-        if self._pending.pop(key, None) is not None and key not in self._seen:
+        if self._pending.pop(params_key(point), None) is not None:
+            self.requeue(point)
+
+    def requeue(self, params: Mapping[str, Any]) -> None:
+        """Ask this point again before anything new (a trial that was interrupted, not finished)."""
+        point = self.space.coerce(params)
+        if params_key(point) not in self._seen:
             self._initial.insert(0, point)
 
     @property

@@ -1,0 +1,235 @@
+"""Resume a study from MLflow alone: replay its finished trials, requeue the interrupted ones."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.config import config_hash, validate_config
+from components.curves import make_stop_rule
+from components.lifecycle import threads_per_trial
+from components.search import SearchSpace, make_strategy
+from components.study import Study, TrialRecord
+from components.tracking import (
+    TAG_CONFIG_HASH,
+    TAG_FLOW_RUN_ID,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STATE,
+    TAG_TRIAL,
+    StudyTracker,
+    resolve_tracking_uri,
+)
+from components.training import TrialSpec
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from components.config import ExperimentConfig
+    from components.data import Dataset
+
+__all__ = ["ResumeError", "find_unfinished_study", "load_study_config", "recorded_trials", "resume_study"]
+
+FINISHED_STATES = ("completed", "pruned", "failed")
+
+
+class ResumeError(RuntimeError):
+    """A study that cannot be resumed (unknown run id, not a study, a different config)."""
+
+
+def find_unfinished_study(cfg: ExperimentConfig) -> str | None:
+    """The latest study run of this config (same config hash) that did not finish, or None."""
+    tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
+    exp = tracker.client.get_experiment_by_name(cfg.name)
+    if exp is None:
+        return None
+    runs = tracker.client.search_runs(
+        [exp.experiment_id],
+        f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_CONFIG_HASH}` = '{config_hash(cfg)}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    for run in runs:
+        if run.info.status in ("RUNNING", "KILLED", "SCHEDULED"):
+            return str(run.info.run_id)
+    return None
+
+
+def load_study_config(
+    tracking_uri: str | None, study_run_id: str, n_trials: int | None = None
+) -> ExperimentConfig:
+    """The config a study ran with, from its `config.yaml` artifact (optionally a new n_trials)."""
+    import yaml
+
+    tracker = StudyTracker(resolve_tracking_uri(tracking_uri))
+    tracker.check()
+    run = _study_run(tracker, study_run_id)
+    with tempfile.TemporaryDirectory(prefix="hyperflow-resume-") as tmp:
+        path = tracker.client.download_artifacts(study_run_id, "config.yaml", tmp)
+        raw = yaml.safe_load(Path(path).read_text())
+    if n_trials is not None:
+        raw.setdefault("search", {})["n_trials"] = n_trials
+    # The store the study lives in is where it resumes, whatever the saved config said.
+    raw.setdefault("tracking", {})["uri"] = tracker.uri
+    cfg = validate_config(raw, f"config.yaml of study {study_run_id}")
+    if run.data.tags.get(TAG_CONFIG_HASH) not in (None, config_hash(cfg)):
+        raise ResumeError(f"study {study_run_id}: its config.yaml does not match its recorded config hash")
+    return cfg
+
+
+def _study_run(tracker: StudyTracker, study_run_id: str) -> Run:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = tracker.client.get_run(study_run_id)
+    except MlflowException:
+        raise ResumeError(f"no run {study_run_id!r} in the tracking store {tracker.uri}") from None
+    if run.data.tags.get(TAG_ROLE) != "study":
+        raise ResumeError(f"run {study_run_id} is not a hyperflow study run (tag {TAG_ROLE} is not 'study')")
+    return run
+
+
+@dataclass(frozen=True)
+class RecordedTrial:
+    """A trial run as found in MLflow."""
+
+    number: int
+    run_id: str
+    state: str  # completed / pruned / failed / interrupted / running
+    status: str
+    params: dict[str, Any]
+    seed: int
+    value: float | None
+    end_time: int | None
+    error: str | None
+
+
+def recorded_trials(tracker: StudyTracker, cfg: ExperimentConfig, study_run: Run) -> list[RecordedTrial]:
+    """Every trial run of a study, in trial-number order, with params decoded to the space's types."""
+    space = SearchSpace.from_config(cfg)
+    runs = tracker.client.search_runs(
+        [study_run.info.experiment_id], f"tags.`{TAG_PARENT}` = '{study_run.info.run_id}'", max_results=50000
+    )
+    out = []
+    for run in runs:
+        tags = run.data.tags
+        if TAG_TRIAL not in tags:
+            continue
+        params = {d.name: _decode(run.data.params[d.name]) for d in space if d.name in run.data.params}
+        if len(params) == len(space):
+            params = space.coerce(params)
+        out.append(
+            RecordedTrial(
+                number=int(tags[TAG_TRIAL]),
+                run_id=run.info.run_id,
+                state=tags.get(TAG_STATE, "running"),
+                status=run.info.status,
+                params=params,
+                seed=int(tags.get("hyperflow.seed", "0")),
+                value=run.data.metrics.get(cfg.search.metric),
+                end_time=run.info.end_time,
+                error=tags.get("hyperflow.error"),
+            )
+        )
+    return sorted(out, key=lambda t: t.number)
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def resume_study(
+    cfg: ExperimentConfig, data: Dataset | None, study_run_id: str, *, flow_run_id: str | None = None
+) -> Study:
+    """Rebuild a study from MLflow and reopen its study run.
+
+    Finished trials (completed, pruned, failed) are told to a fresh strategy and stop rule in the
+    order they finished and are never re-run; trial runs a killed process left RUNNING are marked
+    interrupted (KILLED), not counted, and their parameters are asked again first; trial numbers
+    continue after the highest recorded one.
+    """
+    tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
+    tracker.check()
+    run = _study_run(tracker, study_run_id)
+    if run.data.tags.get(TAG_CONFIG_HASH) != config_hash(cfg):
+        raise ResumeError(
+            f"study {study_run_id} was run with a different config (hash {run.data.tags.get(TAG_CONFIG_HASH)}, "
+            f"this config {config_hash(cfg)}); only search.n_trials, n_parallel, timeouts and where it runs may change"
+        )
+    trials = recorded_trials(tracker, cfg, run)
+    strategy = make_strategy(cfg)
+    stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
+    finished = [t for t in trials if t.state in FINISHED_STATES and t.status != "RUNNING"]
+    finished.sort(key=lambda t: (t.end_time or 0, t.number))
+    records: list[TrialRecord] = []
+    for trial in finished:
+        state = trial.state
+        value = trial.value if state != "failed" else None
+        if state != "failed" and value is None:
+            state = "failed"
+        if state == "failed":
+            strategy.tell_failed(trial.params)
+        else:
+            assert value is not None
+            strategy.tell(trial.params, value, pruned=state == "pruned")
+        curve: list[float] = []
+        if stop_rule is not None or state == "completed":
+            curve = [
+                m.value
+                for m in sorted(
+                    tracker.client.get_metric_history(trial.run_id, cfg.search.metric), key=lambda m: m.step
+                )
+            ]
+        if stop_rule is not None:
+            stop_rule.record(curve, state)
+        records.append(
+            TrialRecord(
+                number=trial.number,
+                params=trial.params,
+                seed=trial.seed,
+                run_id=trial.run_id,
+                state=state,  # type: ignore[arg-type]
+                value=value,
+                curve=curve,
+                epochs_trained=len(curve),
+                error=trial.error,
+            )
+        )
+    unfinished = [t for t in trials if t not in finished]
+    for trial in reversed(unfinished):
+        if trial.status == "RUNNING" or trial.state in ("running", "interrupted"):
+            if trial.status == "RUNNING":
+                tracker.mark_trial(
+                    trial.run_id, "interrupted", "the study's process ended while this trial ran"
+                )
+            if len(trial.params) == len(strategy.space):
+                strategy.requeue(trial.params)
+    tracker.client.update_run(study_run_id, status="RUNNING")
+    previous = run.data.tags.get(TAG_FLOW_RUN_ID)
+    tags = {"hyperflow.resumed": str(int(run.data.tags.get("hyperflow.resumed", "0")) + 1)}
+    if flow_run_id:
+        tags[TAG_FLOW_RUN_ID] = flow_run_id
+        if previous:
+            tags["hyperflow.previous_flow_run_ids"] = ",".join(
+                filter(None, [run.data.tags.get("hyperflow.previous_flow_run_ids"), previous])
+            )
+    tracker.set_tags(study_run_id, tags)
+    spec = TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg))
+    study = Study(
+        cfg,
+        strategy=strategy,
+        stop_rule=stop_rule,
+        tracker=tracker,
+        experiment_id=run.info.experiment_id,
+        study_run_id=study_run_id,
+        spec=spec,
+        next_number=max((t.number for t in trials), default=-1) + 1,
+        records=records,
+    )
+    return study
