@@ -105,7 +105,8 @@ def draw_optimization_history(
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"optimisation history ({mode} {metric})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     path = Path(path)
     fig.savefig(path)

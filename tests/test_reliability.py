@@ -1,0 +1,313 @@
+"""Faults: killed and resumed studies, signals, time budgets, failing trials, a server outage."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import small_config
+from mlflow.tracking import MlflowClient
+from servers import start_mlflow_server, stop
+
+from components.config import validate_config
+from components.resume import recorded_trials
+from components.search import make_strategy
+from components.tracking import StudyTracker
+
+pytestmark = pytest.mark.slow
+
+HYPERFLOW = str(Path(sys.executable).parent / "hyperflow")
+
+
+def write_config(folder: Path, **sections: Any) -> Path:
+    cfg = small_config(folder, **sections)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def runs_of(uri: str) -> list:
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, "") if exps else []
+
+
+def wait_for(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the search ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def peek(uri: str) -> list[tuple[str, str | None, str | None]]:
+    """(status, role, state) of every run, read while another process writes the store.
+
+    A SQLite file is read with sqlite3 directly: an MlflowClient opening a store that the search
+    is still creating would race it to create the tables.
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            return []
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                rows = db.execute(
+                    "select r.status, "
+                    "(select value from tags t where t.run_uuid = r.run_uuid and t.key = 'hyperflow.role'), "
+                    "(select value from tags t where t.run_uuid = r.run_uuid and t.key = 'hyperflow.state') "
+                    "from runs r"
+                ).fetchall()
+        except sqlite3.Error:
+            return []
+        return [(str(a), b, c) for a, b, c in rows]
+    try:
+        return [
+            (r.info.status, r.data.tags.get("hyperflow.role"), r.data.tags.get("hyperflow.state"))
+            for r in runs_of(uri)
+        ]
+    except Exception:
+        return []
+
+
+def count_state(uri: str, state: str) -> int:
+    return sum(s == state for _, _, s in peek(uri))
+
+
+def trial_running(uri: str) -> bool:
+    return any(status == "RUNNING" and role == "trial" for status, role, _ in peek(uri))
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_killed_study_resumes_without_losing_or_repeating_trials(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path,
+        model={"max_epochs": 12, "hidden_layers": [32]},
+        search={
+            "strategy": "bayes",
+            "n_trials": 7,
+            "bayes": {"surrogate": "ET", "n_initial_points": 3},
+            "space": {
+                "learning_rate": {"low": 0.01, "high": 0.2, "log": True},
+                "batch_size": {"choices": [32, 64]},
+            },
+        },
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen([HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: count_state(uri, "completed") >= 2, 240, "two completed trials", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, workers included
+        proc.wait(timeout=30)
+    before = runs_of(uri)
+    (study,) = [r for r in before if r.data.tags.get("hyperflow.role") == "study"]
+    study_id = study.info.run_id
+    assert study.info.status == "RUNNING"
+
+    # What a fresh strategy told the recorded trials would ask next.
+    cfg = validate_config(yaml.safe_load(config.read_text()))
+    tracker = StudyTracker(uri)
+    recorded = recorded_trials(tracker, cfg, tracker.client.get_run(study_id))
+    finished = sorted(
+        (t for t in recorded if t.status != "RUNNING"), key=lambda t: (t.end_time or 0, t.number)
+    )
+    left_running = [t for t in recorded if t.status == "RUNNING"]
+    fresh = make_strategy(cfg)
+    for t in finished:
+        fresh.tell(t.params, t.value)
+    expected_next = left_running[0].params if left_running else fresh.ask(1)[0]
+    next_number = max(t.number for t in recorded) + 1
+
+    done = subprocess.run(
+        [HYPERFLOW, "resume", study_id, "--tracking-uri", uri],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert study_id in done.stdout
+    after = runs_of(uri)
+    studies = [r for r in after if r.data.tags.get("hyperflow.role") == "study"]
+    assert [s.info.run_id for s in studies] == [study_id]
+    assert studies[0].info.status == "FINISHED"
+    trials = [r for r in after if r.data.tags.get("hyperflow.role") == "trial"]
+    assert all(r.info.status != "RUNNING" for r in trials)
+    finished_runs = [r for r in trials if r.data.tags["hyperflow.state"] in ("completed", "pruned", "failed")]
+    assert len(finished_runs) == 7
+    per_params = collections.Counter(tuple(sorted(r.data.params.items())) for r in finished_runs)
+    assert max(per_params.values()) == 1, "a finished trial was trained twice"
+    interrupted = [r for r in trials if r.data.tags["hyperflow.state"] == "interrupted"]
+    assert all(r.info.status == "KILLED" for r in interrupted)
+    numbers = sorted(int(r.data.tags["hyperflow.trial"]) for r in trials)
+    assert numbers == list(range(len(numbers))), "trial numbers continue without gaps or repeats"
+    resumed = {t.number: t for t in recorded_trials(tracker, cfg, tracker.client.get_run(study_id))}
+    assert resumed[next_number].params == expected_next, (
+        "the resumed search asked what a fresh strategy would"
+    )
+    completed = [r for r in finished_runs if r.data.tags["hyperflow.state"] == "completed"]
+    best = max(r.data.metrics["val_accuracy"] for r in completed)
+    assert studies[0].data.metrics["best_val_accuracy"] == pytest.approx(best)
+
+
+def test_sigterm_ends_every_run_and_every_process(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path,
+        model={"max_epochs": 400, "hidden_layers": [32]},
+        search={"n_trials": 6, "n_parallel": 2},
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: trial_running(uri), 240, "a running trial", proc)
+        time.sleep(2)  # let the trials get into training
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        took = time.monotonic() - sent
+        wait_for(lambda: not group_alive(proc.pid), 10, "the process group to be gone")
+    finally:
+        if group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc == 143, (proc.stderr.read() if proc.stderr else b"")[-2000:]
+    assert took < 20, f"took {took:.1f} s to stop"
+    statuses = collections.Counter((r.data.tags.get("hyperflow.role"), r.info.status) for r in runs_of(uri))
+    assert ("study", "KILLED") in statuses
+    assert not any(status == "RUNNING" for (_, status) in statuses)
+    assert statuses[("trial", "KILLED")] >= 1
+
+
+def test_study_time_budget_ends_cleanly_with_the_best_so_far(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    cfg = small_config(tmp_path, model={"max_epochs": 60}, search={"n_trials": 500, "timeout_minutes": 0.12})
+    started = time.monotonic()
+    result = run_search(cfg)
+    assert time.monotonic() - started < 60
+    assert result.status == "FINISHED"
+    assert result.stop_reason and "timeout_minutes" in result.stop_reason
+    assert result.n_completed >= 1 and result.n_completed < 500
+    assert result.model_version is not None
+    runs = runs_of(result.tracking_uri)
+    assert not any(r.info.status == "RUNNING" for r in runs)
+    states = collections.Counter(
+        r.data.tags.get("hyperflow.state") for r in runs if r.data.tags.get("hyperflow.role") == "trial"
+    )
+    assert set(states) <= {"completed", "interrupted"}
+
+
+def test_trial_time_budget_fails_slow_trials(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    cfg = small_config(
+        tmp_path, model={"max_epochs": 5000}, search={"n_trials": 2, "trial_timeout_minutes": 0.005}
+    )
+    result = run_search(cfg)
+    assert result.status == "FAILED"
+    assert result.n_failed == 2
+    trials = [r for r in runs_of(result.tracking_uri) if r.data.tags.get("hyperflow.role") == "trial"]
+    assert all(
+        r.info.status == "FAILED" and "trial_timeout_minutes" in r.data.tags["hyperflow.error"]
+        for r in trials
+    )
+
+
+def test_nan_trials_fail_and_max_failures_ends_the_study(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    # A learning rate this large makes the loss explode: every trial fails, the third ends the study.
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 3},
+        search={
+            "n_trials": 10,
+            "max_failures": 2,
+            "space": {"learning_rate": {"low": 1e5, "high": 1e6, "log": True}},
+        },
+    )
+    result = run_search(cfg)
+    assert result.status == "FAILED"
+    assert result.n_failed == 3 and result.n_completed == 0
+    assert result.stop_reason and "max_failures" in result.stop_reason
+    assert len(result.errors) == 3
+    client = MlflowClient(result.tracking_uri)
+    study = client.get_run(result.study_run_id)
+    assert study.info.status == "FAILED"
+    assert study.data.metrics["n_trials_failed"] == 3
+    trials = [r for r in runs_of(result.tracking_uri) if r.data.tags.get("hyperflow.role") == "trial"]
+    assert all(r.info.status == "FAILED" and r.data.tags["hyperflow.state"] == "failed" for r in trials)
+    assert all(r.data.tags["hyperflow.error"] for r in trials)
+
+
+def test_cli_exits_nonzero_with_a_summary_when_every_trial_fails(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path,
+        model={"max_epochs": 2},
+        search={"n_trials": 2, "space": {"learning_rate": {"low": 1e5, "high": 1e6}}},
+    )
+    proc = subprocess.run(
+        [HYPERFLOW, "run", str(config)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1
+    assert "FAILED" in proc.stdout
+    assert proc.stdout.count("error") >= 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_tracking_server_outage_loses_nothing(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start_mlflow_server(tmp_path / "server")
+    port = int(server.url.rsplit(":", 1)[1])
+    config = write_config(
+        tmp_path,
+        model={"max_epochs": 150, "hidden_layers": [32]},
+        search={"n_trials": 2},
+        tracking={"uri": server.url},
+    )
+    # MLflow's HTTP client retries with backoff; a shorter one (whole seconds) keeps the test short.
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    proc = subprocess.Popen(
+        [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        wait_for(lambda: trial_running(server.url), 240, "a trial logging to the server", proc)
+        time.sleep(1.0)
+        stop(server.proc)
+        time.sleep(3.0)
+        server = start_mlflow_server(tmp_path / "server", port=port)
+        rc = proc.wait(timeout=400)
+        assert rc == 0, (proc.stderr.read() if proc.stderr else b"")[-3000:]
+        client = MlflowClient(server.url)
+        trials = [r for r in runs_of(server.url) if r.data.tags.get("hyperflow.role") == "trial"]
+        assert len(trials) == 2
+        for run in trials:
+            assert run.info.status == "FINISHED"
+            epochs = int(run.data.metrics["epochs_trained"])
+            for name in ("val_loss", "val_accuracy", "train_loss"):
+                steps = {m.step for m in client.get_metric_history(run.info.run_id, name)}
+                assert steps == set(range(epochs)), f"{name} of trial {run.data.tags['hyperflow.trial']}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        stop(server.proc)
