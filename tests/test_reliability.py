@@ -169,8 +169,25 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(prefect_server,
     best = max(r.data.metrics["val_accuracy"] for r in completed)
     assert studies[0].data.metrics["best_val_accuracy"] == pytest.approx(best)
 
+    # --n-trials extends the finished study in the same run.
+    more = subprocess.run(
+        [HYPERFLOW, "resume", study_id, "--tracking-uri", uri, "--n-trials", "8"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    extended = MlflowClient(uri).get_run(study_id)
+    assert extended.info.status == "FINISHED"
+    counts = extended.data.metrics
+    assert counts["n_trials_completed"] + counts["n_trials_pruned"] + counts["n_trials_failed"] == 8
 
-def test_sigterm_ends_every_run_and_every_process(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+
+def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_path: Path) -> None:
+    # Prefect's ephemeral mode on purpose: its temporary server is a child process that must go too.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     config = write_config(
         tmp_path,
         model={"max_epochs": 400, "hidden_layers": [32]},
@@ -178,10 +195,10 @@ def test_sigterm_ends_every_run_and_every_process(prefect_server, tmp_path: Path
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen(
-        [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE
+        [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
     )
     try:
-        wait_for(lambda: trial_running(uri), 240, "a running trial", proc)
+        wait_for(lambda: trial_running(uri), 300, "a running trial", proc)
         time.sleep(2)  # let the trials get into training
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -193,10 +210,35 @@ def test_sigterm_ends_every_run_and_every_process(prefect_server, tmp_path: Path
             os.killpg(proc.pid, signal.SIGKILL)
     assert rc == 143, (proc.stderr.read() if proc.stderr else b"")[-2000:]
     assert took < 20, f"took {took:.1f} s to stop"
-    statuses = collections.Counter((r.data.tags.get("hyperflow.role"), r.info.status) for r in runs_of(uri))
+    runs = runs_of(uri)
+    statuses = collections.Counter((r.data.tags.get("hyperflow.role"), r.info.status) for r in runs)
     assert ("study", "KILLED") in statuses
     assert not any(status == "RUNNING" for (_, status) in statuses)
     assert statuses[("trial", "KILLED")] >= 1
+    (study,) = [r for r in runs if r.data.tags.get("hyperflow.role") == "study"]
+
+    # `run --resume` finds that study by its config hash and finishes it (n_trials is not hashed).
+    done = subprocess.run(
+        [
+            HYPERFLOW,
+            "run",
+            str(config),
+            "--resume",
+            "--set",
+            "search.n_trials=1",
+            "--set",
+            "search.n_parallel=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = MlflowClient(uri).get_run(study.info.run_id)
+    assert after.info.status == "FINISHED"
+    assert after.data.metrics["n_trials_completed"] == 1
 
 
 def test_study_time_budget_ends_cleanly_with_the_best_so_far(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
