@@ -269,3 +269,50 @@ def test_cli_rejects_a_broken_config_before_any_run(tmp_path: Path) -> None:
     assert "search.space.learning_rate" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_curve_fit_prunes_a_hopeless_trial_and_says_why(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.search_flow import run_search
+
+    # Grid order is fixed: a good learning rate first (it completes), then two hopeless ones.
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 20, "hidden_layers": [32]},
+        search={
+            "strategy": "grid",
+            "n_trials": 3,
+            "space": {"learning_rate": {"choices": [0.05, 1e-4, 2e-4]}},
+        },
+        early_stopping={"kind": "curve_fit", "min_epochs": 4},
+    )
+    result = run_search(cfg)
+    client = MlflowClient(result.tracking_uri, registry_uri=result.tracking_uri)
+    runs = trial_runs(client, result.study_run_id)
+    first, *rest = runs
+    assert first.data.tags["hyperflow.state"] == "completed"
+    best_then = first.data.metrics["val_accuracy"]
+    pruned = [r for r in rest if r.data.tags["hyperflow.state"] == "pruned"]
+    assert pruned, [r.data.tags["hyperflow.state"] for r in rest]
+    for run in pruned:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["hyperflow.stop_reason"]
+        assert run.data.metrics["predicted_final_val_accuracy"] < best_then
+        assert run.data.metrics["epochs_trained"] < 20
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(int(run.data.metrics["epochs_trained"])))
+    assert result.n_pruned == len(pruned)
+    assert client.get_run(result.study_run_id).data.metrics["n_trials_pruned"] == len(pruned)
+    assert result.best_trial == 0, "a pruned trial is never the best"
+
+
+def test_prefect_retries_infrastructure_errors_only() -> None:
+    from prefect.states import Completed, Failed
+
+    from components.study import TrialError
+    from components.training import TrialResult
+    from flows.search_flow import _infrastructure_only
+
+    failed_trial = TrialError("nan", TrialResult(params={}, seed=0, state="failed"))
+    assert _infrastructure_only(None, None, Failed(data=failed_trial)) is False
+    assert _infrastructure_only(None, None, Failed(data=ConnectionError("refused"))) is True
+    assert _infrastructure_only(None, None, Completed(data=1)) is False
