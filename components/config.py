@@ -60,6 +60,9 @@ BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
 
 _MINIMISED = re.compile(r"(loss|rmse|mse|mae|error|perplexity)$")
 
+# `package.module:Name` (or `package.module.Name`): user code named in model.module / data.module.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[:.][^\s:]+$")
+
 
 def metric_mode(metric: str) -> Literal["min", "max"]:
     """The natural direction of a metric, from its name: losses and errors fall, the rest rise."""
@@ -344,6 +347,21 @@ def semantic_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     search = cfg.get("search") if isinstance(cfg.get("search"), dict) else {}
     assert isinstance(data, dict) and isinstance(model, dict) and isinstance(search, dict)
     custom_model = bool(model.get("module"))
+
+    # user code: only the form of its import path here; preflight imports it and checks signatures
+    for section, entry in (("model", model), ("data", data)):
+        path = entry.get("module")
+        if isinstance(path, str) and not _IMPORT_PATH.match(path):
+            problems.append(
+                (f"{section}.module", f"{path!r} is not an import path 'package.module:ClassName'")
+            )
+    if data.get("module") and not custom_model:
+        problems.append(
+            (
+                "data.module",
+                "a DataModule needs a model.module too (the built-in MLP trains on the built-in data sets)",
+            )
+        )
 
     # data
     if not data.get("module"):

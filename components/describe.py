@@ -58,6 +58,10 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
         lines.append(f"distinct points: {points}")
     else:
         lines.append("distinct points: unbounded (real dimensions)")
+    if cfg.model.module or cfg.data.module:
+        from components.usermodule import describe_user_code
+
+        lines.extend(describe_user_code(cfg))
     if data is not None:
         lines.append(
             f"data: {data.name} ({data.task}), {len(data.X_train)}/{len(data.X_val)}/{len(data.X_test)} "

@@ -24,6 +24,7 @@ from components.search import make_strategy
 from components.study import Study, StudyResult
 from components.tracking import StudyTracker, resolve_tracking_uri
 from components.training import TrialSpec
+from components.usermodule import exports_model
 
 if TYPE_CHECKING:
     from components.config import ExperimentConfig
@@ -77,7 +78,7 @@ def open_study(cfg: ExperimentConfig, data: Dataset | None, *, flow_run_id: str 
     )
 
 
-def finish_study(study: Study, data: Dataset) -> StudyResult:
+def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     """Evaluate and log the best model, register it, draw the study plots and end the study run."""
     cfg, tracker, run_id = study.cfg, study.tracker, study.study_run_id
     metric = cfg.search.metric
@@ -100,16 +101,26 @@ def finish_study(study: Study, data: Dataset) -> StudyResult:
         "n_trials_failed": result.n_failed,
     }
     best = study.best
-    if best is not None and best.value is not None:
+    if best is not None and best.value is not None and not exports_model(study.spec):
+        # A training function: its best value and parameters, no model to test or register.
+        metrics[f"best_{metric}"] = best.value
+        result.best_params, result.best_value = best.params, best.value
+        result.best_trial, result.best_run_id = best.number, best.run_id
+        tracker.set_tags(
+            run_id, {"hyperflow.best_trial": str(best.number), "hyperflow.best_run_id": best.run_id}
+        )
+    elif best is not None and best.value is not None:
         state_dict = best.state_dict or load_state_dict_artifact(tracker.client, best.run_id)
         module = rebuild(data, best.params, study.spec, state_dict)
-        test = evaluate_on_test(module, data)
+        test = evaluate_on_test(module, data, spec=study.spec, params=best.params)
         metrics[f"best_{metric}"] = best.value
         metrics.update(test)
         result.best_params, result.best_value = best.params, best.value
         result.best_trial, result.best_run_id = best.number, best.run_id
         result.test_metrics = test
-        model_uri = export_best_model(module, data, tracker.client, run_id)
+        model_uri = export_best_model(
+            module, data, tracker.client, run_id, spec=study.spec, params=best.params
+        )
         tracker.set_tags(
             run_id, {"hyperflow.best_trial": str(best.number), "hyperflow.best_run_id": best.run_id}
         )

@@ -8,6 +8,7 @@ from components.config import BUILTIN_METRICS
 from components.data import DataError, Dataset, load_dataset
 from components.search import make_strategy
 from components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
+from components.usermodule import UserCodeError, check_user_code, uses_builtin_data
 
 if TYPE_CHECKING:
     from components.config import ExperimentConfig
@@ -26,13 +27,18 @@ class PreflightError(Exception):
 def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset | None:
     """Load the data and check the metric, the strategy and the tracking store.
 
-    Returns the loaded data set (None for a user's DataModule).
+    Returns the loaded data set (None for a user's DataModule or training function).
 
     Raises:
         PreflightError: naming the problem; nothing was created.
     """
     data: Dataset | None = None
-    if not cfg.data.module:
+    if cfg.model.module or cfg.data.module:
+        try:
+            check_user_code(cfg)
+        except UserCodeError as exc:
+            raise PreflightError(str(exc)) from None
+    if uses_builtin_data(cfg):
         try:
             data = load_dataset(cfg.data, cfg.seed)
         except DataError as exc:

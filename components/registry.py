@@ -15,6 +15,7 @@ from components.model import MLPModule, ScoringModel
 from components.training import TrialSpec, build_module
 
 if TYPE_CHECKING:
+    import lightning.pytorch as pl
     from mlflow.tracking import MlflowClient
 
     from components.data import Dataset
@@ -25,6 +26,7 @@ __all__ = [
     "evaluate_on_test",
     "export_best_model",
     "load_state_dict_artifact",
+    "log_scoring_model",
     "register_best_model",
     "test_metric_name",
 ]
@@ -44,17 +46,31 @@ def test_metric_name(metric: str) -> str:
 
 
 def rebuild(
-    data: Dataset, params: Mapping[str, Any], spec: TrialSpec, state_dict: Mapping[str, Any]
-) -> MLPModule:
+    data: Dataset | None, params: Mapping[str, Any], spec: TrialSpec, state_dict: Mapping[str, Any]
+) -> pl.LightningModule:
     """The trained module from its parameters and its stored weights, in eval mode."""
     module = build_module(data, params, spec)
     module.load_state_dict(dict(state_dict))
-    assert isinstance(module, MLPModule)
     return module.eval()
 
 
-def evaluate_on_test(module: MLPModule, data: Dataset) -> dict[str, float]:
-    """test_loss and test_accuracy (classification) or test_rmse (regression, original units)."""
+def evaluate_on_test(
+    module: pl.LightningModule,
+    data: Dataset | None,
+    *,
+    spec: TrialSpec | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """test_loss and test_accuracy (classification) or test_rmse (regression, original units).
+
+    A user's module (`spec` and `params` given) reports what it logs on the test split.
+    """
+    if not isinstance(module, MLPModule):
+        from components.usermodule import evaluate_user_module
+
+        assert spec is not None, "a user's module is evaluated with its TrialSpec"
+        return evaluate_user_module(module, data, spec, params or {})
+    assert data is not None
     target_dtype = torch.long if data.task == "classification" else torch.float32
     x = torch.as_tensor(np.ascontiguousarray(data.X_test), dtype=torch.float32)
     y = torch.as_tensor(np.ascontiguousarray(data.y_test), dtype=target_dtype)
@@ -64,14 +80,26 @@ def evaluate_on_test(module: MLPModule, data: Dataset) -> dict[str, float]:
     return {test_metric_name(k): float(v) for k, v in metrics.items()}
 
 
-def export_best_model(module: MLPModule, data: Dataset, client: MlflowClient, run_id: str) -> str:
+def export_best_model(
+    module: pl.LightningModule,
+    data: Dataset | None,
+    client: MlflowClient,
+    run_id: str,
+    *,
+    spec: TrialSpec | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> str:
     """Log the best model as `best_model/` of the study run: pt2 (no pickle), eval mode, raw features in.
 
+    A user's module (`spec` and `params` given) takes what its `forward` takes.
     Returns the artifact URI of `best_model`.
     """
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
+    if not isinstance(module, MLPModule):
+        from components.usermodule import export_user_module
 
+        assert spec is not None, "a user's module is exported with its TrialSpec"
+        return export_user_module(module, data, client, run_id, spec, params or {})
+    assert data is not None
     scorer = ScoringModel(
         module.model,
         torch.as_tensor(data.feature_mean),
@@ -82,13 +110,22 @@ def export_best_model(module: MLPModule, data: Dataset, client: MlflowClient, ru
     ).eval()
     # An example batch of > 1 rows, so that the exported graph keeps a dynamic batch dimension.
     example = data.raw_features(data.X_test[:5]).astype(np.float32)
+    return log_scoring_model(scorer, example, client, run_id)
+
+
+def log_scoring_model(model: torch.nn.Module, example: np.ndarray, client: MlflowClient, run_id: str) -> str:
+    """Save `model` (eval mode) as a pt2 MLflow model with a signature and log it as `best_model/`."""
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    model = model.eval()
     with torch.no_grad():
-        output = scorer(torch.as_tensor(example)).numpy()
+        output = model(torch.as_tensor(example)).numpy()
     signature = infer_signature(example, output)
     with tempfile.TemporaryDirectory(prefix="hyperflow-model-") as tmp:
         path = Path(tmp) / "best_model"
         mlflow.pytorch.save_model(
-            scorer,
+            model,
             str(path),
             serialization_format="pt2",
             signature=signature,

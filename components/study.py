@@ -406,4 +406,5 @@ class StudyResult:
 
     @property
     def model_uri(self) -> str | None:
-        return f"runs:/{self.study_run_id}/best_model" if self.best_params is not None else None
+        # A study of a training function has a best trial but no model (and so no test metrics).
+        return f"runs:/{self.study_run_id}/best_model" if self.test_metrics else None

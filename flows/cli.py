@@ -147,7 +147,8 @@ def _print_summary(result: StudyResult) -> None:
         lines.append(f"best       trial {result.best_trial}: {result.metric} = {result.best_value:.6g}")
         lines.append(f"params     {params}")
         tests = ", ".join(f"{k} = {v:.6g}" for k, v in result.test_metrics.items())
-        lines.append(f"test       {tests}")
+        if tests:  # a training function's study has no model to test
+            lines.append(f"test       {tests}")
     if result.model_name:
         moved = "moved to it" if result.promoted else "unchanged"
         lines.append(
@@ -229,6 +230,42 @@ def validate(config: ConfigArg, overrides: SetOption = None) -> None:
 
     cfg, data = load_checked(config, overrides)
     out.print(describe_config(cfg, data), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def serve(
+    config: ConfigArg,
+    cron: Annotated[
+        str,
+        typer.Option(
+            help='When to run, as a cron expression: "0 3 * * *" is 03:00 every day.', show_default=False
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="The deployment's name (default: the config's `name`).")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="The time zone the cron expression is read in.")] = "UTC",
+    overrides: SetOption = None,
+) -> None:
+    """Run the search on a schedule: a Prefect deployment with the config as its parameter, served until stopped."""
+    from flows.deploy import FLOW_NAME, ScheduleError, check_cron, ephemeral_warning
+    from flows.deploy import serve as serve_deployment
+
+    try:
+        check_cron(cron, timezone)
+    except ScheduleError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    cfg, _ = load_checked(config, overrides)
+    warning = ephemeral_warning()
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    deployment = f"{FLOW_NAME}/{name or cfg.name}"
+    console.print(
+        f"serving {deployment!r} on {cron!r} ({timezone}); Ctrl-C stops serving and pauses the schedule",
+        highlight=False,
+        soft_wrap=True,
+    )
+    serve_deployment(cfg, cron=cron, name=name, timezone=timezone)
 
 
 @app.command()

@@ -86,7 +86,7 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
     if config.runner.kind == "dask":
         from flows.dask_runner import dask_task_runner
 
-        runner = dask_task_runner(config)
+        runner = dask_task_runner(config, stop=STOP)
     elif config.search.n_parallel == 1:
         # One trial at a time runs in this process: no start-up, no copy of the data.
         set_current_stop_event(STOP.thread_event)

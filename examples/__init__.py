@@ -1,0 +1,1 @@
+"""Examples of hyperflow tuning a user's own model."""
