@@ -250,6 +250,9 @@ class TrackingConfig(_Strict):
 class RunnerConfig(_Strict):
     kind: Literal["local", "dask"] = "local"
     address: str | None = None
+    threads_per_trial: int | None = Field(
+        None, ge=1, description="torch threads of each trial; null: 1 (small models train fastest on one)"
+    )
 
 
 class ExperimentConfig(_Strict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,17 +33,13 @@ __all__ = ["config_yaml", "finish_study", "open_study", "threads_per_trial"]
 
 
 def threads_per_trial(cfg: ExperimentConfig) -> int:
-    """torch threads for each trial: `runner.threads_per_trial`, else 1 for the built-in MLP.
+    """torch threads for each trial: `runner.threads_per_trial`, else 1.
 
-    Measured here: the built-in MLPs train no faster on 2 threads than on 1, and 10x slower
-    when another process is busy on the other core (threads spin waiting for each other).
+    Measured here (2 cores): the built-in MLPs and the example CNN train no faster on 2 threads
+    than on 1, and 3-10x slower when another process keeps the other core busy (threads wait
+    for each other). A larger model on a larger machine should set `runner.threads_per_trial`.
     """
-    configured = getattr(cfg.runner, "threads_per_trial", None)
-    if configured:
-        return int(configured)
-    if cfg.model.module:
-        return max(1, (os.cpu_count() or 1) // cfg.search.n_parallel)
-    return 1
+    return int(cfg.runner.threads_per_trial or 1)
 
 
 def config_yaml(cfg: ExperimentConfig) -> str:
