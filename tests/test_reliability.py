@@ -353,3 +353,57 @@ def test_a_tracking_server_outage_loses_nothing(prefect_server, tmp_path: Path) 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         stop(server.proc)
+
+
+def test_trials_that_raise_or_give_nan_fail_and_the_search_goes_on(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from hyperflow import search
+
+    def train(params: dict[str, Any], report: Any) -> float:
+        quality = params["quality"]
+        for epoch in range(3):
+            if quality == 0.3 and epoch == 1:
+                raise RuntimeError("injected fault in trial with quality 0.3")
+            value = float("nan") if quality == 0.4 else quality * (epoch + 1) / 3
+            report(epoch, value)
+        return value
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = search(
+        {
+            "name": "faults",
+            "model": {"max_epochs": 3},
+            "search": {
+                "strategy": "grid",
+                "metric": "score",
+                "n_trials": 5,
+                "space": {"quality": {"choices": [0.5, 0.3, 0.9, 0.4, 0.7]}},
+            },
+            "early_stopping": {"kind": "none"},
+        },
+        {"tracking.uri": uri},
+        objective=train,
+    )
+    assert result.status == "FINISHED"
+    assert (result.n_completed, result.n_failed) == (3, 2)
+    assert result.best_params == {"quality": 0.9}
+    client = MlflowClient(uri)
+    study = client.get_run(result.study_run_id)
+    assert study.data.metrics["n_trials_failed"] == 2
+    runs = {r.data.params["quality"]: r for r in runs_of(uri) if r.data.tags.get("hyperflow.role") == "trial"}
+    for quality, fragment in (("0.3", "injected fault"), ("0.4", "nan")):
+        run = runs[quality]
+        assert run.info.status == "FAILED"
+        assert run.data.tags["hyperflow.state"] == "failed"
+        assert fragment in run.data.tags["hyperflow.error"].lower()
+    assert study.data.tags["hyperflow.best_run_id"] == runs["0.9"].info.run_id
+
+    with get_client(sync_client=True) as prefect:
+        flow_run_id = study.data.tags["hyperflow.flow_run_id"]
+        tasks = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    trial_tasks = {t.name: t.state for t in tasks if t.name.startswith("trial-")}
+    assert len(trial_tasks) == 5
+    assert sum(state is not None and state.is_failed() for state in trial_tasks.values()) == 2
+    assert sum(state is not None and state.is_completed() for state in trial_tasks.values()) == 3
