@@ -33,6 +33,12 @@ class StopSignal:
     def is_set(self) -> bool:
         return self.thread_event.is_set()
 
+    def reset(self) -> None:
+        """Clear a past request, so that a new search in the same process can run."""
+        self.thread_event.clear()
+        self.process_event.clear()
+        self.signum = None
+
 
 def set_current_stop_event(event: Any) -> None:
     """The event that trials started in this process check (see `current_stop_event`)."""

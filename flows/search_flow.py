@@ -226,6 +226,7 @@ def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult:
 
 def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
+    STOP.reset()  # a stop request belongs to the search it interrupted
     if resume_run_id:
         return resume_search(config, resume_run_id)
     return hyperparameter_search(config)

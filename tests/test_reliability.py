@@ -407,3 +407,36 @@ def test_trials_that_raise_or_give_nan_fail_and_the_search_goes_on(prefect_serve
     assert len(trial_tasks) == 5
     assert sum(state is not None and state.is_failed() for state in trial_tasks.values()) == 2
     assert sum(state is not None and state.is_completed() for state in trial_tasks.values()) == 3
+
+
+def test_ctrl_c_stops_the_trial_within_a_batch_and_kills_the_runs(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from flows.search_flow import STOP, SearchInterrupted, run_search
+
+    cfg = small_config(tmp_path, model={"max_epochs": 5000}, search={"n_trials": 3})
+    uri = cfg.tracking.uri
+    sent: list[float] = []
+
+    def interrupt_when_training() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not trial_running(uri):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_training, daemon=True).start()
+    with pytest.raises(SearchInterrupted):
+        run_search(cfg)
+    stopped = time.monotonic() - sent[0]
+    assert STOP.signum == signal.SIGINT
+    assert stopped < 10, f"took {stopped:.1f} s to stop"
+    runs = runs_of(uri)
+    assert {(r.data.tags.get("hyperflow.role"), r.info.status) for r in runs} == {
+        ("study", "KILLED"),
+        ("trial", "KILLED"),
+    }
+    (trial,) = [r for r in runs if r.data.tags.get("hyperflow.role") == "trial"]
+    assert trial.data.tags["hyperflow.state"] == "interrupted"
+    assert trial.data.metrics["epochs_trained"] < 5000
