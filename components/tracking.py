@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -90,6 +91,20 @@ def param_value(value: Any) -> str:
     return text[:_PARAM_LIMIT]
 
 
+# The user-info part of a URI (`http://user:secret@host`): credentials that must never be logged.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the credentials of every URI in it masked: `http://user:secret@host` → `http://***@host`.
+
+    Credentials belong in MLflow's own environment variables (MLFLOW_TRACKING_USERNAME and
+    _PASSWORD, or MLFLOW_TRACKING_TOKEN), which are never logged; a URI that carries them anyway
+    is masked wherever it would be written (params, config.yaml) or printed.
+    """
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -139,8 +154,14 @@ class StudyTracker:
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:
+            hint = ""
+            if any(code in str(exc) for code in ("401", "403")):
+                hint = (
+                    "; the server refused the credentials: set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+                )
             raise TrackingError(
-                f"cannot use the MLflow tracking store at {self.uri}: {_short(exc)}"
+                f"cannot use the MLflow tracking store at {redact_uri(self.uri)}: {redact_uri(_short(exc))}{hint}"
             ) from None
 
     def experiment_id(self, name: str) -> str:
@@ -181,12 +202,14 @@ class StudyTracker:
             tags[TAG_GIT_COMMIT] = commit
         run = self.client.create_run(experiment_id, tags=tags, run_name=f"study-{cfg.search.strategy}")
         run_id = run.info.run_id
-        params = [Param(k, param_value(v)) for k, v in flat_config.items()]
+        params = [
+            Param(k, param_value(redact_uri(v) if isinstance(v, str) else v)) for k, v in flat_config.items()
+        ]
         for start in range(0, len(params), _BATCH_LIMIT):
             self.client.log_batch(run_id, params=params[start : start + _BATCH_LIMIT])
         if dataset is not None:
             self.log_dataset(run_id, dataset)
-        self.client.log_text(run_id, config_yaml, "config.yaml")
+        self.client.log_text(run_id, redact_uri(config_yaml), "config.yaml")
         self.client.log_text(run_id, environment_text(), "environment.txt")
         return experiment_id, run_id
 
@@ -400,7 +423,9 @@ def _probe_server(uri: str, timeout: float) -> None:
     import urllib.error
     import urllib.request
 
-    url = uri.rstrip("/") + "/health"
+    # urllib cannot send a URI's user-info; /health answers without credentials anyway.
+    url = _USERINFO.sub(r"\1", uri).rstrip("/") + "/health"
+    uri = redact_uri(uri)  # for the messages below
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # a loopback or configured server
             if response.status >= 500:
@@ -416,6 +441,7 @@ def _probe_server(uri: str, timeout: float) -> None:
 def ui_command(uri: str, experiment_id: str, run_id: str, port: int = 5000) -> str:
     """The exact command (or address) that shows a run in the MLflow UI."""
     path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    uri = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri} --port {port}   then open http://127.0.0.1:{port}/{path}"
