@@ -15,6 +15,7 @@ from prefect_dask import DaskTaskRunner
 from components.interrupt import current_stop_event, set_current_stop_event
 from components.lifecycle import threads_per_trial
 from components.tracking import resolve_tracking_uri
+from flows.prefect_api import ephemeral_api_url
 
 if TYPE_CHECKING:
     from components.config import ExperimentConfig
@@ -177,10 +178,8 @@ def dask_task_runner(config: ExperimentConfig, stop: StopSignal | None = None) -
         "host": "127.0.0.1",
         "dashboard_address": None,
     }
-    api_url = _ephemeral_api_url()
+    api_url = ephemeral_api_url()
     if api_url:
-        # Without this each worker would start an ephemeral Prefect server of its own (seconds of
-        # database migrations) and its task runs would be invisible to the flow's.
         cluster_kwargs["env"] = {"PREFECT_API_URL": api_url}
     return TrialTaskRunner(
         cluster_class="distributed.LocalCluster",
@@ -189,21 +188,6 @@ def dask_task_runner(config: ExperimentConfig, stop: StopSignal | None = None) -
         ignore_sigint=True,
         stop=stop,
     )
-
-
-def _ephemeral_api_url() -> str | None:
-    """The API of the ephemeral Prefect server this flow runs on, or None with a configured server."""
-    from prefect.client.base import ServerType
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value() or FlowRunContext.get() is None:
-        return None
-    client = get_client(sync_client=True)
-    if client.server_type != ServerType.EPHEMERAL:
-        return None
-    return str(client.api_url).rstrip("/")
 
 
 def _warn(message: str) -> None:

@@ -7,13 +7,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from components.config import ExperimentConfig
@@ -23,6 +24,7 @@ from components.lifecycle import finish_study, open_study, threads_per_trial
 from components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
 from components.training import TrialResult, TrialSpec
 from components.usermodule import uses_builtin_data
+from flows.prefect_api import ephemeral_api_url
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
 
@@ -98,7 +100,9 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
             initializer=init_trial_worker,
             initargs=(STOP.process_event, threads_per_trial(config)),
         )
-    with runner:
+    api_url = ephemeral_api_url() if isinstance(runner, ProcessPoolTaskRunner) else None
+    # Process-pool workers get the current settings: this one points them at the flow's own server.
+    with temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else nullcontext(), runner:
         try:
             yield runner
         finally:
