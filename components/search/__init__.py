@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from components.search._base import Observation, Strategy
 from components.search._bayes import BayesStrategy
@@ -49,40 +49,14 @@ def make_strategy(cfg: ExperimentConfig, space: SearchSpace | None = None) -> St
                 f"search.initial_points.{i}: no value for {exc.args[0]!r}; give it in the point "
                 "or as a fixed model value"
             ) from exc
-    mode, seed = search.direction, cfg.seed
+    common: dict[str, Any] = {"mode": search.direction, "seed": cfg.seed, "initial_points": initial}
+    # Each strategy's own section has the names of its constructor's keyword arguments.
     if search.strategy == "grid":
-        return GridStrategy(
-            space,
-            mode=mode,
-            seed=seed,
-            initial_points=initial,
-            points_per_dimension=search.grid.points_per_dimension,
-        )
+        return GridStrategy(space, **common, **search.grid.model_dump())
     if search.strategy == "random":
-        return RandomStrategy(space, mode=mode, seed=seed, initial_points=initial)
+        return RandomStrategy(space, **common)
     if search.strategy == "bayes":
-        bayes = search.bayes
-        return BayesStrategy(
-            space,
-            mode=mode,
-            seed=seed,
-            initial_points=initial,
-            surrogate=bayes.surrogate,
-            acquisition=bayes.acquisition,
-            n_initial_points=bayes.n_initial_points,
-            acq_optimizer=bayes.acq_optimizer,
-        )
+        return BayesStrategy(space, **common, **search.bayes.model_dump())
     if search.strategy == "genetic":
-        genetic = search.genetic
-        return GeneticStrategy(
-            space,
-            mode=mode,
-            seed=seed,
-            initial_points=initial,
-            population_size=genetic.population_size,
-            crossover_rate=genetic.crossover_rate,
-            mutation_rate=genetic.mutation_rate,
-            elite=genetic.elite,
-            tournament_size=genetic.tournament_size,
-        )
+        return GeneticStrategy(space, **common, **search.genetic.model_dump())
     raise ValueError(f"search.strategy: unknown strategy {search.strategy!r}")
