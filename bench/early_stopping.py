@@ -1,0 +1,334 @@
+"""Early stopping: replay recorded learning curves through the `none`, `median` and `curve_fit` rules.
+
+The table of curves is recorded once (`--record`) with hyperflow's own `train_trial`: 100
+configurations drawn at random from the search spaces of conf/digits.yaml and of the shipped
+breast_cancer experiment (conf/genetic.yaml), each trained for 30 epochs with fixed seeds; it is
+kept in bench/curves.json.gz. A replay feeds the curves, in the recorded search order, epoch by
+epoch to each rule exactly as a sequential search would (the rule's snapshot taken before each
+trial, completed trials recorded as they finish) and counts the epochs trained, the trials
+pruned, and the best final value among completed trials. The full run also replays 10 shuffled
+orders and reports the median.
+
+    python bench/early_stopping.py [--quick] [--record]
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import BREAST_CANCER, DIGITS, banner, load_experiment, parser, print_table, stopwatch, verdict
+
+DATA = Path(__file__).resolve().parent / "curves.json.gz"
+EXPERIMENTS = {"digits": DIGITS, "breast_cancer": BREAST_CANCER}
+EPOCHS = 30
+CONFIGS = 100
+KINDS = ("none", "median", "curve_fit")
+GAP_TARGET = 0.005  # half a percentage point of accuracy
+EPOCH_TARGET = 0.5
+
+
+def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
+    """Train `n_configs` random configurations of each experiment for `epochs` epochs."""
+    from components.data import load_dataset
+    from components.search import RandomStrategy, SearchSpace
+    from components.study import trial_seed
+    from components.training import TrialSpec, train_trial
+
+    table: dict[str, Any] = {
+        "epochs": epochs,
+        "note": "val curves of random configurations from the shipped search spaces, trained by train_trial",
+        "experiments": {},
+    }
+    for name, path in EXPERIMENTS.items():
+        cfg = load_experiment(path, [f"model.max_epochs={epochs}"])
+        data = load_dataset(cfg.data, cfg.seed)
+        space = SearchSpace.from_config(cfg)
+        spec = TrialSpec.from_config(cfg, num_threads=1)
+        runs = []
+        start = time.perf_counter()
+        for i, params in enumerate(
+            RandomStrategy(space, mode=cfg.search.direction, seed=cfg.seed).ask(n_configs)
+        ):
+            if "max_epochs" in params:  # every curve runs the same length; the sampled length is kept
+                params = {**params, "sampled_max_epochs": params["max_epochs"], "max_epochs": epochs}
+            trial_params = {k: v for k, v in params.items() if k != "sampled_max_epochs"}
+            seed = trial_seed(cfg.seed, i)
+            result = train_trial(data, trial_params, spec, seed=seed)
+            runs.append(
+                {
+                    "params": params,
+                    "seed": seed,
+                    "state": result.state,
+                    "error": result.error,
+                    "train_seconds": round(result.train_seconds, 4),
+                    **{
+                        k: [round(v, 5) for v in result.history.get(k, [])]
+                        for k in ("val_accuracy", "val_loss")
+                    },
+                }
+            )
+            print(
+                f"  {name} {i + 1}/{n_configs}: {result.state}, {cfg.search.metric} "
+                f"{result.value if result.value is not None else float('nan'):.4f} "
+                f"after {result.epochs_trained} epochs",
+                flush=True,
+            )
+        table["experiments"][name] = {
+            "config": path,
+            "metric": cfg.search.metric,
+            "mode": cfg.search.direction,
+            "min_epochs": cfg.early_stopping.min_epochs,
+            "threshold": cfg.early_stopping.threshold,
+            "seconds": round(time.perf_counter() - start, 1),
+            "runs": runs,
+        }
+    return table
+
+
+def save(table: dict[str, Any], path: Path = DATA) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump(table, f, separators=(",", ":"))
+
+
+def load(path: Path = DATA) -> dict[str, Any]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+@dataclass
+class Replay:
+    kind: str
+    epochs: int = 0
+    pruned: int = 0
+    best: float | None = None
+    checks: int = 0
+    check_seconds: float = 0.0
+    stopped_at: list[int] = field(default_factory=list)
+
+
+def replay(
+    runs: list[dict[str, Any]],
+    experiment: dict[str, Any],
+    kind: str,
+    order: list[int],
+    *,
+    min_epochs: int | None = None,
+    threshold: float | None = None,
+) -> Replay:
+    """One sequential search over the recorded runs in `order`, with the rule `kind`.
+
+    `min_epochs` and `threshold` default to the experiment's config.
+    """
+    from components.curves import StopRule
+
+    metric, mode = experiment["metric"], experiment["mode"]
+    rule = StopRule(
+        kind,
+        metric=metric,
+        mode=mode,
+        min_epochs=min_epochs or experiment["min_epochs"],
+        threshold=threshold or experiment["threshold"],
+    )
+    out = Replay(kind)
+    for i in order:
+        run = runs[i]
+        curve = run[metric]
+        final_epoch = EPOCHS - 1
+        policy = rule.snapshot()
+        stop = None
+        # As the trial's callback does: after each epoch but the last, ask the policy.
+        for n in range(1, len(curve) + 1):
+            if n - 1 >= final_epoch:
+                break
+            start = time.perf_counter()
+            decision = policy.check(curve[:n], final_epoch)
+            out.check_seconds += time.perf_counter() - start
+            out.checks += 1
+            if decision is not None:
+                stop = n
+                break
+        if stop is not None:
+            out.epochs += stop
+            out.pruned += 1
+            out.stopped_at.append(stop)
+            rule.record(curve[:stop], "pruned")
+        elif run["state"] == "completed":
+            out.epochs += len(curve)
+            rule.record(curve, "completed")
+            value = curve[-1]
+            if out.best is None or (value > out.best if mode == "max" else value < out.best):
+                out.best = value
+        else:  # failed on its own (diverged): the epoch it failed in was trained too
+            out.epochs += len(curve) + 1
+            rule.record(curve, "failed")
+    return out
+
+
+VARIANTS = [
+    ("curve_fit", 5, 0.05),
+    ("curve_fit", 5, 0.1),
+    ("curve_fit", 5, 0.2),
+    ("curve_fit", 3, 0.05),
+    ("curve_fit", 3, 0.1),
+    ("median", 3, None),
+    ("median", 8, None),
+]
+
+
+def sensitivity(
+    name: str, runs: list[dict[str, Any]], experiment: dict[str, Any], nones: list[Replay]
+) -> None:
+    """Other settings of the rules, over the first shuffled orders: what the targets would need."""
+    rows = []
+    orders = [[int(i) for i in np.random.default_rng(s).permutation(len(runs))] for s in range(len(nones))]
+    sign = 1.0 if experiment["mode"] == "max" else -1.0
+    for kind, min_epochs, threshold in VARIANTS:
+        got = [replay(runs, experiment, kind, o, min_epochs=min_epochs, threshold=threshold) for o in orders]
+        ratios = [g.epochs / n.epochs for g, n in zip(got, nones, strict=True)]
+        gaps = [100 * sign * ((g.best or 0.0) - (n.best or 0.0)) for g, n in zip(got, nones, strict=True)]
+        rows.append(
+            [
+                kind,
+                min_epochs,
+                threshold,
+                statistics.median(ratios),
+                max(ratios),
+                statistics.median(gaps),
+                min(gaps),
+            ]
+        )
+    print_table(
+        f"{name}: settings of the rules over {len(orders)} shuffled orders",
+        [
+            "rule",
+            "min_epochs",
+            "threshold",
+            "median ratio to none",
+            "max",
+            "median best vs none (pp)",
+            "worst (pp)",
+        ],
+        rows,
+    )
+    print()
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--record", action="store_true", help=f"record {DATA.name} again (minutes)")
+    args = p.parse_args()
+    banner("Early stopping: none vs median vs curve_fit on recorded curves", args.quick)
+    if args.record or not DATA.exists():
+        print(f"recording {CONFIGS} configurations x {EPOCHS} epochs per experiment into {DATA.name} ...")
+        with stopwatch() as t:
+            save(record())
+        print(f"recorded in {t[0]:.0f} s")
+        print()
+    table = load()
+    n_runs = 40 if args.quick else None
+    n_orders = 0 if args.quick else 10
+    ok_all, notes = True, []
+    for name, experiment in table["experiments"].items():
+        runs = experiment["runs"][:n_runs]
+        metric = experiment["metric"]
+        epoch_seconds = statistics.mean(
+            r["train_seconds"] / max(len(r[metric]), 1) for r in runs if r["state"] == "completed"
+        )
+        results = {kind: replay(runs, experiment, kind, list(range(len(runs)))) for kind in KINDS}
+        base = results["none"]
+        rows = []
+        for kind in KINDS:
+            r = results[kind]
+            per_check = r.check_seconds / r.checks if r.checks else 0.0
+            rows.append(
+                [
+                    kind,
+                    r.epochs,
+                    r.epochs / base.epochs,
+                    r.pruned,
+                    statistics.median(r.stopped_at) if r.stopped_at else None,
+                    r.best,
+                    None if r.best is None or base.best is None else 100 * (r.best - base.best),
+                    per_check * 1000,
+                    100 * per_check / epoch_seconds,
+                ]
+            )
+        completed = sum(r["state"] == "completed" for r in runs)
+        print_table(
+            f"{name}: {len(runs)} configurations x {table['epochs']} epochs, recorded order "
+            f"({completed} completed, {len(runs) - completed} diverged; {metric}, {experiment['mode']})",
+            [
+                "rule",
+                "epochs trained",
+                "ratio to none",
+                "pruned",
+                "median stop epoch",
+                f"best final {metric}",
+                "vs none (pp)",
+                "ms per check",
+                "check % of an epoch",
+            ],
+            rows,
+        )
+        print()
+        cf, md = results["curve_fit"], results["median"]
+        sign = 1.0 if experiment["mode"] == "max" else -1.0
+        gap = sign * ((cf.best or 0.0) - (base.best or 0.0))
+        md_gap = sign * ((md.best or 0.0) - (base.best or 0.0))
+        checks = {
+            "at most half of none's epochs": cf.epochs <= EPOCH_TARGET * base.epochs,
+            "best within 0.5 pp of none's": gap >= -GAP_TARGET,
+            "fewer epochs than median": cf.epochs < md.epochs,
+            "best no worse than median's": gap >= md_gap,
+        }
+        ok_all &= all(checks.values())
+        missed = [k for k, v in checks.items() if not v]
+        notes.append(
+            f"{name}: curve_fit trains {cf.epochs / base.epochs:.2f} of none's epochs with best "
+            f"{100 * gap:+.2f} pp, median {md.epochs / base.epochs:.2f} with {100 * md_gap:+.2f} pp"
+            + (f" (missed: {', '.join(missed)})" if missed else " (all met)")
+        )
+        if n_orders:
+            rows = []
+            per_kind: dict[str, list[Replay]] = {k: [] for k in KINDS}
+            for s in range(n_orders):
+                order = [int(i) for i in np.random.default_rng(s).permutation(len(runs))]
+                for kind in KINDS:
+                    per_kind[kind].append(replay(runs, experiment, kind, order))
+            nones = per_kind["none"]
+            for kind in KINDS:
+                ratios = [r.epochs / n.epochs for r, n in zip(per_kind[kind], nones, strict=True)]
+                gaps = [
+                    100 * ((r.best or 0.0) - (n.best or 0.0))
+                    for r, n in zip(per_kind[kind], nones, strict=True)
+                ]
+                rows.append(
+                    [
+                        kind,
+                        statistics.median(ratios),
+                        min(ratios),
+                        max(ratios),
+                        statistics.median(gaps),
+                        min(gaps),
+                    ]
+                )
+            print_table(
+                f"{name}: {n_orders} shuffled search orders",
+                ["rule", "median ratio to none", "min", "max", "median best vs none (pp)", "worst (pp)"],
+                rows,
+            )
+            print()
+            sensitivity(name, runs, experiment, nones[:5])
+    verdict(ok_all, "; ".join(notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Time to accuracy: hyperflow (bayes + curve_fit) against Optuna (TPE + MedianPruner) on real trials.
+
+Both drive the same training function, `train_trial`, on the same data split, search space,
+trial seeds and budget of trials: conf/digits.yaml (30 trials) and the shipped breast_cancer
+experiment, conf/genetic.yaml, searched with bayes instead of its genetic algorithm (40 trials).
+hyperflow asks its BayesStrategy and stops trials with its curve_fit rule exactly as its search
+loop does, without Prefect or MLflow; Optuna asks TPESampler and stops trials with MedianPruner
+(5 startup trials, no pruning before the same `min_epochs`) through a stop-policy adapter that
+reports every epoch to the Optuna trial. A config's initial points are enqueued in Optuna too.
+Per seed: the best validation value among completed trials, total training epochs, wall time,
+and the epochs hyperflow needed to first reach Optuna's best of that seed.
+
+    python bench/time_to_accuracy.py [--quick]
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import (
+    BREAST_CANCER,
+    DIGITS,
+    banner,
+    load_experiment,
+    optuna_suggest,
+    parser,
+    print_table,
+    verdict,
+)
+
+EXPERIMENTS = {
+    "digits": (DIGITS, ["search.strategy=bayes"]),
+    "breast_cancer": (BREAST_CANCER, ["search.strategy=bayes"]),
+}
+
+
+@dataclass
+class Outcome:
+    """One search: per trial its state, epochs and value, in order."""
+
+    states: list[str] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+    seconds: float = 0.0
+    mode: str = "max"
+
+    def best(self, upto: int | None = None) -> float | None:
+        done = [
+            v
+            for s, v in zip(self.states[:upto], self.values[:upto], strict=True)
+            if s == "completed" and v is not None
+        ]
+        if not done:
+            return None
+        return max(done) if self.mode == "max" else min(done)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(self.epochs)
+
+    def epochs_to_reach(self, target: float | None) -> float:
+        """Total epochs trained when a completed trial first reached `target` (inf if never)."""
+        if target is None:
+            return math.inf
+        spent = 0
+        for s, e, v in zip(self.states, self.epochs, self.values, strict=True):
+            spent += e
+            if s == "completed" and v is not None and (v >= target if self.mode == "max" else v <= target):
+                return float(spent)
+        return math.inf
+
+
+class OptunaPruning:
+    """A stop policy for `train_trial` that reports to an Optuna trial and asks its pruner."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def report(self, epoch: int, metrics: dict[str, float], metric: str) -> None:
+        self.trial.report(metrics[metric], step=epoch)
+
+    def check(self, curve: list[float], final_epoch: int) -> Any:
+        from components.curves import StopDecision
+
+        if self.trial.should_prune():
+            return StopDecision(f"optuna MedianPruner at epoch {len(curve) - 1}")
+        return None
+
+
+def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
+    """hyperflow's search loop without Prefect or MLflow: ask, train with the stop rule's snapshot, tell."""
+    from components.curves import make_stop_rule
+    from components.search import make_strategy
+    from components.study import trial_seed
+    from components.training import TrialSpec, train_trial
+
+    cfg = cfg.model_copy(update={"seed": seed})
+    strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
+    spec = TrialSpec.from_config(cfg, num_threads=1)
+    out = Outcome(mode=cfg.search.direction)
+    start = time.perf_counter()
+    for number in range(n_trials):
+        (params,) = strategy.ask(1)
+        result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=rule.snapshot())
+        state = (
+            result.state if result.state in ("completed", "pruned") and result.value is not None else "failed"
+        )
+        if state == "failed":
+            strategy.tell_failed(params)
+        else:
+            strategy.tell(params, result.value, pruned=state == "pruned")
+        rule.record(result.curve, state)
+        out.states.append(state)
+        out.epochs.append(result.epochs_trained)
+        out.values.append(result.value)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
+    """Optuna's TPE + MedianPruner driving the same train_trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from components.search import SearchSpace
+    from components.study import trial_seed
+    from components.training import TrialSpec, train_trial
+
+    space = SearchSpace.from_config(cfg)
+    spec = TrialSpec.from_config(cfg, num_threads=1)
+    metric = cfg.search.metric
+    study = optuna.create_study(
+        direction="maximize" if cfg.search.direction == "max" else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=5, n_warmup_steps=cfg.early_stopping.min_epochs - 1
+        ),
+    )
+    defaults = {**cfg.model.model_dump(), **cfg.model.args}
+    for point in cfg.search.initial_points:
+        full = space.complete(point, defaults)
+        study.enqueue_trial(
+            {
+                d.name: d.index_of(full[d.name]) if d.kind == "categorical" else full[d.name]
+                for d in space.dimensions
+            }
+        )
+    out = Outcome(mode=cfg.search.direction)
+    start = time.perf_counter()
+    for number in range(n_trials):
+        trial = study.ask()
+        params = optuna_suggest(trial, space)
+        policy = OptunaPruning(trial)
+        result = train_trial(
+            data,
+            params,
+            spec,
+            seed=trial_seed(seed, number),
+            stop_policy=policy,
+            on_epoch=lambda epoch, metrics, p=policy: p.report(epoch, metrics, metric),
+        )
+        if result.state == "completed" and result.value is not None:
+            study.tell(trial, result.value)
+            state = "completed"
+        elif result.state == "pruned" and result.value is not None:
+            study.tell(trial, state=TrialState.PRUNED)
+            state = "pruned"
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+            state = "failed"
+        out.states.append(state)
+        out.epochs.append(result.epochs_trained)
+        out.values.append(result.value)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    import optuna
+    from _common import torch_threads_one
+    from threadpoolctl import threadpool_limits
+
+    from components.data import load_dataset
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    threadpool_limits(limits=1, user_api="blas")
+    torch_threads_one()
+    banner("Time to accuracy: hyperflow (bayes + curve_fit) vs Optuna (TPE + MedianPruner)", args.quick)
+    seeds = [0] if args.quick else [0, 1, 2, 3, 4]
+    rows, seed_rows, ok_all, notes = [], [], True, []
+    for name, (path, overrides) in EXPERIMENTS.items():
+        extra = list(overrides)
+        if args.quick:
+            extra += ["search.n_trials=4", "model.max_epochs=8"]
+            if name == "digits":
+                extra += [
+                    "search.space.max_epochs={low: 6, high: 8, type: int}",
+                    "search.bayes.n_initial_points=2",
+                ]
+        cfg = load_experiment(path, extra)
+        data = load_dataset(cfg.data, cfg.seed)
+        n_trials = cfg.search.n_trials
+        hf = [run_hyperflow(cfg, data, s, n_trials) for s in seeds]
+        op = [run_optuna(cfg, data, s, n_trials) for s in seeds]
+        reach = [h.epochs_to_reach(o.best()) / o.total_epochs for h, o in zip(hf, op, strict=True)]
+        for s, h, o, r in zip(seeds, hf, op, reach, strict=True):
+            seed_rows.append(
+                [name, s, h.best(), o.best(), h.total_epochs, o.total_epochs, h.seconds, o.seconds, r]
+            )
+        for label, outs in (("hyperflow: bayes GP + curve_fit", hf), ("Optuna: TPE + MedianPruner", op)):
+            bests = [o.best() for o in outs]
+            rows.append(
+                [
+                    name,
+                    label,
+                    n_trials,
+                    statistics.median(b for b in bests if b is not None)
+                    if any(b is not None for b in bests)
+                    else None,
+                    statistics.median(o.total_epochs for o in outs),
+                    statistics.median(sum(s == "pruned" for s in o.states) for o in outs),
+                    statistics.median(o.seconds for o in outs),
+                    statistics.median(reach) if outs is hf else None,
+                ]
+            )
+        median_reach = statistics.median(reach)
+        ok_all &= median_reach <= 1.0
+        reached = sum(r <= 1.0 for r in reach)
+        notes.append(
+            f"{name}: reached Optuna's best within its epochs in {reached}/{len(seeds)} seeds "
+            f"(median {median_reach:.2f} of Optuna's epochs)"
+        )
+    print_table(
+        f"Same trials budget, median over {len(seeds)} seed(s) ({cfg.search.metric}, higher is better)",
+        [
+            "data",
+            "search",
+            "trials",
+            "best val",
+            "total epochs",
+            "pruned",
+            "wall s",
+            "epochs to Optuna's best / Optuna's epochs",
+        ],
+        rows,
+    )
+    print()
+    print_table(
+        "Per seed",
+        [
+            "data",
+            "seed",
+            "hyperflow best",
+            "Optuna best",
+            "hyperflow epochs",
+            "Optuna epochs",
+            "hyperflow s",
+            "Optuna s",
+            "epochs to Optuna's best / Optuna's epochs",
+        ],
+        seed_rows,
+    )
+    print()
+    verdict(ok_all, "; ".join(notes))
+
+
+if __name__ == "__main__":
+    main()
