@@ -405,11 +405,19 @@ class TrialLogger:
         if result.error:
             tags.append(RunTag(TAG_ERROR, result.error[:5000]))
         self._settle(block=True)
-        while self._pending:
+        while True:
+            # The final metrics and the state tags go in one call (the last batch of metrics).
             batch = self._pending[:1000]
-            self._retrying("metrics", lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch))
+            last = len(self._pending) <= 1000
+            self._retrying(
+                "metrics and tags",
+                lambda batch=batch, last=last: self.client.log_batch(
+                    self.run_id, metrics=batch, tags=tags if last else []
+                ),
+            )
             del self._pending[: len(batch)]
-        self._retrying("tags", lambda: self.client.log_batch(self.run_id, tags=tags))
+            if last:
+                break
         if artifacts_dir is not None and any(artifacts_dir.iterdir()):
             self._retrying(
                 "weights", lambda: self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")

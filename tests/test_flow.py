@@ -316,3 +316,30 @@ def test_prefect_retries_infrastructure_errors_only() -> None:
     assert _infrastructure_only(None, None, Failed(data=failed_trial)) is False
     assert _infrastructure_only(None, None, Failed(data=ConnectionError("refused"))) is True
     assert _infrastructure_only(None, None, Completed(data=1)) is False
+
+
+def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
+    import urllib.request
+
+    from servers import free_port, stop, wait_http
+
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200
+    finally:
+        stop(proc)
+    assert proc.stdout is not None
+    printed = proc.stdout.read().decode()
+    assert f"http://127.0.0.1:{port}" in printed
+    assert (tmp_path / "ui.db").exists(), "the UI opened the config's store"
