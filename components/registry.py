@@ -100,17 +100,24 @@ def export_best_model(
         assert spec is not None, "a user's module is exported with its TrialSpec"
         return export_user_module(module, data, client, run_id, spec, params or {})
     assert data is not None
-    scorer = ScoringModel(
-        module.model,
+    return log_scoring_model(scoring_model(module.model, data), raw_example(data), client, run_id)
+
+
+def scoring_model(net: torch.nn.Module, data: Dataset) -> ScoringModel:
+    """`net` with the data set's standardisation (and target scaling) built in: raw rows in, eval mode."""
+    return ScoringModel(
+        net,
         torch.as_tensor(data.feature_mean),
         torch.as_tensor(data.feature_std),
         data.task,
         target_mean=data.target_mean,
         target_std=data.target_std,
     ).eval()
-    # An example batch of > 1 rows, so that the exported graph keeps a dynamic batch dimension.
-    example = data.raw_features(data.X_test[:5]).astype(np.float32)
-    return log_scoring_model(scorer, example, client, run_id)
+
+
+def raw_example(data: Dataset) -> np.ndarray:
+    """A few raw test rows: an example batch of > 1 rows keeps the exported batch dimension dynamic."""
+    return data.raw_features(data.X_test[:5]).astype(np.float32)
 
 
 def log_scoring_model(model: torch.nn.Module, example: np.ndarray, client: MlflowClient, run_id: str) -> str:

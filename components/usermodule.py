@@ -593,24 +593,13 @@ def export_user_module(
     With a DataModule the model takes what the module's `forward` takes (the first element of a
     batch); on a built-in data set it takes raw feature rows, like the built-in model.
     """
-    from components.model import ScoringModel
-    from components.registry import log_scoring_model
+    from components.registry import log_scoring_model, raw_example, scoring_model
 
     module = module.eval()
     if data is not None and not (spec.user and spec.user.data_module):
         net = _Columns(module) if data.task == "regression" else module
-        scorer: torch.nn.Module = ScoringModel(
-            net,
-            torch.as_tensor(data.feature_mean),
-            torch.as_tensor(data.feature_std),
-            data.task,
-            target_mean=data.target_mean,
-            target_std=data.target_std,
-        ).eval()
-        example = torch.as_tensor(data.raw_features(data.X_test[:5]), dtype=torch.float32)
-    else:
-        scorer, example = module, _example_input(module, spec, params)
-    return log_scoring_model(scorer, example.numpy(), client, run_id)
+        return log_scoring_model(scoring_model(net, data), raw_example(data), client, run_id)
+    return log_scoring_model(module, _example_input(module, spec, params).numpy(), client, run_id)
 
 
 # --------------------------------------------------------------------------------------------

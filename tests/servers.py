@@ -83,16 +83,19 @@ def start_prefect_server(home: Path) -> Server:
     log = home / "server.log"
     env = base_env(PREFECT_HOME=str(home))
     env.pop("PREFECT_API_URL", None)
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    return _serve(command, env, home, log, f"http://127.0.0.1:{port}/api", 180)
+
+
+def _serve(
+    command: list[str], env: dict[str, str], home: Path, log: Path, url: str, deadline_s: float
+) -> Server:
+    """Start a server in its own process group, logging to `log`, and wait for `url`/health."""
     proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=home
     )
-    url = f"http://127.0.0.1:{port}/api"
     try:
-        wait_http(f"{url}/health", proc, 180, log)
+        wait_http(f"{url}/health", proc, deadline_s, log)
     except BaseException:
         stop(proc)
         raise
@@ -104,32 +107,19 @@ def start_mlflow_server(home: Path, backend: str | None = None, port: int | None
     port = port or free_port()
     log = home / f"mlflow-{port}.log"
     backend = backend or f"sqlite:///{home / 'mlflow.db'}"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(home / "artifacts"),
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=base_env(),
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=home,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc, 120, log)
-    except BaseException:
-        stop(proc)
-        raise
-    return Server(url, proc, home)
+    command = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(home / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    return _serve(command, base_env(), home, log, f"http://127.0.0.1:{port}", 120)
