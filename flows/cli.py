@@ -53,8 +53,14 @@ def _cli_defaults() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
-def load_checked(config: Path, overrides: list[str] | None) -> tuple[ExperimentConfig, Any]:
-    """Load and check everything that can be checked before a run exists: config, data, strategy."""
+def load_checked(
+    config: Path, overrides: list[str] | None, *, touch_local_store: bool = True
+) -> tuple[ExperimentConfig, Any]:
+    """Load and check everything that can be checked before a run exists: config, data, strategy.
+
+    The tracking store is checked too: a server for being reachable, a local SQLite store (which
+    opening creates) only when `touch_local_store`.
+    """
     from components.config import ConfigError, load_config
 
     try:
@@ -62,9 +68,11 @@ def load_checked(config: Path, overrides: list[str] | None) -> tuple[ExperimentC
     except ConfigError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     from components.preflight import PreflightError, preflight
+    from components.tracking import resolve_tracking_uri
 
+    is_server = resolve_tracking_uri(cfg.tracking.uri).startswith(("http://", "https://"))
     try:
-        data = preflight(cfg)
+        data = preflight(cfg, check_tracking=touch_local_store or is_server)
     except PreflightError as exc:
         _fail(str(exc), exc.exit_code)
     return cfg, data
@@ -228,7 +236,8 @@ def validate(config: ConfigArg, overrides: SetOption = None) -> None:
     """Check a config and print it resolved, with its search space."""
     from components.describe import describe_config
 
-    cfg, data = load_checked(config, overrides)
+    _cli_defaults()
+    cfg, data = load_checked(config, overrides, touch_local_store=False)
     out.print(describe_config(cfg, data), highlight=False, soft_wrap=True)
 
 
@@ -281,7 +290,8 @@ def ui(
 
     configured = None
     if config is not None:
-        cfg, _ = load_checked(config, [])
+        _cli_defaults()
+        cfg, _ = load_checked(config, [], touch_local_store=False)
         configured = cfg.tracking.uri
     uri = resolve_tracking_uri(configured)
     if uri.startswith(("http://", "https://")):

@@ -343,3 +343,23 @@ def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
     printed = proc.stdout.read().decode()
     assert f"http://127.0.0.1:{port}" in printed
     assert (tmp_path / "ui.db").exists(), "the UI opened the config's store"
+
+
+def test_validate_prints_the_space_grid_size_and_parameter_range(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "hyperflow"), "validate", str(ROOT / "conf" / "grid.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "# resolved config" in out and "points_per_dimension: 3" in out
+    assert "learning_rate  real [0.001, 0.1] log" in out
+    assert "hidden_layers  one of [[64], [128, 64]]" in out
+    assert "grid points: 18" in out
+    smallest = expected_param_count(64, [64], 10)
+    largest = expected_param_count(64, [128, 64], 10)
+    assert f"parameters: {smallest:,} to {largest:,}" in out
+    assert not (tmp_path / "mlflow.db").exists(), "validate creates no tracking store"
