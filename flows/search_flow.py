@@ -194,7 +194,11 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
             # Prefect's own exception for SIGTERM: its engine records the flow run accordingly.
             raise TerminationSignal(signal=signal.SIGTERM)
         raise SearchInterrupted("the search was interrupted")
-    return log_best(study, data)
+    try:
+        return log_best(study, data)
+    except BaseException as exc:  # e.g. the store failed while the model was logged: no run stays RUNNING
+        study.abort("failed", f"{type(exc).__name__}: {exc}")
+        raise
 
 
 @contextmanager
