@@ -20,7 +20,7 @@ from components.registry import (
     test_metric_name,
 )
 from components.search import make_strategy
-from components.study import Study, StudyResult
+from components.study import Study, StudyResult, TrialRecord
 from components.tracking import StudyTracker, resolve_tracking_uri
 from components.training import TrialSpec
 from components.usermodule import exports_model
@@ -96,43 +96,17 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         "n_trials_failed": result.n_failed,
     }
     best = study.best
-    if best is not None and best.value is not None and not exports_model(study.spec):
-        # A training function: its best value and parameters, no model to test or register.
+    if best is not None and best.value is not None:
         metrics[f"best_{metric}"] = best.value
         result.best_params, result.best_value = best.params, best.value
         result.best_trial, result.best_run_id = best.number, best.run_id
         tracker.set_tags(
             run_id, {"hyperflow.best_trial": str(best.number), "hyperflow.best_run_id": best.run_id}
         )
-    elif best is not None and best.value is not None:
-        state_dict = best.state_dict or load_state_dict_artifact(tracker.client, best.run_id)
-        module = rebuild(data, best.params, study.spec, state_dict)
-        test = evaluate_on_test(module, data, spec=study.spec, params=best.params)
-        metrics[f"best_{metric}"] = best.value
-        metrics.update(test)
-        result.best_params, result.best_value = best.params, best.value
-        result.best_trial, result.best_run_id = best.number, best.run_id
-        result.test_metrics = test
-        model_uri = export_best_model(
-            module, data, tracker.client, run_id, spec=study.spec, params=best.params
-        )
-        tracker.set_tags(
-            run_id, {"hyperflow.best_trial": str(best.number), "hyperflow.best_run_id": best.run_id}
-        )
-        if cfg.tracking.register_model:
-            name = test_metric_name(metric)
-            reg = register_best_model(
-                tracker.client,
-                name=cfg.name,
-                model_uri=model_uri,
-                run_id=run_id,
-                test_metric=name,
-                test_value=test[name],
-                mode=cfg.search.direction,
-                promote=cfg.tracking.promote,
-            )
-            result.model_name, result.model_version = reg.name, reg.version
-            result.promoted, result.promotion_reason = reg.promoted, reg.reason
+        # A training function has no model to test or register: its best value and parameters only.
+        if exports_model(study.spec):
+            _test_export_register(study, data, best, result)
+            metrics.update(result.test_metrics)
     else:
         result.status = "FAILED"
     tracker.log_metrics(run_id, metrics)
@@ -141,6 +115,29 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     study.plots.close()
     tracker.end_run(run_id, result.status)
     return result
+
+
+def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord, result: StudyResult) -> None:
+    """Test the best trial's stored weights, log them as `best_model`, register it (into `result`)."""
+    cfg, tracker, run_id = study.cfg, study.tracker, study.study_run_id
+    state_dict = best.state_dict or load_state_dict_artifact(tracker.client, best.run_id)
+    module = rebuild(data, best.params, study.spec, state_dict)
+    result.test_metrics = evaluate_on_test(module, data, spec=study.spec, params=best.params)
+    model_uri = export_best_model(module, data, tracker.client, run_id, spec=study.spec, params=best.params)
+    if cfg.tracking.register_model:
+        name = test_metric_name(cfg.search.metric)
+        reg = register_best_model(
+            tracker.client,
+            name=cfg.name,
+            model_uri=model_uri,
+            run_id=run_id,
+            test_metric=name,
+            test_value=result.test_metrics[name],
+            mode=cfg.search.direction,
+            promote=cfg.tracking.promote,
+        )
+        result.model_name, result.model_version = reg.name, reg.version
+        result.promoted, result.promotion_reason = reg.promoted, reg.reason
 
 
 def _log_study_plots(study: Study) -> None:
