@@ -51,16 +51,19 @@ def current_stop_event() -> Any:
     return _current
 
 
-def init_trial_worker(event: Any, threads: int | None) -> None:
-    """Initializer of a trial worker process: stop via `event`, leave Ctrl-C to the search loop.
+def init_trial_worker(event: Any, threads: int | None, *, ignore_sigint: bool = True) -> None:
+    """Set up a trial worker process (a process-pool or Dask worker): stop event, threads, Ctrl-C.
 
     A terminal's Ctrl-C reaches every process of the group; the worker ignores it and stops at
     the next batch when the search loop sets `event`, so runs are ended cleanly, not mid-write.
+    Torch and the BLAS libraries get the trial's thread budget.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if ignore_sigint and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_current_stop_event(event)
     if threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
         import torch
 
         torch.set_num_threads(threads)

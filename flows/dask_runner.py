@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
-from components.interrupt import current_stop_event, set_current_stop_event
+from components.interrupt import current_stop_event, init_trial_worker
 from components.lifecycle import threads_per_trial
 from components.tracking import resolve_tracking_uri
 from flows.prefect_api import ephemeral_api_url
@@ -56,15 +55,8 @@ class TrialEnvironment(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         global _worker_token
-        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(self.threads)
-        import torch
-
-        torch.set_num_threads(self.threads)
+        init_trial_worker(threading.Event(), self.threads, ignore_sigint=self.ignore_sigint)
         _worker_token = self.token
-        set_current_stop_event(threading.Event())
 
 
 def request_stop(token: str) -> bool:
