@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -274,13 +273,6 @@ class StudyTracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
-
-    def log_artifact_files(self, run_id: str, files: Mapping[str, Path | str], artifact_path: str) -> None:
-        """Log several files under one artifact folder in one call."""
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, src in files.items():
-                Path(tmp, name).write_bytes(Path(src).read_bytes())
-            self.client.log_artifacts(run_id, tmp, artifact_path)
 
     def mark_trial(self, run_id: str, state: str, error: str | None = None) -> None:
         """Set a trial's final state from the search loop (a crash the worker could not report)."""
