@@ -34,6 +34,10 @@ typecheck: $(VENV)/.installed-dev
 test: lint typecheck
 	$(BIN)/python -m pytest
 
+# The fast lane: no servers, no flows, no searches through the CLI (under 2 minutes on 2 cores).
+unit: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow"
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py
 

@@ -21,16 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
-import flows  # noqa: E402, F401 - its import sets the runtime defaults (no telemetry, no network)
+import hyperflow  # noqa: E402, F401 - its import sets the runtime defaults (no telemetry, no network)
 
 # What the CLI sets too: Prefect's per-task INFO lines would bury the tables.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.data import Dataset
-    from components.training import TrialSpec
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.data import Dataset
+    from hyperflow.components.training import TrialSpec
 
 __all__ = [
     "BREAST_CANCER",
@@ -148,7 +148,7 @@ def stopwatch() -> Iterator[list[float]]:
 
 def load_experiment(path: str = DIGITS, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """A shipped config (relative to the repository root) with `--set`-style overrides."""
-    from components.config import load_config
+    from hyperflow.components.config import load_config
 
     return load_config(ROOT / path, list(overrides))
 
@@ -166,9 +166,9 @@ class DefaultTrial:
 
 def default_trial(repeats: int = 3) -> DefaultTrial:
     """Train the default digits trial `repeats` times, with different seeds, on one torch thread."""
-    from components.data import load_dataset
-    from components.lifecycle import threads_per_trial
-    from components.training import TrialSpec, train_trial
+    from hyperflow.components.data import load_dataset
+    from hyperflow.components.lifecycle import threads_per_trial
+    from hyperflow.components.training import TrialSpec, train_trial
 
     cfg = load_experiment(DIGITS)
     data = load_dataset(cfg.data, cfg.seed)

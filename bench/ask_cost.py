@@ -45,7 +45,7 @@ def ours(
         Its seconds, the asked point in skopt's encoding, and the seconds spent inside skopt's
         own tell and ask during it (the rest is the wrapper's).
     """
-    from components.search import BayesStrategy
+    from hyperflow.components.search import BayesStrategy
 
     strategy = BayesStrategy(space, mode="max", seed=0, n_initial_points=8, **settings)
     opt = strategy.optimizer
@@ -88,9 +88,9 @@ def direct(
     """
     from skopt import Optimizer
 
-    from components.search import BayesStrategy
-    from components.search._base import derive_seed
-    from components.search._bayes import _skopt_dimension
+    from hyperflow.components.search import BayesStrategy
+    from hyperflow.components.search._base import derive_seed
+    from hyperflow.components.search._bayes import _skopt_dimension
 
     encoder = BayesStrategy(space, mode="max", seed=0, surrogate=surrogate)  # for its encoding only
     xs = [encoder._encode(p) for p, _ in told]
@@ -120,8 +120,8 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     from threadpoolctl import threadpool_limits
 
-    from components.search import SearchSpace
-    from components.search._bayes import acquisition_settings
+    from hyperflow.components.search import SearchSpace
+    from hyperflow.components.search._bayes import acquisition_settings
 
     threadpool_limits(limits=1, user_api="blas")
     torch_threads_one()

@@ -36,10 +36,10 @@ EPOCH_TARGET = 0.5
 
 def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
     """Train `n_configs` random configurations of each experiment for `epochs` epochs."""
-    from components.data import load_dataset
-    from components.search import RandomStrategy, SearchSpace
-    from components.study import trial_seed
-    from components.training import TrialSpec, train_trial
+    from hyperflow.components.data import load_dataset
+    from hyperflow.components.search import RandomStrategy, SearchSpace
+    from hyperflow.components.study import trial_seed
+    from hyperflow.components.training import TrialSpec, train_trial
 
     table: dict[str, Any] = {
         "epochs": epochs,
@@ -127,7 +127,7 @@ def replay(
 
     `min_epochs` and `threshold` default to the experiment's config.
     """
-    from components.curves import StopRule
+    from hyperflow.components.curves import StopRule
 
     metric, mode = experiment["metric"], experiment["mode"]
     rule = StopRule(

@@ -35,8 +35,8 @@ def plain_loop(data: Any, values: dict[str, Any], seed: int) -> tuple[float, dic
     import torch
     from torch import nn
 
-    from components.model import MLP
-    from components.training import TensorBatches, _tensors
+    from hyperflow.components.model import MLP
+    from hyperflow.components.training import TensorBatches, _tensors
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -84,7 +84,7 @@ def plain_loop(data: Any, values: dict[str, Any], seed: int) -> tuple[float, dic
 
 def lightning_trial(data: Any, spec: Any, seed: int) -> tuple[float, dict[str, float]]:
     """The same trial through hyperflow's `train_trial` (Lightning)."""
-    from components.training import train_trial
+    from hyperflow.components.training import train_trial
 
     start = time.perf_counter()
     result = train_trial(data, {}, spec, seed=seed)
@@ -100,8 +100,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     banner("Lightning parity: train_trial vs a plain PyTorch loop", args.quick)
-    from components.data import load_dataset
-    from components.training import TrialSpec
+    from hyperflow.components.data import load_dataset
+    from hyperflow.components.training import TrialSpec
 
     repeats = 5 if args.quick else 15
     cases = CASES[:1] if args.quick else CASES

@@ -204,11 +204,11 @@ def config(n_trials: int, uri: str, quick: bool = False) -> Any:
 
 def bare_loop(cfg: Any, profile: Profile, mode: Mode) -> None:
     """(a): ask -> train_trial -> tell, as the search loop does it, with nothing else."""
-    from components.data import load_dataset
-    from components.lifecycle import threads_per_trial
-    from components.search import make_strategy
-    from components.study import trial_seed
-    from components.training import TrialSpec, train_trial
+    from hyperflow.components.data import load_dataset
+    from hyperflow.components.lifecycle import threads_per_trial
+    from hyperflow.components.search import make_strategy
+    from hyperflow.components.study import trial_seed
+    from hyperflow.components.training import TrialSpec, train_trial
 
     mode.started = time.perf_counter()
     data = load_dataset(cfg.data, cfg.seed)
@@ -237,13 +237,13 @@ def instrument(profile: Profile, mode_ref: list[Mode]) -> None:
     from mlflow.tracking import MlflowClient
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    import components.study as study_module
-    import flows.search_flow as flow_module
-    from components.plots import PlotQueue
-    from components.search._base import Strategy
-    from components.study import Study
-    from components.tracking import TrialLogger
-    from components.training import train_trial
+    import hyperflow.components.study as study_module
+    import hyperflow.flows.search_flow as flow_module
+    from hyperflow.components.plots import PlotQueue
+    from hyperflow.components.search._base import Strategy
+    from hyperflow.components.study import Study
+    from hyperflow.components.tracking import TrialLogger
+    from hyperflow.components.training import train_trial
 
     for attr in ("ask", "tell", "tell_failed"):
         profile.wrap(Strategy, attr, "strategy")
@@ -286,7 +286,7 @@ def instrument(profile: Profile, mode_ref: list[Mode]) -> None:
 
 
 def flow_mode(name: str, cfg: Any, mode_ref: list[Mode]) -> Mode:
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     mode = Mode(name, cfg.search.n_trials)
     mode_ref[0] = mode
@@ -403,8 +403,8 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     n = 2 if args.quick else 20
     with stopwatch() as t_import:
-        import flows.search_flow  # noqa: F401 - the import is what is timed
-        from components.training import train_trial  # noqa: F401
+        import hyperflow.flows.search_flow  # noqa: F401 - the import is what is timed
+        from hyperflow.components.training import train_trial  # noqa: F401
     banner(f"Overhead per trial: bare loop vs Prefect + MLflow ({n} default digits trials)", args.quick)
     prefect = os.environ.get("PREFECT_API_URL")
     print(

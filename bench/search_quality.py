@@ -52,8 +52,8 @@ def grid_points(dims: int, budget: int) -> int:
 
 
 def make_strategy(method: str, space: Any, seed: int, budget: int) -> Any:
-    from components.config import BayesConfig, GeneticConfig
-    from components.search import BayesStrategy, GeneticStrategy, GridStrategy, RandomStrategy
+    from hyperflow.components.config import BayesConfig, GeneticConfig
+    from hyperflow.components.search import BayesStrategy, GeneticStrategy, GridStrategy, RandomStrategy
 
     if method == "random":
         return RandomStrategy(space, mode="min", seed=seed)
@@ -72,7 +72,7 @@ def run(function: str, method: str, seed: int, budget: int) -> tuple[str, str, i
     """One run: the values it evaluated, in order, and its wall time."""
     import warnings
 
-    from components.search.objectives import OBJECTIVES
+    from hyperflow.components.search.objectives import OBJECTIVES
 
     warnings.filterwarnings("ignore")
     objective = OBJECTIVES[function]()
@@ -110,7 +110,7 @@ def regret(values: Sequence[float], budget: int, optimum: float) -> float:
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    from components.search.objectives import OBJECTIVES
+    from hyperflow.components.search.objectives import OBJECTIVES
 
     banner("Search quality: regret on standard test functions", args.quick)
     if args.quick:

@@ -84,7 +84,7 @@ class OptunaPruning:
         self.trial.report(metrics[metric], step=epoch)
 
     def check(self, curve: list[float], final_epoch: int) -> Any:
-        from components.curves import StopDecision
+        from hyperflow.components.curves import StopDecision
 
         if self.trial.should_prune():
             return StopDecision(f"optuna MedianPruner at epoch {len(curve) - 1}")
@@ -93,10 +93,10 @@ class OptunaPruning:
 
 def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
     """hyperflow's search loop without Prefect or MLflow: ask, train with the stop rule's snapshot, tell."""
-    from components.curves import make_stop_rule
-    from components.search import make_strategy
-    from components.study import trial_seed
-    from components.training import TrialSpec, train_trial
+    from hyperflow.components.curves import make_stop_rule
+    from hyperflow.components.search import make_strategy
+    from hyperflow.components.study import trial_seed
+    from hyperflow.components.training import TrialSpec, train_trial
 
     cfg = cfg.model_copy(update={"seed": seed})
     strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
@@ -126,9 +126,9 @@ def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
     import optuna
     from optuna.trial import TrialState
 
-    from components.search import SearchSpace
-    from components.study import trial_seed
-    from components.training import TrialSpec, train_trial
+    from hyperflow.components.search import SearchSpace
+    from hyperflow.components.study import trial_seed
+    from hyperflow.components.training import TrialSpec, train_trial
 
     space = SearchSpace.from_config(cfg)
     spec = TrialSpec.from_config(cfg, num_threads=1)
@@ -185,7 +185,7 @@ def main() -> None:
     from _common import torch_threads_one
     from threadpoolctl import threadpool_limits
 
-    from components.data import load_dataset
+    from hyperflow.components.data import load_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threadpool_limits(limits=1, user_api="blas")

@@ -36,6 +36,7 @@ __all__ = [
     "apply_overrides",
     "config_hash",
     "flatten",
+    "legacy_config_hash",
     "load_config",
     "metric_mode",
     "parse_value",
@@ -684,7 +685,23 @@ _HASH_EXCLUDED = {
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """A short stable hash of what defines the study (not its budget or where it runs)."""
-    flat = {k: v for k, v in flatten(cfg).items() if k not in _HASH_EXCLUDED}
-    blob = json.dumps(flat, sort_keys=True, default=str)
+    """A short stable hash of what defines the study (not its budget or where it runs).
+
+    Only values that differ from their defaults count, at every level (a dimension's `log: false`
+    as much as `model.dropout`), so that a key added to the schema later, with a default, leaves
+    the hash of every recorded study as it was.
+    """
+    flat = flatten(cfg.model_dump(mode="json", exclude_defaults=True))
+    # An empty section flattens to {"": {}} or {"model.args": {}}: nothing that defines a study.
+    return _hash_flat({k: v for k, v in flat.items() if v != {}})
+
+
+def legacy_config_hash(recorded: dict[str, Any]) -> str:
+    """The hash studies recorded before 0.2 carry: every key of their `config.yaml`, defaults included."""
+    return _hash_flat(flatten(recorded))
+
+
+def _hash_flat(flat: dict[str, Any]) -> str:
+    kept = {k: v for k, v in flat.items() if k not in _HASH_EXCLUDED}
+    blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

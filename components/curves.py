@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
+    from hyperflow.components.config import ExperimentConfig
 
 __all__ = [
     "FAMILIES",

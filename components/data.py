@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
-from components.config import BUILTIN_TASKS
+from hyperflow.components.config import BUILTIN_TASKS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from components.config import DataConfig
+    from hyperflow.components.config import DataConfig
 
 __all__ = [
     "AUTO_MAX_CLASSES",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from components.model import expected_param_count
-from components.search import SearchSpace
+from hyperflow.components.model import expected_param_count
+from hyperflow.components.search import SearchSpace
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.data import Dataset
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.data import Dataset
 
 __all__ = ["describe_config", "param_count_range"]
 
@@ -33,7 +33,7 @@ def param_count_range(cfg: ExperimentConfig, data: Dataset) -> tuple[int, int]:
 
 def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     """A readable report of a valid config."""
-    from components.lifecycle import config_yaml
+    from hyperflow.components.lifecycle import config_yaml
 
     space = SearchSpace.from_config(cfg)
     lines = ["# resolved config", config_yaml(cfg).rstrip(), "", "# search space"]
@@ -59,7 +59,7 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     else:
         lines.append("distinct points: unbounded (real dimensions)")
     if cfg.model.module or cfg.data.module:
-        from components.usermodule import describe_user_code
+        from hyperflow.components.usermodule import describe_user_code
 
         lines.extend(describe_user_code(cfg))
     if data is not None:

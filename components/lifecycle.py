@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from components.config import config_hash, flatten
-from components.curves import make_stop_rule
-from components.plots import CurveRecord, draw_learning_curves, draw_optimization_history
-from components.registry import (
+from hyperflow.components.config import config_hash, flatten
+from hyperflow.components.curves import make_stop_rule
+from hyperflow.components.plots import CurveRecord, draw_learning_curves, draw_optimization_history
+from hyperflow.components.registry import (
     evaluate_on_test,
     export_best_model,
     load_state_dict_artifact,
@@ -19,15 +19,15 @@ from components.registry import (
     register_best_model,
     test_metric_name,
 )
-from components.search import make_strategy
-from components.study import Study, StudyResult, TrialRecord
-from components.tracking import StudyTracker, resolve_tracking_uri
-from components.training import TrialSpec
-from components.usermodule import exports_model
+from hyperflow.components.search import make_strategy
+from hyperflow.components.study import Study, StudyResult, TrialRecord
+from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
+from hyperflow.components.training import TrialSpec
+from hyperflow.components.usermodule import exports_model
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.data import Dataset
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.data import Dataset
 
 __all__ = ["config_yaml", "finish_study", "open_study", "threads_per_trial"]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from components.config import BUILTIN_METRICS
-from components.data import DataError, Dataset, load_dataset
-from components.search import make_strategy
-from components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
-from components.usermodule import UserCodeError, check_user_code, uses_builtin_data
+from hyperflow.components.config import BUILTIN_METRICS
+from hyperflow.components.data import DataError, Dataset, load_dataset
+from hyperflow.components.search import make_strategy
+from hyperflow.components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
+from hyperflow.components.usermodule import UserCodeError, check_user_code, uses_builtin_data
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
+    from hyperflow.components.config import ExperimentConfig
 
 __all__ = ["PreflightError", "preflight"]
 

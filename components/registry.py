@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from components.model import MLPModule, ScoringModel
-from components.training import TrialSpec, build_module
+from hyperflow.components.faults import fault_point
+from hyperflow.components.model import MLPModule, ScoringModel
+from hyperflow.components.training import TrialSpec, build_module
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
     from mlflow.tracking import MlflowClient
 
-    from components.data import Dataset
+    from hyperflow.components.data import Dataset
 
 __all__ = [
     "CHAMPION",
@@ -66,7 +67,7 @@ def evaluate_on_test(
     A user's module (`spec` and `params` given) reports what it logs on the test split.
     """
     if not isinstance(module, MLPModule):
-        from components.usermodule import evaluate_user_module
+        from hyperflow.components.usermodule import evaluate_user_module
 
         assert spec is not None, "a user's module is evaluated with its TrialSpec"
         return evaluate_user_module(module, data, spec, params or {})
@@ -95,7 +96,7 @@ def export_best_model(
     Returns the artifact URI of `best_model`.
     """
     if not isinstance(module, MLPModule):
-        from components.usermodule import export_user_module
+        from hyperflow.components.usermodule import export_user_module
 
         assert spec is not None, "a user's module is exported with its TrialSpec"
         return export_user_module(module, data, client, run_id, spec, params or {})
@@ -139,6 +140,7 @@ def log_scoring_model(model: torch.nn.Module, example: np.ndarray, client: Mlflo
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
         )
+        fault_point("model-export")
         client.log_artifacts(run_id, str(path), "best_model")
     return f"runs:/{run_id}/best_model"
 

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.config import config_hash, validate_config
-from components.curves import make_stop_rule
-from components.lifecycle import threads_per_trial
-from components.search import SearchSpace, make_strategy
-from components.study import Study, TrialRecord
-from components.tracking import (
+from hyperflow.components.config import ConfigError, config_hash, flatten, legacy_config_hash, validate_config
+from hyperflow.components.curves import make_stop_rule
+from hyperflow.components.lifecycle import config_yaml, threads_per_trial
+from hyperflow.components.search import SearchSpace, make_strategy
+from hyperflow.components.study import Study, TrialRecord
+from hyperflow.components.tracking import (
     TAG_CONFIG_HASH,
     TAG_FLOW_RUN_ID,
+    TAG_PARAMS,
     TAG_PARENT,
     TAG_ROLE,
     TAG_STATE,
@@ -23,13 +24,13 @@ from components.tracking import (
     StudyTracker,
     resolve_tracking_uri,
 )
-from components.training import TrialSpec
+from hyperflow.components.training import TrialSpec
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-    from components.config import ExperimentConfig
-    from components.data import Dataset
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.data import Dataset
 
 __all__ = ["ResumeError", "find_unfinished_study", "load_study_config", "recorded_trials", "resume_study"]
 
@@ -62,22 +63,52 @@ def load_study_config(
     tracking_uri: str | None, study_run_id: str, n_trials: int | None = None
 ) -> ExperimentConfig:
     """The config a study ran with, from its `config.yaml` artifact (optionally a new n_trials)."""
-    import yaml
-
     tracker = StudyTracker(resolve_tracking_uri(tracking_uri))
     tracker.check()
     run = _study_run(tracker, study_run_id)
-    with tempfile.TemporaryDirectory(prefix="hyperflow-resume-") as tmp:
-        path = tracker.client.download_artifacts(study_run_id, "config.yaml", tmp)
-        raw = yaml.safe_load(Path(path).read_text())
+    raw = _recorded_config(tracker, study_run_id)
+    if raw is None:
+        raise ResumeError(
+            f"study {study_run_id} has no config.yaml (its process was killed as it started); "
+            "resume it with `hyperflow run CONFIG --resume`"
+        )
     if n_trials is not None:
         raw.setdefault("search", {})["n_trials"] = n_trials
     # The store the study lives in is where it resumes, whatever the saved config said.
     raw.setdefault("tracking", {})["uri"] = tracker.uri
     cfg = validate_config(raw, f"config.yaml of study {study_run_id}")
-    if run.data.tags.get(TAG_CONFIG_HASH) not in (None, config_hash(cfg)):
+    if run.data.tags.get(TAG_CONFIG_HASH) is not None and not _same_study(tracker, run, cfg):
         raise ResumeError(f"study {study_run_id}: its config.yaml does not match its recorded config hash")
     return cfg
+
+
+def _recorded_config(tracker: StudyTracker, study_run_id: str) -> dict[str, Any] | None:
+    """The study's `config.yaml` as a dict, None when it was never written."""
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="hyperflow-resume-") as tmp:
+        try:
+            path = tracker.client.download_artifacts(study_run_id, "config.yaml", tmp)
+        except (MlflowException, OSError):
+            return None
+        raw = yaml.safe_load(Path(path).read_text())
+    return raw if isinstance(raw, dict) else None
+
+
+def _same_study(tracker: StudyTracker, run: Run, cfg: ExperimentConfig) -> bool:
+    """Whether `cfg` is the study's config: its hash, or (a study recorded before 0.2) the old hash."""
+    recorded = run.data.tags.get(TAG_CONFIG_HASH)
+    if recorded == config_hash(cfg):
+        return True
+    raw = _recorded_config(tracker, run.info.run_id)
+    if raw is None or recorded != legacy_config_hash(raw):
+        return False
+    # The old hash covered every key: the config must be the recorded one but for what is not hashed.
+    try:
+        return config_hash(validate_config(raw)) == config_hash(cfg)
+    except ConfigError:
+        return False
 
 
 def _study_run(tracker: StudyTracker, study_run_id: str) -> Run:
@@ -118,9 +149,7 @@ def recorded_trials(tracker: StudyTracker, cfg: ExperimentConfig, study_run: Run
         tags = run.data.tags
         if TAG_TRIAL not in tags:
             continue
-        params = {d.name: _decode(run.data.params[d.name]) for d in space if d.name in run.data.params}
-        if len(params) == len(space):
-            params = space.coerce(params)
+        params = _recorded_params(run, space)
         out.append(
             RecordedTrial(
                 number=int(tags[TAG_TRIAL]),
@@ -137,11 +166,38 @@ def recorded_trials(tracker: StudyTracker, cfg: ExperimentConfig, study_run: Run
     return sorted(out, key=lambda t: t.number)
 
 
+def _recorded_params(run: Run, space: SearchSpace) -> dict[str, Any]:
+    """A trial's params: from its creation tag (always there), else its MLflow params (older runs)."""
+    tagged = run.data.tags.get(TAG_PARAMS)
+    if tagged is not None:
+        raw = json.loads(tagged)
+    else:
+        raw = {d.name: _decode(run.data.params[d.name]) for d in space if d.name in run.data.params}
+    params = {d.name: raw[d.name] for d in space if d.name in raw}
+    return space.coerce(params) if len(params) == len(space) else params
+
+
 def _decode(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _complete_study_records(
+    tracker: StudyTracker, run: Run, cfg: ExperimentConfig, data: Dataset | None
+) -> None:
+    """Write what a kill right after the study run's creation left out (params, config.yaml, ...)."""
+    artifacts = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+    if "environment.txt" in artifacts:  # the last of the study's records
+        return
+    recorded = run.data.params
+    tracker.log_study_records(
+        run.info.run_id,
+        None if run.inputs is not None and run.inputs.dataset_inputs else data,
+        config_yaml=config_yaml(cfg),
+        flat_config={k: v for k, v in flatten(cfg).items() if k not in recorded},
+    )
 
 
 def resume_study(
@@ -157,11 +213,12 @@ def resume_study(
     tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
     tracker.check()
     run = _study_run(tracker, study_run_id)
-    if run.data.tags.get(TAG_CONFIG_HASH) != config_hash(cfg):
+    if not _same_study(tracker, run, cfg):
         raise ResumeError(
             f"study {study_run_id} was run with a different config (hash {run.data.tags.get(TAG_CONFIG_HASH)}, "
             f"this config {config_hash(cfg)}); only search.n_trials, n_parallel, timeouts and where it runs may change"
         )
+    _complete_study_records(tracker, run, cfg, data)
     trials = recorded_trials(tracker, cfg, run)
     strategy = make_strategy(cfg)
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
@@ -212,7 +269,10 @@ def resume_study(
                 strategy.requeue(trial.params)
     tracker.client.update_run(study_run_id, status="RUNNING")
     previous = run.data.tags.get(TAG_FLOW_RUN_ID)
-    tags = {"hyperflow.resumed": str(int(run.data.tags.get("hyperflow.resumed", "0")) + 1)}
+    tags = {
+        "hyperflow.resumed": str(int(run.data.tags.get("hyperflow.resumed", "0")) + 1),
+        TAG_CONFIG_HASH: config_hash(cfg),  # a study recorded with the old hash is found by the new one
+    }
     if flow_run_id:
         tags[TAG_FLOW_RUN_ID] = flow_run_id
         if previous:

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from components.plots import PlotQueue, weight_histograms
-from components.search import Strategy
-from components.search._base import derive_seed
-from components.tracking import StudyTracker, TrialLogger
-from components.training import TrialResult, TrialSpec, train_trial
+from hyperflow.components.plots import PlotQueue, weight_histograms
+from hyperflow.components.search import Strategy
+from hyperflow.components.search._base import derive_seed
+from hyperflow.components.tracking import StudyTracker, TrialLogger
+from hyperflow.components.training import TrialResult, TrialSpec, train_trial
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.curves import StopPolicy, StopRule
-    from components.data import Dataset
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.curves import StopPolicy, StopRule
+    from hyperflow.components.data import Dataset
 
 __all__ = [
     "Study",

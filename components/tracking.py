@@ -19,16 +19,19 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from hyperflow.components.faults import fault_point
+
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.data import Dataset
-    from components.training import TrialResult
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.data import Dataset
+    from hyperflow.components.training import TrialResult
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "TAG_CONFIG_HASH",
     "TAG_ERROR",
     "TAG_FLOW_RUN_ID",
+    "TAG_PARAMS",
     "TAG_ROLE",
     "TAG_SEED",
     "TAG_STATE",
@@ -58,6 +61,7 @@ TAG_STOP_REASON = "hyperflow.stop_reason"
 TAG_ERROR = "hyperflow.error"
 TAG_HOST = "hyperflow.host"
 TAG_PID = "hyperflow.pid"
+TAG_PARAMS = "hyperflow.params"  # a trial's params as JSON, written when its run is created
 TAG_PARENT = "mlflow.parentRunId"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 
@@ -201,6 +205,23 @@ class StudyTracker:
             tags[TAG_GIT_COMMIT] = commit
         run = self.client.create_run(experiment_id, tags=tags, run_name=f"study-{cfg.search.strategy}")
         run_id = run.info.run_id
+        fault_point("study-created")
+        self.log_study_records(run_id, dataset, config_yaml=config_yaml, flat_config=flat_config)
+        return experiment_id, run_id
+
+    def log_study_records(
+        self,
+        run_id: str,
+        dataset: Dataset | None,
+        *,
+        config_yaml: str,
+        flat_config: Mapping[str, Any],
+    ) -> None:
+        """The study run's params, data set input, `config.yaml` and `environment.txt`.
+
+        Written after the run is created (a second call), so resume writes them again when a
+        kill came in between.
+        """
         params = [
             Param(k, param_value(redact_uri(v) if isinstance(v, str) else v)) for k, v in flat_config.items()
         ]
@@ -210,7 +231,6 @@ class StudyTracker:
             self.log_dataset(run_id, dataset)
         self.client.log_text(run_id, redact_uri(config_yaml), "config.yaml")
         self.client.log_text(run_id, environment_text(), "environment.txt")
-        return experiment_id, run_id
 
     def log_dataset(self, run_id: str, dataset: Dataset) -> None:
         """The data set as an MLflow input: name, source and digest (training rows as the profile)."""
@@ -250,17 +270,24 @@ class StudyTracker:
         seed: int,
         extra_tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Create a trial run (status RUNNING) nested under the study, with its params and tags."""
+        """Create a trial run (status RUNNING) nested under the study, with its params and tags.
+
+        The creating call carries everything resume needs (number, seed, and the params as the
+        JSON tag `hyperflow.params`): the params as MLflow params are a second call, and a kill
+        between the two must not lose the trial.
+        """
         tags = {
             TAG_ROLE: "trial",
             TAG_PARENT: study_run_id,
             TAG_TRIAL: str(number),
             TAG_SEED: str(seed),
             TAG_STATE: "running",
+            TAG_PARAMS: json.dumps(dict(params), sort_keys=True, default=str),
             **(extra_tags or {}),
         }
         run = self.client.create_run(experiment_id, tags=tags, run_name=f"trial-{number}")
         run_id = run.info.run_id
+        fault_point("trial-created")
         self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         return run_id
 

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from components.model import MLPModule, param_count
+from hyperflow.components.model import MLPModule, param_count
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.curves import StopPolicy
-    from components.data import Dataset
-    from components.usermodule import UserSpec
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.curves import StopPolicy
+    from hyperflow.components.data import Dataset
+    from hyperflow.components.usermodule import UserSpec
 
 __all__ = [
     "EpochCallback",
@@ -70,7 +70,7 @@ class TrialSpec:
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, num_threads: int | None = None) -> TrialSpec:
-        from components.usermodule import user_spec
+        from hyperflow.components.usermodule import user_spec
 
         fixed = cfg.model.model_dump(exclude={"module", "args"})
         return cls(
@@ -285,7 +285,7 @@ def build_module(data: Dataset | None, params: Mapping[str, Any], spec: TrialSpe
     A user's module with its own DataModule needs no `data` (resume rebuilds it from params alone).
     """
     if spec.user is not None and spec.user.module is not None:
-        from components.usermodule import build_user_module
+        from hyperflow.components.usermodule import build_user_module
 
         return build_user_module(data, params, spec)
     if data is None:
@@ -360,7 +360,7 @@ def train_trial(
     """
     params = dict(params)
     if spec.user is not None and spec.user.objective is not None:
-        from components.usermodule import run_objective
+        from hyperflow.components.usermodule import run_objective
 
         return run_objective(
             params,
@@ -396,7 +396,7 @@ def train_trial(
             module = build_module(data, params, spec)
             result.param_count = param_count(module)
             if spec.user is not None:
-                from components.usermodule import fit_user_module
+                from hyperflow.components.usermodule import fit_user_module
 
                 fit_user_module(
                     module,

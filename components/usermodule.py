@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from components.config import ConfigError, ModelConfig
-from components.training import TrialFailed, TrialInterrupted, TrialResult
+from hyperflow.components.config import ConfigError, ModelConfig
+from hyperflow.components.training import TrialFailed, TrialInterrupted, TrialResult
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
     from mlflow.tracking import MlflowClient
 
-    from components.config import ExperimentConfig
-    from components.curves import StopPolicy
-    from components.data import Dataset
-    from components.training import EpochCallback, TrialSpec
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.curves import StopPolicy
+    from hyperflow.components.data import Dataset
+    from hyperflow.components.training import EpochCallback, TrialSpec
 
 __all__ = [
     "Reporter",
@@ -462,7 +462,7 @@ def fit_user_module(
     Its data comes from the user's DataModule, else from the built-in data set as (x, y) batches
     of `batch_size` (train shuffled by the trial's seed, val in order).
     """
-    from components.training import TensorBatches, _tensors
+    from hyperflow.components.training import TensorBatches, _tensors
 
     namespace = lightning_namespace(type(module)) or "lightning.pytorch"
     if namespace != "lightning.pytorch":
@@ -500,8 +500,8 @@ def evaluate_user_module(
     the test split and its `val_*` metrics are renamed `test_*`; a DataModule without a
     `test_dataloader` is scored on its validation split.
     """
-    from components.registry import test_metric_name
-    from components.training import TensorBatches, _quiet_lightning
+    from hyperflow.components.registry import test_metric_name
+    from hyperflow.components.training import TensorBatches, _quiet_lightning
 
     _quiet_lightning()
     namespace = lightning_namespace(type(module)) or "lightning.pytorch"
@@ -593,7 +593,7 @@ def export_user_module(
     With a DataModule the model takes what the module's `forward` takes (the first element of a
     batch); on a built-in data set it takes raw feature rows, like the built-in model.
     """
-    from components.registry import log_scoring_model, raw_example, scoring_model
+    from hyperflow.components.registry import log_scoring_model, raw_example, scoring_model
 
     module = module.eval()
     if data is not None and not (spec.user and spec.user.data_module):

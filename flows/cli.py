@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-import flows  # noqa: F401 - sets the runtime defaults before Prefect or MLflow is imported
+import hyperflow  # noqa: F401 - its import sets the runtime defaults before Prefect or MLflow is imported
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.study import StudyProgress, StudyResult
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.study import StudyProgress, StudyResult
 
 # Keep this module's imports light: spawned worker processes import the main module again.
 
@@ -61,14 +61,14 @@ def load_checked(
     The tracking store is checked too: a server for being reachable, a local SQLite store (which
     opening creates) only when `touch_local_store`.
     """
-    from components.config import ConfigError, load_config
+    from hyperflow.components.config import ConfigError, load_config
 
     try:
         cfg = load_config(config, overrides or [])
     except ConfigError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
-    from components.preflight import PreflightError, preflight
-    from components.tracking import resolve_tracking_uri
+    from hyperflow.components.preflight import PreflightError, preflight
+    from hyperflow.components.tracking import resolve_tracking_uri
 
     is_server = resolve_tracking_uri(cfg.tracking.uri).startswith(("http://", "https://"))
     try:
@@ -110,7 +110,7 @@ class _Progress:
 
 
 def _install_signal_handlers() -> None:
-    from flows.search_flow import STOP
+    from hyperflow.flows.search_flow import STOP
 
     def handler(signum: int, frame: Any) -> None:
         if STOP.is_set():
@@ -126,7 +126,7 @@ def _install_signal_handlers() -> None:
 def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
     from prefect.exceptions import TerminationSignal
 
-    from flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
+    from hyperflow.flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
 
     progress = _Progress(cfg.search.n_trials, cfg.search.metric)
     PROGRESS_LISTENERS.append(progress)
@@ -143,7 +143,7 @@ def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyR
 
 
 def _print_summary(result: StudyResult) -> None:
-    from components.tracking import ui_command
+    from hyperflow.components.tracking import ui_command
 
     lines = [f"[bold]study run[/]  {result.study_run_id}  ({result.status})"]
     lines.append(
@@ -185,7 +185,7 @@ def run(
     cfg, _ = load_checked(config, overrides)
     resume_run_id = None
     if resume:
-        from components.resume import find_unfinished_study
+        from hyperflow.components.resume import find_unfinished_study
 
         resume_run_id = find_unfinished_study(cfg)
         if resume_run_id is not None:
@@ -211,10 +211,10 @@ def resume(
 ) -> None:
     """Continue an interrupted study, or extend a finished one, in the same study run."""
     _cli_defaults()
-    from components.config import ConfigError
-    from components.preflight import PreflightError, preflight
-    from components.resume import ResumeError, load_study_config
-    from components.tracking import TrackingError
+    from hyperflow.components.config import ConfigError
+    from hyperflow.components.preflight import PreflightError, preflight
+    from hyperflow.components.resume import ResumeError, load_study_config
+    from hyperflow.components.tracking import TrackingError
 
     try:
         cfg = load_study_config(tracking_uri, study_run_id, n_trials)
@@ -234,7 +234,7 @@ def resume(
 @app.command()
 def validate(config: ConfigArg, overrides: SetOption = None) -> None:
     """Check a config and print it resolved, with its search space."""
-    from components.describe import describe_config
+    from hyperflow.components.describe import describe_config
 
     _cli_defaults()
     cfg, data = load_checked(config, overrides, touch_local_store=False)
@@ -257,8 +257,8 @@ def serve(
     overrides: SetOption = None,
 ) -> None:
     """Run the search on a schedule: a Prefect deployment with the config as its parameter, served until stopped."""
-    from flows.deploy import FLOW_NAME, ScheduleError, check_cron, ephemeral_warning
-    from flows.deploy import serve as serve_deployment
+    from hyperflow.flows.deploy import FLOW_NAME, ScheduleError, check_cron, ephemeral_warning
+    from hyperflow.flows.deploy import serve as serve_deployment
 
     try:
         check_cron(cron, timezone)
@@ -286,7 +286,7 @@ def ui(
     """Start the MLflow UI on the configured store and print its address."""
     import subprocess
 
-    from components.tracking import resolve_tracking_uri
+    from hyperflow.components.tracking import resolve_tracking_uri
 
     configured = None
     if config is not None:

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
-from components.interrupt import current_stop_event, init_trial_worker
-from components.lifecycle import threads_per_trial
-from components.tracking import resolve_tracking_uri
-from flows.prefect_api import ephemeral_api_url
+from hyperflow.components.interrupt import current_stop_event, init_trial_worker
+from hyperflow.components.lifecycle import threads_per_trial
+from hyperflow.components.tracking import resolve_tracking_uri
+from hyperflow.flows.prefect_api import ephemeral_api_url
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
-    from components.interrupt import StopSignal
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.interrupt import StopSignal
 
 __all__ = ["TrialEnvironment", "TrialTaskRunner", "dask_task_runner", "local_workers"]
 

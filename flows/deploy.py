@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import RunnerDeployment
 
-    from components.config import ExperimentConfig
+    from hyperflow.components.config import ExperimentConfig
 
 __all__ = ["FLOW_NAME", "ScheduleError", "check_cron", "deployment_parameters", "serve"]
 
@@ -72,7 +72,7 @@ def serve(cfg: ExperimentConfig, *, cron: str, name: str | None = None, timezone
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    from flows.search_flow import hyperparameter_search
+    from hyperflow.flows.search_flow import hyperparameter_search
 
     check_cron(cron, timezone)
     deployment = hyperparameter_search.to_deployment(

@@ -17,14 +17,20 @@ from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from components.config import ExperimentConfig
-from components.data import Dataset, load_dataset
-from components.interrupt import StopSignal, current_stop_event, init_trial_worker, set_current_stop_event
-from components.lifecycle import finish_study, open_study, threads_per_trial
-from components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
-from components.training import TrialResult, TrialSpec
-from components.usermodule import uses_builtin_data
-from flows.prefect_api import ephemeral_api_url
+from hyperflow.components.config import ExperimentConfig
+from hyperflow.components.data import Dataset, load_dataset
+from hyperflow.components.faults import fault_point
+from hyperflow.components.interrupt import (
+    StopSignal,
+    current_stop_event,
+    init_trial_worker,
+    set_current_stop_event,
+)
+from hyperflow.components.lifecycle import finish_study, open_study, threads_per_trial
+from hyperflow.components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
+from hyperflow.components.training import TrialResult, TrialSpec
+from hyperflow.components.usermodule import uses_builtin_data
+from hyperflow.flows.prefect_api import ephemeral_api_url
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
 
@@ -86,7 +92,7 @@ def log_best(study: Study, data: Dataset | None) -> StudyResult:
 def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
     runner: TaskRunner[Any]
     if config.runner.kind == "dask":
-        from flows.dask_runner import dask_task_runner
+        from hyperflow.flows.dask_runner import dask_task_runner
 
         runner = dask_task_runner(config, stop=STOP)
     elif config.search.n_parallel == 1:
@@ -151,6 +157,7 @@ def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> 
         _record(study, futures.pop(fut), fut)
         for listener in PROGRESS_LISTENERS:
             listener(study.progress())
+        fault_point("between-trials")
 
 
 def _record(study: Study, plan: TrialPlan, fut: PrefectFuture[Any]) -> None:
@@ -177,7 +184,7 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
     data = prepare_data(config)
     flow_run_id = str(flow_run.id) if flow_run.id else None
     if resume_run_id:
-        from components.resume import resume_study
+        from hyperflow.components.resume import resume_study
 
         study = resume_study(config, data, resume_run_id, flow_run_id=flow_run_id)
     else:

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
-# Nothing may reach the network, no test may write into the user's home, and a user's own
-# servers (MLFLOW_TRACKING_URI, PREFECT_API_URL) are never the tests' stores.
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import hyperflow  # noqa: F401 - its import sets the runtime defaults: nothing reaches the network
+
+# No test may write into the user's home, and a user's own servers (MLFLOW_TRACKING_URI,
+# PREFECT_API_URL) are never the tests' stores.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hyperflow-tests-prefect-home-")
 atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_PROFILE"):
@@ -59,7 +58,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def small_config(tmp_path: Path, **sections: Any) -> Any:
     """A shrunken digits config (few trials, short epochs, small nets) writing under tmp_path."""
-    from components.config import validate_config
+    from hyperflow.components.config import validate_config
 
     raw: dict[str, Any] = {
         "name": f"test-{tmp_path.name}",
@@ -84,16 +83,16 @@ def small_config(tmp_path: Path, **sections: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def digits():  # type: ignore[no-untyped-def]
-    from components.config import DataConfig
-    from components.data import load_dataset
+    from hyperflow.components.config import DataConfig
+    from hyperflow.components.data import load_dataset
 
     return load_dataset(DataConfig(source="digits"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def diabetes():  # type: ignore[no-untyped-def]
-    from components.config import DataConfig
-    from components.data import load_dataset
+    from hyperflow.components.config import DataConfig
+    from hyperflow.components.data import load_dataset
 
     return load_dataset(DataConfig(source="diabetes"), seed=0)
 

@@ -54,14 +54,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
+    from hyperflow import RUNTIME_DEFAULTS
+
+    env = {**RUNTIME_DEFAULTS, **os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.update(extra)
     return env
 

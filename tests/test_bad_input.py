@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
+from hyperflow.flows.cli import app
 
 GOOD: dict[str, Any] = {
     "name": "bad-input",

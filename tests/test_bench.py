@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 BENCH = ROOT / "bench"
 
 # script -> lines its output must contain (besides a table and a verdict)
@@ -49,6 +47,7 @@ def run_quick(script: str, cwd: Path) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", list(EXPECTED))
 def test_quick_run_prints_its_tables_and_verdict(
     script: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -13,13 +13,14 @@ from typing import Any
 import cloudpickle
 import pytest
 import torch
+import yaml
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-from components.config import ConfigError, load_config, validate_config
-from components.curves import StopPolicy
-from components.training import TrialSpec, build_module, train_trial
-from components.usermodule import (
+from hyperflow.components.config import ConfigError, load_config, validate_config
+from hyperflow.components.curves import StopPolicy
+from hyperflow.components.training import TrialSpec, build_module, train_trial
+from hyperflow.components.usermodule import (
     TrialPruned,
     UserCodeError,
     check_user_code,
@@ -370,7 +371,6 @@ def test_the_example_searches_through_the_cli(prefect_server, tmp_path: Path) ->
     assert float(version.tags["hyperflow.test_value"]) == pytest.approx(accuracy, abs=1e-4)
 
 
-@pytest.mark.slow
 def test_cli_validate_names_a_hyperparameter_the_module_does_not_take(tmp_path: Path) -> None:
     project = user_project(tmp_path)
     proc = _cli(
@@ -387,7 +387,6 @@ def test_cli_validate_names_a_hyperparameter_the_module_does_not_take(tmp_path: 
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
 def test_cli_run_with_a_missing_module_fails_before_any_run(tmp_path: Path) -> None:
     project = user_project(tmp_path)
     proc = _cli(["run", "examples/digits_cnn/config.yaml", "--set", "model.module=examples.cnn:Net"], project)
@@ -457,3 +456,54 @@ def test_python_api_tunes_a_plain_function_with_early_stopping(prefect_server, t
     )
     assert result.champion_uri is None and result.model_uri is None
     assert "best_model" not in {a.path for a in client.list_artifacts(result.study_run_id)}
+
+
+@pytest.mark.slow
+def test_a_project_with_its_own_flows_and_components_packages_runs_in_parallel(
+    prefect_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # Prefect projects keep their flows in flows/; `components` is a common name too. Neither may
+    # shadow hyperflow's own modules, in the search loop or in its spawned worker processes.
+    for package in ("flows", "components"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(
+            f"raise ImportError('the user project {package!r}')\n"
+        )
+        (tmp_path / package / "search_flow.py").write_text("raise ImportError('not hyperflow')\n")
+    (tmp_path / "mytrain.py").write_text(
+        "def train(params, report):\n"
+        "    value = 0.0\n"
+        "    for epoch in range(params['max_epochs']):\n"
+        "        value = params['quality'] * (epoch + 1) / params['max_epochs']\n"
+        "        report(epoch, value)\n"
+        "    return value\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "shadowed",
+                "model": {"module": "mytrain:train", "max_epochs": 3},
+                "search": {
+                    "strategy": "random",
+                    "metric": "score",
+                    "n_trials": 4,
+                    "n_parallel": 2,
+                    "space": {"quality": {"low": 0.0, "high": 1.0}},
+                },
+                "early_stopping": {"kind": "none"},
+                "tracking": {"uri": uri},
+            }
+        )
+    )
+    proc = _cli(["run", "config.yaml"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "BrokenProcessPool" not in proc.stdout + proc.stderr
+    client = MlflowClient(uri)
+    (study,) = client.search_runs(
+        [client.get_experiment_by_name("shadowed").experiment_id], "tags.`hyperflow.role` = 'study'"
+    )
+    runs = trial_runs(client, study.info.run_id)
+    assert [r.data.tags["hyperflow.state"] for r in runs] == ["completed"] * 4
+    assert len({r.data.tags["hyperflow.pid"] for r in runs}) == 2, "the trials ran in two worker processes"

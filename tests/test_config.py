@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import (
+from hyperflow.components.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.config import ExperimentConfig
-from components.curves import (
+from hyperflow.components.config import ExperimentConfig
+from hyperflow.components.curves import (
     FAMILIES,
     Prediction,
     StopDecision,

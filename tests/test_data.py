@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import BUILTIN_TASKS, DataConfig
-from components.data import DataError, Dataset, load_arrays, load_dataset
+from hyperflow.components.config import BUILTIN_TASKS, DataConfig
+from hyperflow.components.data import DataError, Dataset, load_arrays, load_dataset
 
 # name: (rows, features, outputs)
 BUILTIN_SHAPES = {

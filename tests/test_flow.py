@@ -14,11 +14,9 @@ import torch
 from conftest import ROOT, small_config
 from mlflow.tracking import MlflowClient
 
-from components.config import config_hash, flatten
-from components.data import load_dataset
-from components.model import expected_param_count
-
-pytestmark = pytest.mark.slow
+from hyperflow.components.config import config_hash, flatten
+from hyperflow.components.data import load_dataset
+from hyperflow.components.model import expected_param_count
 
 
 def trial_runs(client: MlflowClient, study_run_id: str) -> list:
@@ -39,7 +37,7 @@ def load_champion(uri: str, name: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def parallel_study(prefect_server, tmp_path_factory):  # type: ignore[no-untyped-def]
     """One real search: 4 trials, 2 in parallel, dropout and batch norm on."""
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     tmp = tmp_path_factory.mktemp("parallel")
     cfg = small_config(
@@ -65,6 +63,7 @@ def parallel_study(prefect_server, tmp_path_factory):  # type: ignore[no-untyped
     return cfg, result, MlflowClient(result.tracking_uri, registry_uri=result.tracking_uri)
 
 
+@pytest.mark.slow
 def test_study_run_has_the_schema(parallel_study) -> None:  # type: ignore[no-untyped-def]
     cfg, result, client = parallel_study
     run = client.get_run(result.study_run_id)
@@ -94,6 +93,7 @@ def test_study_run_has_the_schema(parallel_study) -> None:  # type: ignore[no-un
     assert "test_accuracy" in metrics and "test_loss" in metrics
 
 
+@pytest.mark.slow
 def test_trial_runs_hold_params_curves_and_weights(parallel_study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, result, client = parallel_study
     runs = trial_runs(client, result.study_run_id)
@@ -128,6 +128,7 @@ def test_trial_runs_hold_params_curves_and_weights(parallel_study, tmp_path: Pat
             assert h["mean"] == pytest.approx(float(state[name].double().mean()), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_best_is_the_best_trial_and_trials_overlap(parallel_study) -> None:  # type: ignore[no-untyped-def]
     _cfg, result, client = parallel_study
     runs = trial_runs(client, result.study_run_id)
@@ -141,6 +142,7 @@ def test_best_is_the_best_trial_and_trials_overlap(parallel_study) -> None:  # t
     assert overlaps >= 1, f"no two trials ran at the same time: {spans}"
 
 
+@pytest.mark.slow
 def test_champion_loads_scores_the_test_split_and_is_deterministic(parallel_study) -> None:  # type: ignore[no-untyped-def]
     cfg, result, client = parallel_study
     assert result.promoted
@@ -158,6 +160,7 @@ def test_champion_loads_scores_the_test_split_and_is_deterministic(parallel_stud
     assert float(version.tags["hyperflow.test_value"]) == pytest.approx(result.test_metrics["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_prefect_flow_run_completed_with_a_task_run_per_trial(parallel_study) -> None:  # type: ignore[no-untyped-def]
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -175,8 +178,9 @@ def test_prefect_flow_run_completed_with_a_task_run_per_trial(parallel_study) ->
     assert {"prepare-data", "log-best"} <= names
 
 
+@pytest.mark.slow
 def test_same_config_twice_gives_the_same_trials(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     outcomes = []
     for attempt in ("a", "b"):
@@ -200,8 +204,9 @@ def test_same_config_twice_gives_the_same_trials(prefect_server, tmp_path: Path)
     assert outcomes[0] == outcomes[1]
 
 
+@pytest.mark.slow
 def test_champion_moves_only_when_beaten_or_always(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     store = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     good = run_search(
@@ -225,8 +230,9 @@ def test_champion_moves_only_when_beaten_or_always(prefect_server, tmp_path: Pat
 
 
 @pytest.mark.parametrize("strategy", ["grid", "random", "bayes", "genetic"])
+@pytest.mark.slow
 def test_every_strategy_completes_a_search(prefect_server, tmp_path: Path, strategy: str) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     cfg = small_config(
         tmp_path,
@@ -271,8 +277,9 @@ def test_cli_rejects_a_broken_config_before_any_run(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_curve_fit_prunes_a_hopeless_trial_and_says_why(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     # Grid order is fixed: a good learning rate first (it completes), then two hopeless ones.
     cfg = small_config(
@@ -308,9 +315,9 @@ def test_curve_fit_prunes_a_hopeless_trial_and_says_why(prefect_server, tmp_path
 def test_prefect_retries_infrastructure_errors_only() -> None:
     from prefect.states import Completed, Failed
 
-    from components.study import TrialError
-    from components.training import TrialResult
-    from flows.search_flow import _infrastructure_only
+    from hyperflow.components.study import TrialError
+    from hyperflow.components.training import TrialResult
+    from hyperflow.flows.search_flow import _infrastructure_only
 
     failed_trial = TrialError("nan", TrialResult(params={}, seed=0, state="failed"))
     assert _infrastructure_only(None, None, Failed(data=failed_trial)) is False
@@ -318,6 +325,7 @@ def test_prefect_retries_infrastructure_errors_only() -> None:
     assert _infrastructure_only(None, None, Completed(data=1)) is False
 
 
+@pytest.mark.slow
 def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
     import urllib.request
 

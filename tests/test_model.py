@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.model import MLP, MLPModule, ScoringModel, expected_param_count, param_count
+from hyperflow.components.model import MLP, MLPModule, ScoringModel, expected_param_count, param_count
 
 
 @pytest.mark.parametrize(

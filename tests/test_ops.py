@@ -24,7 +24,7 @@ from conftest import ROOT, small_config
 from mlflow.tracking import MlflowClient
 from servers import BIN, Server, base_env, free_port, stop
 
-from flows.deploy import ScheduleError, check_cron
+from hyperflow.flows.deploy import ScheduleError, check_cron
 
 HYPERFLOW = BIN / "hyperflow"
 
@@ -96,13 +96,13 @@ def test_good_schedules_pass() -> None:
 
 
 def test_prefect_yaml_holds_the_default_config() -> None:
-    from components.config import load_config, validate_config
+    from hyperflow.components.config import load_config, validate_config
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     expected = load_config(ROOT / "conf" / "digits.yaml").model_dump(mode="json")
     assert validate_config(spec["definitions"]["digits_config"]).model_dump(mode="json") == expected
     for deployment in spec["deployments"]:
-        assert deployment["entrypoint"] == "flows.search_flow.hyperparameter_search"
+        assert deployment["entrypoint"] == "hyperflow.flows.search_flow.hyperparameter_search"
         assert deployment["parameters"]["config"] == spec["definitions"]["digits_config"]
         check_cron(deployment["schedules"][0]["cron"], deployment["schedules"][0]["timezone"])
 
@@ -185,7 +185,7 @@ def test_prefect_yaml_deploys_to_process_and_docker_pools(prefect_server: Server
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
-    from components.config import load_config, validate_config
+    from hyperflow.components.config import load_config, validate_config
 
     # Pools as `prefect work-pool create` makes them; the docker template is the one Prefect ships
     # (the CLI would ask the collection registry on the internet for it).
@@ -226,7 +226,7 @@ def test_prefect_yaml_deploys_to_process_and_docker_pools(prefect_server: Server
         docker = client.read_deployment_by_name("hyperparameter-search/digits-nightly-docker")
     for deployment, pool in ((process, "hyperflow-process"), (docker, "hyperflow-docker")):
         assert deployment.work_pool_name == pool
-        assert deployment.entrypoint == "flows.search_flow.hyperparameter_search"
+        assert deployment.entrypoint == "hyperflow.flows.search_flow.hyperparameter_search"
         assert validate_config(deployment.parameters["config"]).model_dump(mode="json") == expected
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
         assert deployment.job_variables["env"] == {"MLFLOW_TRACKING_URI": tracking}
@@ -259,7 +259,7 @@ def test_search_logs_to_an_mlflow_server_over_http(
     import mlflow.pytorch
     import torch
 
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     work = tmp_path / "work"
     work.mkdir()
@@ -318,7 +318,6 @@ def test_search_logs_to_an_mlflow_server_over_http(
         assert secret not in text, f"{key} leaked into what was logged"
 
 
-@pytest.mark.slow
 def test_unreachable_tracking_server_fails_fast_before_training(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, tracking={"uri": None})
     config = write_config(tmp_path / "c.yaml", cfg)
@@ -341,7 +340,7 @@ def test_unreachable_tracking_server_fails_fast_before_training(tmp_path: Path) 
 
 
 def test_credentials_in_a_uri_are_masked() -> None:
-    from components.tracking import redact_uri, ui_command
+    from hyperflow.components.tracking import redact_uri, ui_command
 
     assert redact_uri("http://alice:s3cret@mlflow:5000") == "http://***@mlflow:5000"
     assert redact_uri("uri: postgresql://u:pw@db/mlflow\n") == "uri: postgresql://***@db/mlflow\n"
@@ -354,7 +353,7 @@ def test_credentials_in_a_uri_are_masked() -> None:
 
 
 def test_local_cluster_is_sized_to_the_machine() -> None:
-    from flows.dask_runner import dask_task_runner, local_workers
+    from hyperflow.flows.dask_runner import dask_task_runner, local_workers
 
     cores = len(os.sched_getaffinity(0))
     assert local_workers(1) == 1
@@ -373,7 +372,7 @@ def test_local_cluster_is_sized_to_the_machine() -> None:
 def _worker_state() -> dict[str, Any]:
     import torch
 
-    from components.interrupt import current_stop_event
+    from hyperflow.components.interrupt import current_stop_event
 
     event = current_stop_event()
     return {
@@ -387,8 +386,8 @@ def _worker_state() -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_local_workers_get_the_trial_environment_and_stop_requests() -> None:
-    from components.interrupt import StopSignal
-    from flows.dask_runner import dask_task_runner
+    from hyperflow.components.interrupt import StopSignal
+    from hyperflow.flows.dask_runner import dask_task_runner
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     cfg = small_config(Path("/nonexistent"), runner={"kind": "dask"})
@@ -411,7 +410,7 @@ def test_local_workers_get_the_trial_environment_and_stop_requests() -> None:
 
 @pytest.mark.slow
 def test_dask_local_cluster_runs_trials_in_worker_processes(prefect_server: Server, tmp_path: Path) -> None:
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     cfg = small_config(tmp_path, search={"n_trials": 3, "n_parallel": 2}, runner={"kind": "dask"})
@@ -468,7 +467,7 @@ def test_dask_runner_uses_an_existing_scheduler(
 ) -> None:
     from distributed import Client
 
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     with Client(dask_cluster, timeout=60) as client:
         client.wait_for_workers(1, timeout=60)
@@ -660,7 +659,7 @@ def test_the_image_command_runs_from_the_wheel_in_a_fresh_environment(
         print(f"container job timings (s): {timings}")
 
         where = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import flows; print(flows.__file__)"],
+            [str(venv / "bin" / "python"), "-c", "import hyperflow.flows as f; print(f.__file__)"],
             cwd=app,
             env=env,
             capture_output=True,
@@ -668,6 +667,30 @@ def test_the_image_command_runs_from_the_wheel_in_a_fresh_environment(
             check=True,
         )
         assert where.stdout.startswith(str(venv)), "the command must run the installed wheel"
+        for bare in ("components", "flows"):
+            probe = subprocess.run(
+                [str(venv / "bin" / "python"), "-c", f"import {bare}"], cwd=app, env=env, capture_output=True
+            )
+            assert probe.returncode != 0, f"the wheel puts a top-level {bare!r} on the import path"
+
+        # From the repository root (its own hyperflow/ folder first on the path of the spawned
+        # workers, which import the example from there), two trials in parallel.
+        from_root = subprocess.run(
+            [
+                "hyperflow",
+                "run",
+                "examples/digits_cnn/config.yaml",
+                *("--set", "search.strategy=random", "--set", "search.n_trials=2"),
+                *("--set", "search.n_parallel=2", "--set", "model.max_epochs=2"),
+                *("--set", f"tracking.uri=sqlite:///{tmp_path / 'root.db'}"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert from_root.returncode == 0, from_root.stdout[-3000:] + from_root.stderr[-3000:]
     finally:
         shutil.rmtree(venv, ignore_errors=True)  # 1.5 GB
 
@@ -677,3 +700,9 @@ def test_the_image_command_runs_from_the_wheel_in_a_fresh_environment(
     assert study.info.status == "FINISHED"
     assert len(trial_runs(client, study.info.run_id)) == 2
     assert "mlflow.source.git.commit" not in study.data.tags, "an installed wheel has no checkout"
+    root = MlflowClient(f"sqlite:///{tmp_path / 'root.db'}")
+    (study,) = root.search_runs(
+        [root.get_experiment_by_name("digits-cnn").experiment_id], "tags.`hyperflow.role` = 'study'"
+    )
+    states = [r.data.tags["hyperflow.state"] for r in trial_runs(root, study.info.run_id)]
+    assert states == ["completed", "completed"]

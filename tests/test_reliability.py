@@ -18,10 +18,10 @@ from conftest import small_config
 from mlflow.tracking import MlflowClient
 from servers import start_mlflow_server, stop
 
-from components.config import validate_config
-from components.resume import recorded_trials
-from components.search import make_strategy
-from components.tracking import StudyTracker
+from hyperflow.components.config import validate_config
+from hyperflow.components.resume import recorded_trials
+from hyperflow.components.search import make_strategy
+from hyperflow.components.tracking import StudyTracker
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +82,56 @@ def peek(uri: str) -> list[tuple[str, str | None, str | None]]:
         return []
 
 
+def epoch_logged(uri: str) -> bool:
+    """Whether a trial has logged a per-epoch metric: it is training, past its set-up."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                (n,) = db.execute("select count(*) from metrics where key = 'train_loss'").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(n)
+    try:
+        return any("train_loss" in r.data.metrics for r in runs_of(uri))
+    except Exception:
+        return False
+
+
+class RefusingServer:
+    """A stand-in on a stopped server's port that answers every request 503 and counts them.
+
+    It shows that the search really tried to write while the tracking server was down.
+    """
+
+    def __init__(self, port: int) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _refuse(self) -> None:
+                outer.requests += 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _refuse
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def count_state(uri: str, state: str) -> int:
     return sum(s == state for _, _, s in peek(uri))
 
@@ -98,14 +148,24 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def test_killed_study_resumes_without_losing_or_repeating_trials(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+# Where a kill -9 lands (HYPERFLOW_FAULT, see hyperflow.components.faults): right after the
+# study run is created, between a trial run's creation and its params (the third trial), between
+# trials (after the second), while the best model is exported.
+KILL_POINTS = ["study-created", "trial-created:3", "between-trials:2", "model-export"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_kill_at_any_instant_resumes_to_exactly_n_trials(
+    prefect_server, tmp_path: Path, point: str
+) -> None:  # type: ignore[no-untyped-def]
+    n_trials = 4
     config = write_config(
         tmp_path,
-        model={"max_epochs": 12, "hidden_layers": [32]},
+        model={"max_epochs": 3, "hidden_layers": [32]},
         search={
             "strategy": "bayes",
-            "n_trials": 7,
-            "bayes": {"surrogate": "ET", "n_initial_points": 3},
+            "n_trials": n_trials,
+            "bayes": {"surrogate": "ET", "n_initial_points": 2},
             "space": {
                 "learning_rate": {"low": 0.01, "high": 0.2, "log": True},
                 "batch_size": {"choices": [32, 64]},
@@ -113,75 +173,90 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(prefect_server,
         },
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.Popen([HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True)
+    killed = subprocess.Popen(
+        [HYPERFLOW, "run", str(config)],
+        cwd=tmp_path,
+        env={**os.environ, "HYPERFLOW_FAULT": point},
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_for(lambda: count_state(uri, "completed") >= 2, 240, "two completed trials", proc)
+        rc = killed.wait(timeout=300)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, workers included
-        proc.wait(timeout=30)
+        if group_alive(killed.pid):
+            os.killpg(killed.pid, signal.SIGKILL)
+    assert rc == -signal.SIGKILL, (killed.stderr.read() if killed.stderr else b"")[-3000:]
     before = runs_of(uri)
     (study,) = [r for r in before if r.data.tags.get("hyperflow.role") == "study"]
-    study_id = study.info.run_id
     assert study.info.status == "RUNNING"
+    trained_before = {r.info.run_id for r in before if r.data.tags.get("hyperflow.state") != "running"}
 
-    # What a fresh strategy told the recorded trials would ask next.
+    # What a fresh strategy, told the recorded trials, asks next: what the resumed study must ask.
     cfg = validate_config(yaml.safe_load(config.read_text()))
     tracker = StudyTracker(uri)
-    recorded = recorded_trials(tracker, cfg, tracker.client.get_run(study_id))
-    finished = sorted(
-        (t for t in recorded if t.status != "RUNNING"), key=lambda t: (t.end_time or 0, t.number)
-    )
+    recorded = recorded_trials(tracker, cfg, tracker.client.get_run(study.info.run_id))
     left_running = [t for t in recorded if t.status == "RUNNING"]
     fresh = make_strategy(cfg)
-    for t in finished:
+    for t in sorted(
+        (t for t in recorded if t.status != "RUNNING"), key=lambda t: (t.end_time or 0, t.number)
+    ):
         fresh.tell(t.params, t.value)
     expected_next = left_running[0].params if left_running else fresh.ask(1)[0]
-    next_number = max(t.number for t in recorded) + 1
+    next_number = max((t.number for t in recorded), default=-1) + 1
 
     done = subprocess.run(
-        [HYPERFLOW, "resume", study_id, "--tracking-uri", uri],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [HYPERFLOW, "run", str(config), "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert study_id in done.stdout
+    assert study.info.run_id in done.stdout
     after = runs_of(uri)
     studies = [r for r in after if r.data.tags.get("hyperflow.role") == "study"]
-    assert [s.info.run_id for s in studies] == [study_id]
+    assert [s.info.run_id for s in studies] == [study.info.run_id]
     assert studies[0].info.status == "FINISHED"
+    assert studies[0].data.params["search.n_trials"] == str(n_trials)  # written on resume if it was lost
     trials = [r for r in after if r.data.tags.get("hyperflow.role") == "trial"]
     assert all(r.info.status != "RUNNING" for r in trials)
-    finished_runs = [r for r in trials if r.data.tags["hyperflow.state"] in ("completed", "pruned", "failed")]
-    assert len(finished_runs) == 7
-    per_params = collections.Counter(tuple(sorted(r.data.params.items())) for r in finished_runs)
+    finished = [r for r in trials if r.data.tags["hyperflow.state"] in ("completed", "pruned", "failed")]
+    assert len(finished) == n_trials
+    per_params = collections.Counter(r.data.tags["hyperflow.params"] for r in finished)
     assert max(per_params.values()) == 1, "a finished trial was trained twice"
-    interrupted = [r for r in trials if r.data.tags["hyperflow.state"] == "interrupted"]
-    assert all(r.info.status == "KILLED" for r in interrupted)
+    assert not any(
+        r.info.run_id in trained_before for r in trials if r.data.tags["hyperflow.state"] == "interrupted"
+    )
     numbers = sorted(int(r.data.tags["hyperflow.trial"]) for r in trials)
     assert numbers == list(range(len(numbers))), "trial numbers continue without gaps or repeats"
-    resumed = {t.number: t for t in recorded_trials(tracker, cfg, tracker.client.get_run(study_id))}
-    assert resumed[next_number].params == expected_next, (
-        "the resumed search asked what a fresh strategy would"
-    )
-    completed = [r for r in finished_runs if r.data.tags["hyperflow.state"] == "completed"]
+    resumed = {t.number: t for t in recorded_trials(tracker, cfg, tracker.client.get_run(study.info.run_id))}
+    if point.startswith("trial-created"):
+        (lost,) = left_running  # created, params only in its creation tag, never trained
+        assert tracker.client.get_run(lost.run_id).data.tags["hyperflow.state"] == "interrupted"
+    if next_number < len(resumed):
+        assert resumed[next_number].params == expected_next, "the resumed search asked what a fresh one would"
+    if point == "model-export":
+        assert len(trials) == n_trials, "nothing was trained after the kill"
+    completed = [r for r in finished if r.data.tags["hyperflow.state"] == "completed"]
     best = max(r.data.metrics["val_accuracy"] for r in completed)
     assert studies[0].data.metrics["best_val_accuracy"] == pytest.approx(best)
+    versions = tracker.client.search_model_versions(f"name = '{cfg.name}'")
+    assert len(versions) == 1, "the best model was registered once"
 
-    # --n-trials extends the finished study in the same run.
+
+def test_resume_extends_a_finished_study(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from hyperflow.flows.search_flow import run_search
+
+    cfg = small_config(tmp_path, model={"max_epochs": 2})
+    result = run_search(cfg)
     more = subprocess.run(
-        [HYPERFLOW, "resume", study_id, "--tracking-uri", uri, "--n-trials", "8"],
+        [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, "--n-trials", "4"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert more.returncode == 0, more.stderr[-3000:]
-    extended = MlflowClient(uri).get_run(study_id)
+    extended = MlflowClient(result.tracking_uri).get_run(result.study_run_id)
     assert extended.info.status == "FINISHED"
     counts = extended.data.metrics
-    assert counts["n_trials_completed"] + counts["n_trials_pruned"] + counts["n_trials_failed"] == 8
+    assert counts["n_trials_completed"] + counts["n_trials_pruned"] + counts["n_trials_failed"] == 4
 
 
 def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_path: Path) -> None:
@@ -198,8 +273,7 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
         [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
     )
     try:
-        wait_for(lambda: trial_running(uri), 300, "a running trial", proc)
-        time.sleep(2)  # let the trials get into training
+        wait_for(lambda: epoch_logged(uri), 300, "a trial training", proc)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
@@ -242,7 +316,7 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
 
 
 def test_study_time_budget_ends_cleanly_with_the_best_so_far(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     cfg = small_config(tmp_path, model={"max_epochs": 60}, search={"n_trials": 500, "timeout_minutes": 0.12})
     started = time.monotonic()
@@ -261,7 +335,7 @@ def test_study_time_budget_ends_cleanly_with_the_best_so_far(prefect_server, tmp
 
 
 def test_trial_time_budget_fails_slow_trials(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     cfg = small_config(
         tmp_path, model={"max_epochs": 5000}, search={"n_trials": 2, "trial_timeout_minutes": 0.005}
@@ -277,7 +351,7 @@ def test_trial_time_budget_fails_slow_trials(prefect_server, tmp_path: Path) -> 
 
 
 def test_nan_trials_fail_and_max_failures_ends_the_study(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.search_flow import run_search
+    from hyperflow.flows.search_flow import run_search
 
     # A learning rate this large makes the loss explode: every trial fails, the third ends the study.
     cfg = small_config(
@@ -333,10 +407,14 @@ def test_a_tracking_server_outage_loses_nothing(prefect_server, tmp_path: Path) 
         [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
     )
     try:
-        wait_for(lambda: trial_running(server.url), 240, "a trial logging to the server", proc)
-        time.sleep(1.0)
+        wait_for(lambda: epoch_logged(server.url), 240, "a trial logging to the server", proc)
         stop(server.proc)
-        time.sleep(3.0)
+        refusing = RefusingServer(port)
+        try:
+            # The outage lasts until the search has failed to write a few times.
+            wait_for(lambda: refusing.requests >= 3, 120, "writes refused during the outage", proc)
+        finally:
+            refusing.close()
         server = start_mlflow_server(tmp_path / "server", port=port)
         rc = proc.wait(timeout=400)
         assert rc == 0, (proc.stderr.read() if proc.stderr else b"")[-3000:]
@@ -412,17 +490,14 @@ def test_trials_that_raise_or_give_nan_fail_and_the_search_goes_on(prefect_serve
 def test_ctrl_c_stops_the_trial_within_a_batch_and_kills_the_runs(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    from flows.search_flow import STOP, SearchInterrupted, run_search
+    from hyperflow.flows.search_flow import STOP, SearchInterrupted, run_search
 
     cfg = small_config(tmp_path, model={"max_epochs": 5000}, search={"n_trials": 3})
     uri = cfg.tracking.uri
     sent: list[float] = []
 
     def interrupt_when_training() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not trial_running(uri):
-            time.sleep(0.2)
-        time.sleep(1.0)
+        wait_for(lambda: epoch_logged(uri), 120, "a trial training")
         sent.append(time.monotonic())
         os.kill(os.getpid(), signal.SIGINT)
 

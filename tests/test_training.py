@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from components.config import ExperimentConfig, validate_config
-from components.training import TrialResult, TrialSpec, train_trial
+from hyperflow.components.config import ExperimentConfig, validate_config
+from hyperflow.components.training import TrialResult, TrialSpec, train_trial
 
 
 def spec_for(cfg: dict[str, Any] | None = None) -> TrialSpec:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from components.search._base import Observation, Strategy
-from components.search._bayes import BayesStrategy
-from components.search._genetic import GeneticStrategy
-from components.search._grid import GridStrategy
-from components.search._random import RandomStrategy
-from components.search._space import Dimension, SearchSpace
+from hyperflow.components.search._base import Observation, Strategy
+from hyperflow.components.search._bayes import BayesStrategy
+from hyperflow.components.search._genetic import GeneticStrategy
+from hyperflow.components.search._grid import GridStrategy
+from hyperflow.components.search._random import RandomStrategy
+from hyperflow.components.search._space import Dimension, SearchSpace
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
+    from hyperflow.components.config import ExperimentConfig
 
 __all__ = [
     "BayesStrategy",

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from components.search._space import SearchSpace, params_key
+from hyperflow.components.search._space import SearchSpace, params_key
 
 __all__ = ["Observation", "Strategy", "derive_seed"]
 

@@ -12,9 +12,9 @@ from skopt import Optimizer
 from skopt.space import Categorical, Integer, Real
 from threadpoolctl import threadpool_limits
 
-from components.search._base import Strategy, derive_seed
-from components.search._random import sample_new, space_exhausted
-from components.search._space import Dimension, SearchSpace, params_key
+from hyperflow.components.search._base import Strategy, derive_seed
+from hyperflow.components.search._random import sample_new, space_exhausted
+from hyperflow.components.search._space import Dimension, SearchSpace, params_key
 
 __all__ = ["BayesStrategy", "acquisition_settings"]
 

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from components.search._base import Strategy
-from components.search._space import SearchSpace
+from hyperflow.components.search._base import Strategy
+from hyperflow.components.search._space import SearchSpace
 
 __all__ = ["GridStrategy"]
 

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from components.search._base import Strategy
-from components.search._space import SearchSpace, params_key
+from hyperflow.components.search._base import Strategy
+from hyperflow.components.search._space import SearchSpace, params_key
 
 __all__ = ["RandomStrategy", "finite_size", "sample_new", "space_exhausted"]
 

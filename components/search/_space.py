@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from components.config import ExperimentConfig
+    from hyperflow.components.config import ExperimentConfig
 
 __all__ = ["Dimension", "SearchSpace", "params_key"]
 
@@ -155,7 +155,7 @@ class SearchSpace:
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> SearchSpace:
         """Build the space from a validated config; int fields (and `type: int`) give int dims."""
-        from components.config import ChoiceSpec, ModelConfig
+        from hyperflow.components.config import ChoiceSpec, ModelConfig
 
         dims: list[Dimension] = []
         for name, spec in cfg.search.space.items():

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from components.search._space import Dimension, SearchSpace
+from hyperflow.components.search._space import Dimension, SearchSpace
 
 __all__ = ["OBJECTIVES", "Objective", "ackley", "branin", "hartmann6"]
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from components.config import ExperimentConfig
-from components.search import (
+from hyperflow.components.config import ExperimentConfig
+from hyperflow.components.search import (
     BayesStrategy,
     Dimension,
     GeneticStrategy,
@@ -22,9 +22,9 @@ from components.search import (
     Strategy,
     make_strategy,
 )
-from components.search._base import derive_seed
-from components.search._space import params_key
-from components.search.objectives import ackley, branin, hartmann6
+from hyperflow.components.search._base import derive_seed
+from hyperflow.components.search._space import params_key
+from hyperflow.components.search.objectives import ackley, branin, hartmann6
 
 HIDDEN = ([64], [128, 64])
 

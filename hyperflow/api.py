@@ -1,0 +1,112 @@
+"""hyperflow's Python API: `search` runs the hyperparameter-search flow from Python and returns its result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hyperflow.components.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    validate_config,
+)
+from hyperflow.components.preflight import PreflightError, preflight
+from hyperflow.components.study import StudyResult
+from hyperflow.components.usermodule import Reporter, TrialPruned, UserCodeError, registered
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "PreflightError",
+    "Reporter",
+    "StudyResult",
+    "TrialPruned",
+    "UserCodeError",
+    "search",
+]
+
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+def search(
+    config: ExperimentConfig | Mapping[str, Any] | str | Path,
+    overrides: Overrides | None = None,
+    *,
+    objective: Callable[[dict[str, Any], Reporter], Any] | None = None,
+    resume: str | None = None,
+) -> StudyResult:
+    """Run one search (the `hyperparameter-search` flow, as `hyperflow run` does) and return its result.
+
+    Args:
+        config: a YAML file, a config dict (the YAML's structure) or an ExperimentConfig.
+        overrides: dotted keys, as `["search.n_trials=20"]` (values parsed as YAML, like `--set`)
+            or as `{"search.n_trials": 20}` (values taken as they are).
+        objective: a training function `fn(params, report) -> value` to tune instead of a
+            LightningModule (it becomes `model.module`). `params` holds the trial's sampled values, `model.args` and
+            `max_epochs`; `report(epoch, value, **metrics)` logs the search metric (and any other
+            metrics) at step = epoch and raises `TrialPruned` when early stopping ends the trial.
+            It returns the trial's value (or None: the last value reported), or `(value, model)`
+            to have a torch model's weights logged with the trial. Trials in worker processes
+            (`search.n_parallel > 1`) get it by value (cloudpickle) when it cannot be imported.
+        resume: a study run id to continue instead of starting a new study.
+
+    Returns:
+        The study's result: `best_params`, `best_value`, `study_run_id`, `test_metrics`,
+        `champion_uri` (None for a training function, which has no model to register), ...
+
+    Raises:
+        ConfigError: the config (or the user code it names) is invalid; every problem by its key.
+        PreflightError: the data, the strategy or the tracking store cannot be used.
+    """
+    path = _objective_path(objective) if objective is not None else None
+    cfg = _resolve(config, _as_text(overrides), path)
+    from hyperflow.flows.search_flow import run_search
+
+    if path is None:
+        preflight(cfg)
+        return run_search(cfg, resume_run_id=resume)
+    with registered(path, objective):
+        preflight(cfg)
+        return run_search(cfg, resume_run_id=resume)
+
+
+def _objective_path(fn: Callable[..., Any]) -> str:
+    """Where a function lives, as an import path (also when it cannot be imported from there)."""
+    if not callable(fn):
+        raise TypeError(f"objective must be a function fn(params, report), not {type(fn).__name__}")
+    module = getattr(fn, "__module__", None) or "__main__"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{name}"
+
+
+def _as_text(overrides: Overrides | None) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        # JSON is YAML: a value passes through `--set`'s parser unchanged.
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    if isinstance(overrides, str):
+        return [overrides]
+    return list(overrides)
+
+
+def _resolve(
+    config: ExperimentConfig | Mapping[str, Any] | str | Path,
+    overrides: list[str],
+    objective_path: str | None,
+) -> ExperimentConfig:
+    if objective_path is not None:
+        overrides = [*overrides, f"model.module={json.dumps(objective_path)}"]
+    if isinstance(config, str | Path):
+        return load_config(config, overrides)
+    if isinstance(config, ExperimentConfig):
+        raw = config.model_dump(mode="json")
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        raise TypeError(f"config must be a path, a dict or an ExperimentConfig, not {type(config).__name__}")
+    return validate_config(apply_overrides(raw, overrides))
