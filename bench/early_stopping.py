@@ -1,4 +1,4 @@
-"""Early stopping: replay recorded learning curves through the `none`, `median` and `curve_fit` rules.
+"""Early stopping: replay recorded learning curves through `none`, `median`, `curve_fit`, `asha`, `hyperband`.
 
 The table of curves is recorded once (`--record`) with hyperflow's own `train_trial`: 100
 configurations drawn at random from the search spaces of conf/digits.yaml and of the shipped
@@ -7,7 +7,8 @@ kept in bench/curves.json.gz. A replay feeds the curves, in the recorded search 
 epoch to each rule exactly as a sequential search would (the rule's snapshot taken before each
 trial, completed trials recorded as they finish) and counts the epochs trained, the trials
 pruned, and the best final value among completed trials. The full run also replays 10 shuffled
-orders and reports the median.
+orders and reports the median. asha and hyperband use the experiment's min_epochs (5) and the
+default reduction_factor (3); a last table tries other settings of theirs over the same orders.
 
     python bench/early_stopping.py [--quick] [--record]
 """
@@ -29,9 +30,10 @@ DATA = Path(__file__).resolve().parent / "curves.json.gz"
 EXPERIMENTS = {"digits": DIGITS, "breast_cancer": BREAST_CANCER}
 EPOCHS = 30
 CONFIGS = 100
-KINDS = ("none", "median", "curve_fit")
+KINDS = ("none", "median", "curve_fit", "asha", "hyperband")
 GAP_TARGET = 0.005  # half a percentage point of accuracy
 EPOCH_TARGET = 0.5
+ASHA_EPOCH_TARGET = 0.3  # asha: at most 0.3x none's epochs (median over the shuffled orders)
 
 
 def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
@@ -122,10 +124,12 @@ def replay(
     *,
     min_epochs: int | None = None,
     threshold: float | None = None,
+    reduction_factor: int = 3,
 ) -> Replay:
     """One sequential search over the recorded runs in `order`, with the rule `kind`.
 
-    `min_epochs` and `threshold` default to the experiment's config.
+    `min_epochs` and `threshold` default to the experiment's config; the i-th trial of the
+    order is trial number i (hyperband's bracket comes from it).
     """
     from hyperflow.components.curves import StopRule
 
@@ -136,13 +140,15 @@ def replay(
         mode=mode,
         min_epochs=min_epochs or experiment["min_epochs"],
         threshold=threshold or experiment["threshold"],
+        reduction_factor=reduction_factor,
+        max_epochs=EPOCHS,
     )
     out = Replay(kind)
-    for i in order:
+    for number, i in enumerate(order):
         run = runs[i]
         curve = run[metric]
         final_epoch = EPOCHS - 1
-        policy = rule.snapshot()
+        policy = rule.snapshot(number)
         stop = None
         # As the trial's callback does: after each epoch but the last, ask the policy.
         for n in range(1, len(curve) + 1):
@@ -159,16 +165,16 @@ def replay(
             out.epochs += stop
             out.pruned += 1
             out.stopped_at.append(stop)
-            rule.record(curve[:stop], "pruned")
+            rule.record(curve[:stop], "pruned", number)
         elif run["state"] == "completed":
             out.epochs += len(curve)
-            rule.record(curve, "completed")
+            rule.record(curve, "completed", number)
             value = curve[-1]
             if out.best is None or (value > out.best if mode == "max" else value < out.best):
                 out.best = value
         else:  # failed on its own (diverged): the epoch it failed in was trained too
             out.epochs += len(curve) + 1
-            rule.record(curve, "failed")
+            rule.record(curve, "failed", number)
     return out
 
 
@@ -221,11 +227,76 @@ def sensitivity(
     print()
 
 
+HALVING_VARIANTS = [  # (rule, min_epochs, reduction_factor); the first of each is the default
+    ("asha", 5, 3),
+    ("asha", 5, 4),
+    ("asha", 3, 3),
+    ("asha", 2, 3),
+    ("asha", 2, 4),
+    ("asha", 1, 3),
+    ("hyperband", 5, 3),
+    ("hyperband", 2, 3),
+]
+
+
+def halving_settings(
+    name: str,
+    runs: list[dict[str, Any]],
+    experiment: dict[str, Any],
+    orders: list[list[int]],
+    nones: list[Replay],
+) -> None:
+    """asha and hyperband at other min_epochs and reduction_factor, over the shuffled orders."""
+    rows = []
+    sign = 1.0 if experiment["mode"] == "max" else -1.0
+    for kind, min_epochs, factor in HALVING_VARIANTS:
+        got = [
+            replay(runs, experiment, kind, o, min_epochs=min_epochs, reduction_factor=factor) for o in orders
+        ]
+        ratios = [g.epochs / n.epochs for g, n in zip(got, nones, strict=True)]
+        gaps = [100 * sign * ((g.best or 0.0) - (n.best or 0.0)) for g, n in zip(got, nones, strict=True)]
+        rungs = "/".join(str(r) for r in range(min_epochs, EPOCHS, 1) if _is_rung(r, min_epochs, factor))
+        rows.append(
+            [
+                kind,
+                min_epochs,
+                factor,
+                rungs,
+                statistics.median(ratios),
+                max(ratios),
+                statistics.median(gaps),
+                min(gaps),
+            ]
+        )
+    print_table(
+        f"{name}: asha and hyperband settings over {len(orders)} shuffled orders",
+        [
+            "rule",
+            "min_epochs",
+            "reduction_factor",
+            "rungs",
+            "median ratio to none",
+            "max",
+            "median best vs none (pp)",
+            "worst (pp)",
+        ],
+        rows,
+    )
+    print()
+
+
+def _is_rung(epochs: int, min_epochs: int, factor: int) -> bool:
+    r = min_epochs
+    while r < epochs:
+        r *= factor
+    return r == epochs
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--record", action="store_true", help=f"record {DATA.name} again (minutes)")
     args = p.parse_args()
-    banner("Early stopping: none vs median vs curve_fit on recorded curves", args.quick)
+    banner("Early stopping: none vs median vs curve_fit vs asha vs hyperband on recorded curves", args.quick)
     if args.record or not DATA.exists():
         print(f"recording {CONFIGS} configurations x {EPOCHS} epochs per experiment into {DATA.name} ...")
         with stopwatch() as t:
@@ -296,14 +367,23 @@ def main() -> None:
             f"{100 * gap:+.2f} pp, median {md.epochs / base.epochs:.2f} with {100 * md_gap:+.2f} pp"
             + (f" (missed: {', '.join(missed)})" if missed else " (all met)")
         )
+        asha_ratios = [results["asha"].epochs / base.epochs]
+        asha_gaps = [100 * sign * ((results["asha"].best or 0.0) - (base.best or 0.0))]
         if n_orders:
             rows = []
             per_kind: dict[str, list[Replay]] = {k: [] for k in KINDS}
-            for s in range(n_orders):
-                order = [int(i) for i in np.random.default_rng(s).permutation(len(runs))]
+            orders = [
+                [int(i) for i in np.random.default_rng(s).permutation(len(runs))] for s in range(n_orders)
+            ]
+            for order in orders:
                 for kind in KINDS:
                     per_kind[kind].append(replay(runs, experiment, kind, order))
             nones = per_kind["none"]
+            asha_ratios = [r.epochs / n.epochs for r, n in zip(per_kind["asha"], nones, strict=True)]
+            asha_gaps = [
+                100 * sign * ((r.best or 0.0) - (n.best or 0.0))
+                for r, n in zip(per_kind["asha"], nones, strict=True)
+            ]
             for kind in KINDS:
                 ratios = [r.epochs / n.epochs for r, n in zip(per_kind[kind], nones, strict=True)]
                 gaps = [
@@ -327,6 +407,19 @@ def main() -> None:
             )
             print()
             sensitivity(name, runs, experiment, nones[:5])
+            halving_settings(name, runs, experiment, orders, nones)
+        asha_checks = {
+            f"at most {ASHA_EPOCH_TARGET}x none's epochs": statistics.median(asha_ratios)
+            <= ASHA_EPOCH_TARGET,
+            "best never more than 0.5 pp below none's": min(asha_gaps) >= -100 * GAP_TARGET,
+        }
+        ok_all &= all(asha_checks.values())
+        missed = [k for k, v in asha_checks.items() if not v]
+        notes.append(
+            f"{name}: asha trains {statistics.median(asha_ratios):.2f} of none's epochs "
+            f"(max {max(asha_ratios):.2f} over {len(asha_ratios)} order(s)) with best {min(asha_gaps):+.2f} pp "
+            "at worst" + (f" (missed: {', '.join(missed)})" if missed else " (all met)")
+        )
     verdict(ok_all, "; ".join(notes))
 
 

@@ -10,7 +10,11 @@ reports every epoch to the Optuna trial. A config's initial points are enqueued 
 Per seed: the best validation value among completed trials, total training epochs, wall time,
 and the epochs hyperflow needed to first reach Optuna's best of that seed.
 
-    python bench/time_to_accuracy.py [--quick]
+A second table runs hyperflow's bayes with the stop rules `none`, `curve_fit` and `asha` on
+digits (the same trials budget, seeds interleaved) and times how long each takes to reach the
+best of bayes + none of the same seed (`--stop-rules-only` runs only that table).
+
+    python bench/time_to_accuracy.py [--quick] [--stop-rules-only]
 """
 
 from __future__ import annotations
@@ -179,8 +183,131 @@ def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Stop rules side by side: bayes + asha against bayes + curve_fit and bayes + none, same trials
+
+
+STOP_RULES = ("none", "curve_fit", "asha")
+WALL_TARGET = 0.5  # bayes + asha reaches bayes + none's best within half of none's wall time
+
+
+def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str) -> tuple[Outcome, list[float]]:
+    """hyperflow's loop (bayes) with `early_stopping.kind` = kind; also when each trial ended (s)."""
+    from hyperflow.components.curves import make_stop_rule
+    from hyperflow.components.search import make_strategy
+    from hyperflow.components.study import trial_seed
+    from hyperflow.components.training import TrialSpec, train_trial
+
+    cfg = cfg.model_copy(
+        update={"seed": seed, "early_stopping": cfg.early_stopping.model_copy(update={"kind": kind})}
+    )
+    strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
+    spec = TrialSpec.from_config(cfg, num_threads=1)
+    out, ends = Outcome(mode=cfg.search.direction), []
+    start = time.perf_counter()
+    for number in range(n_trials):
+        (params,) = strategy.ask(1)
+        policy = rule.snapshot(number)
+        result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=policy)
+        ok = result.state in ("completed", "pruned") and result.value is not None
+        state = result.state if ok else "failed"
+        if state == "failed":
+            strategy.tell_failed(params)
+        else:
+            strategy.tell(params, result.value, pruned=state == "pruned")
+        rule.record(result.curve, state, number)
+        out.states.append(state)
+        out.epochs.append(result.epochs_trained)
+        out.values.append(result.value)
+        ends.append(time.perf_counter() - start)
+    out.seconds = time.perf_counter() - start
+    return out, ends
+
+
+def seconds_to_reach(out: Outcome, ends: list[float], target: float | None, slack: float = 0.0) -> float:
+    """Wall time until a completed trial first came within `slack` of `target` (inf if never)."""
+    if target is None:
+        return math.inf
+    sign = 1.0 if out.mode == "max" else -1.0
+    for s, v, t in zip(out.states, out.values, ends, strict=True):
+        if s == "completed" and v is not None and sign * (v - target) >= -slack:
+            return t
+    return math.inf
+
+
+def compare_stop_rules(quick: bool) -> tuple[bool, str]:
+    """bayes + asha / curve_fit / none on digits, seeds interleaved; the wall-time target on asha."""
+    from hyperflow.components.data import load_dataset
+
+    extra = ["search.strategy=bayes"]
+    if quick:
+        extra += [
+            "search.n_trials=4",
+            "model.max_epochs=8",
+            "search.space.max_epochs={low: 6, high: 8, type: int}",
+            "search.bayes.n_initial_points=2",
+            "early_stopping.min_epochs=2",
+        ]
+    cfg = load_experiment(DIGITS, extra)
+    data = load_dataset(cfg.data, cfg.seed)
+    seeds = [0] if quick else [0, 1, 2, 3, 4]
+    runs: dict[str, list[tuple[Outcome, list[float]]]] = {k: [] for k in STOP_RULES}
+    for s in seeds:  # one seed of every rule after another: the machine's load moves all alike
+        for kind in STOP_RULES:
+            runs[kind].append(run_stop_rule(cfg, data, s, cfg.search.n_trials, kind))
+    nones = [o for o, _ in runs["none"]]
+    rows, ratios = [], {}
+    for kind in STOP_RULES:
+        reach = [
+            seconds_to_reach(o, e, n.best()) / n.seconds for (o, e), n in zip(runs[kind], nones, strict=True)
+        ]
+        near = [
+            seconds_to_reach(o, e, n.best(), 0.005) / n.seconds
+            for (o, e), n in zip(runs[kind], nones, strict=True)
+        ]
+        ratios[kind] = statistics.median(reach)
+        outs = [o for o, _ in runs[kind]]
+        rows.append(
+            [
+                f"bayes + {kind}",
+                cfg.search.n_trials,
+                statistics.median(b for o in outs if (b := o.best()) is not None),
+                statistics.median(o.total_epochs for o in outs),
+                statistics.median(sum(st == "pruned" for st in o.states) for o in outs),
+                statistics.median(o.seconds for o in outs),
+                ratios[kind],
+                statistics.median(near),
+                sum(r <= WALL_TARGET for r in reach),
+            ]
+        )
+    print_table(
+        f"digits: stop rules under bayes (GP), {cfg.search.n_trials} trials, median over {len(seeds)} seed(s) "
+        f"(min_epochs {cfg.early_stopping.min_epochs}, reduction_factor {cfg.early_stopping.reduction_factor})",
+        [
+            "search",
+            "trials",
+            "best val",
+            "total epochs",
+            "pruned",
+            "wall s",
+            "wall to none's best / none's wall",
+            "same, within 0.5 pp",
+            f"seeds within {WALL_TARGET}x",
+        ],
+        rows,
+    )
+    print()
+    ok = ratios["asha"] <= WALL_TARGET
+    return (
+        ok,
+        f"digits: bayes + asha reached bayes + none's best in {ratios['asha']:.2f} of its wall time (median)",
+    )
+
+
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--stop-rules-only", action="store_true", help="only bayes + asha / curve_fit / none")
+    args = p.parse_args()
     import optuna
     from _common import torch_threads_one
     from threadpoolctl import threadpool_limits
@@ -193,6 +320,10 @@ def main() -> None:
     banner("Time to accuracy: hyperflow (bayes + curve_fit) vs Optuna (TPE + MedianPruner)", args.quick)
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     rows, seed_rows, ok_all, notes = [], [], True, []
+    if args.stop_rules_only:
+        ok, note = compare_stop_rules(args.quick)
+        verdict(ok, note)
+        return
     for name, (path, overrides) in EXPERIMENTS.items():
         extra = list(overrides)
         if args.quick:
@@ -266,6 +397,9 @@ def main() -> None:
         seed_rows,
     )
     print()
+    ok, note = compare_stop_rules(args.quick)
+    ok_all &= ok
+    notes.append(note)
     verdict(ok_all, "; ".join(notes))
 
 

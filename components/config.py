@@ -236,10 +236,15 @@ class SearchConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    kind: Literal["none", "median", "curve_fit"] = "curve_fit"
+    kind: Literal["none", "median", "curve_fit", "asha", "hyperband"] = "curve_fit"
     min_epochs: int = Field(5, ge=1)
     threshold: float = Field(0.05, gt=0, lt=1)
     every: int = Field(1, ge=1, description="ask the rule every k epochs")
+    reduction_factor: int = Field(
+        3,
+        ge=2,
+        description="asha, hyperband: rungs at min_epochs * reduction_factor^i; the top 1/reduction_factor go on",
+    )
 
 
 class TrackingConfig(_Strict):
@@ -416,12 +421,51 @@ def semantic_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     elif space is not None:
         problems.append(("search.space", "must be a mapping of model field to dimension"))
 
+    problems.extend(_halving_problems(cfg, model, space))
+
     # initial points
     points = search.get("initial_points")
     if isinstance(points, list) and isinstance(space, dict):
         for i, point in enumerate(points):
             problems.extend(_initial_point_problems(i, point, space, model, custom_model))
 
+    return problems
+
+
+def _halving_problems(cfg: dict[str, Any], model: dict[str, Any], space: Any) -> list[tuple[str, str]]:
+    """asha and hyperband need a rung before the last epoch, and judge at their rungs only."""
+    es = cfg.get("early_stopping") if isinstance(cfg.get("early_stopping"), dict) else {}
+    assert isinstance(es, dict)
+    kind = es.get("kind")
+    if kind not in ("asha", "hyperband"):
+        return []
+    problems: list[tuple[str, str]] = []
+    every = es.get("every", 1)
+    if isinstance(every, int) and every != 1:
+        problems.append(
+            (
+                "early_stopping.every",
+                f"{kind} decides at its rungs only (min_epochs * reduction_factor^i); leave every at 1",
+            )
+        )
+    min_epochs = es.get("min_epochs", 5)
+    budget: Any = model.get("max_epochs", 30)
+    where = "model.max_epochs"
+    spec = _spec_dict(space.get("max_epochs")) if isinstance(space, dict) else None
+    if spec is not None:
+        # A searched max_epochs: rungs go up to the space's upper bound, and a trial whose own
+        # budget ends before a rung simply completes.
+        numbers = [c for c in spec.get("choices") or [] if isinstance(c, int | float)]
+        budget = spec.get("high") if "choices" not in spec else max(numbers, default=None)
+        where = "the upper bound of search.space.max_epochs"
+    if isinstance(min_epochs, int) and isinstance(budget, int | float) and min_epochs >= budget:
+        problems.append(
+            (
+                "early_stopping.min_epochs",
+                f"{kind} needs a rung before the last epoch: min_epochs ({min_epochs}) must be below "
+                f"{where} ({budget:g})",
+            )
+        )
     return problems
 
 

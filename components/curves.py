@@ -1,4 +1,8 @@
-"""Learning-curve extrapolation (Domhan et al. 2015) and the early-stopping rules built on it."""
+"""Learning-curve extrapolation (Domhan et al. 2015) and the early-stopping rules.
+
+The rules: ``median``, ``curve_fit`` (built on the extrapolation below), and ``asha`` and
+``hyperband`` (successive halving over epochs; their rungs and brackets live in `stopping`).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hyperflow.components.stopping import (
+    HALVING_KINDS,
+    bracket_of,
+    hyperband_brackets,
+    judge_at_rung,
+    rung_epochs,
+)
+
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
 
 __all__ = [
     "FAMILIES",
+    "HALVING_KINDS",
     "Prediction",
     "StopDecision",
     "StopPolicy",
     "StopRule",
+    "epoch_budget",
     "make_stop_rule",
     "metric_bounds",
     "predict_final",
@@ -476,17 +490,23 @@ class StopDecision:
         reason: Human-readable text for the tag ``hyperflow.stop_reason``.
         predicted: Predicted final value (curve_fit), logged as ``predicted_final_<metric>``.
         probability: Probability that the final value beats the best completed (curve_fit).
+        rung: The rung the trial was stopped at (asha, hyperband), counted from the first.
+        cutoff: The value it had to reach at that rung (asha, hyperband).
     """
 
     reason: str
     predicted: float | None = None
     probability: float | None = None
+    rung: int | None = None
+    cutoff: float | None = None
 
 
-_KINDS = ("none", "median", "curve_fit")
+_KINDS = ("none", "median", "curve_fit", *HALVING_KINDS)
 
 
-def _check_settings(kind: str, mode: str, min_epochs: int, threshold: float, every: int) -> None:
+def _check_settings(
+    kind: str, mode: str, min_epochs: int, threshold: float, every: int, reduction_factor: int = 3
+) -> None:
     if kind not in _KINDS:
         raise ValueError(f"early stopping kind must be one of {', '.join(_KINDS)}, not {kind!r}")
     if mode not in ("max", "min"):
@@ -495,6 +515,8 @@ def _check_settings(kind: str, mode: str, min_epochs: int, threshold: float, eve
         raise ValueError("min_epochs and every must be at least 1")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), not {threshold}")
+    if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, int) or reduction_factor < 2:
+        raise ValueError(f"reduction_factor must be an integer of at least 2, not {reduction_factor!r}")
 
 
 @dataclass(frozen=True)
@@ -502,7 +524,7 @@ class StopPolicy:
     """A frozen, picklable snapshot of a `StopRule`, sent with a trial to wherever it runs.
 
     Attributes:
-        kind: ``none``, ``median`` or ``curve_fit``.
+        kind: ``none``, ``median``, ``curve_fit``, ``asha`` or ``hyperband``.
         metric: The search metric's name, for messages and bounds.
         mode: ``max`` or ``min``.
         min_epochs: Epochs a trial trains before it may be stopped.
@@ -511,6 +533,12 @@ class StopPolicy:
         best: Best final value among completed trials when the snapshot was taken.
         completed: Curves of completed trials (kept for the median rule only).
         bounds: The metric's bounds, from its name (see `metric_bounds`).
+        reduction_factor: asha, hyperband: the top 1/reduction_factor at a rung go on.
+        rungs: asha, hyperband: the epochs trained at which this trial is judged.
+        rung_values: For each of `rungs`, the values recorded there by the completed and pruned
+            trials (of this trial's bracket) finished when the snapshot was taken.
+        first_rung: The index of ``rungs[0]`` among all the rule's rungs (its name in messages).
+        bracket: hyperband: this trial's bracket; None otherwise.
     """
 
     kind: str
@@ -522,9 +550,18 @@ class StopPolicy:
     best: float | None = None
     completed: tuple[tuple[float, ...], ...] = ()
     bounds: Bounds = (None, None)
+    reduction_factor: int = 3
+    rungs: tuple[int, ...] = ()
+    rung_values: tuple[tuple[float, ...], ...] = ()
+    first_rung: int = 0
+    bracket: int | None = None
 
     def __post_init__(self) -> None:
-        _check_settings(self.kind, self.mode, self.min_epochs, self.threshold, self.every)
+        _check_settings(
+            self.kind, self.mode, self.min_epochs, self.threshold, self.every, self.reduction_factor
+        )
+        if len(self.rung_values) != len(self.rungs):
+            raise ValueError("rung_values must hold one tuple of values per rung")
 
     def _worse(self, value: float, reference: float) -> bool:
         return value < reference if self.mode == "max" else value > reference
@@ -540,7 +577,11 @@ class StopPolicy:
             A decision to stop, or None to keep training.
         """
         n = len(curve)
-        if self.kind == "none" or self.best is None or n < self.min_epochs:
+        if self.kind == "none" or n < self.min_epochs:
+            return None
+        if self.kind in HALVING_KINDS:
+            return self._check_rung(curve, final_epoch)
+        if self.best is None:
             return None
         if (n - self.min_epochs) % self.every or n - 1 >= final_epoch:
             return None
@@ -574,12 +615,37 @@ class StopPolicy:
             probability=p,
         )
 
+    def _check_rung(self, curve: Sequence[float], final_epoch: int) -> StopDecision | None:
+        """asha, hyperband: judge the trial when it has trained exactly a rung's epochs."""
+        n = len(curve)
+        if n - 1 >= final_epoch or n not in self.rungs:
+            return None  # a trial whose own budget ends before a rung simply completes
+        current = float(curve[-1])
+        if not math.isfinite(current):
+            return None
+        i = self.rungs.index(n)
+        verdict = judge_at_rung(current, self.rung_values[i], self.reduction_factor, self.mode)
+        if verdict.keep:
+            return None
+        rung = self.first_rung + i
+        rule = "asha" if self.kind == "asha" else f"hyperband (bracket {self.bracket})"
+        side = "below" if self.mode == "max" else "above"
+        return StopDecision(
+            f"{rule}: {self.metric} {current:.6g} at rung {rung} ({n} epochs) is {side} the rung's "
+            f"cut-off {verdict.cutoff:.6g}; the best {verdict.top} of the {verdict.n} trials there go on "
+            f"(1/{self.reduction_factor})",
+            rung=rung,
+            cutoff=verdict.cutoff,
+        )
+
 
 class StopRule:
     """The study's stop rule and its record of finished trials; owned by the search loop.
 
     Trials may finish in any order: the best is recomputed from every completed trial, and
-    pruned or failed trials never count, neither as the best nor in the median.
+    pruned or failed trials never count, neither as the best nor in the median. asha and
+    hyperband record, at every rung a trial's curve reached, the value of each completed and
+    pruned trial (failed ones never count); a rung's record does not depend on the order.
     """
 
     def __init__(
@@ -591,39 +657,83 @@ class StopRule:
         min_epochs: int = 5,
         threshold: float = 0.05,
         every: int = 1,
+        reduction_factor: int = 3,
+        max_epochs: int | None = None,
     ) -> None:
         """Create an empty rule.
 
         Args:
-            kind: ``none``, ``median`` or ``curve_fit``.
+            kind: ``none``, ``median``, ``curve_fit``, ``asha`` or ``hyperband``.
             metric: The search metric, such as ``val_accuracy``; its name gives its bounds.
             mode: ``max`` or ``min``.
-            min_epochs: Epochs a trial trains before it may be stopped.
+            min_epochs: Epochs a trial trains before it may be stopped; asha's first rung.
             threshold: curve_fit stops a trial whose probability of beating the best completed
                 trial falls below this.
-            every: After min_epochs, check only every this many epochs.
+            every: After min_epochs, check only every this many epochs (median, curve_fit).
+            reduction_factor: asha, hyperband: rungs at ``min_epochs · reduction_factor^i``,
+                and the top ``1/reduction_factor`` at a rung go on.
+            max_epochs: asha, hyperband: the most epochs a trial trains (the upper bound when
+                ``max_epochs`` is searched); rungs lie below it.
+
+        Raises:
+            ValueError: On a bad setting, or asha / hyperband without a rung below `max_epochs`.
         """
-        _check_settings(kind, mode, min_epochs, threshold, every)
+        _check_settings(kind, mode, min_epochs, threshold, every, reduction_factor)
         self.kind = kind
         self.metric = metric
         self.mode = mode
         self.min_epochs = min_epochs
         self.threshold = threshold
         self.every = every
+        self.reduction_factor = reduction_factor
+        self.max_epochs = max_epochs
         self._completed: list[tuple[float, ...]] = []
+        self.rungs: tuple[int, ...] = ()
+        self.n_brackets = 1
+        if kind in HALVING_KINDS:
+            if max_epochs is None:
+                raise ValueError(f"{kind} needs max_epochs, the most epochs a trial trains")
+            self.rungs = rung_epochs(min_epochs, reduction_factor, max_epochs)
+            if not self.rungs:
+                raise ValueError(
+                    f"{kind} needs a rung before the last epoch: min_epochs ({min_epochs}) must be "
+                    f"below max_epochs ({max_epochs})"
+                )
+            if kind == "hyperband":
+                self.n_brackets = hyperband_brackets(min_epochs, reduction_factor, max_epochs)
+        # _rung_values[bracket][i]: values recorded at rungs[i] by that bracket's trials.
+        self._rung_values: list[list[list[float]]] = [
+            [[] for _ in self.rungs] for _ in range(self.n_brackets)
+        ]
 
-    def record(self, curve: Sequence[float], state: str) -> None:
+    def bracket(self, number: int | None) -> int:
+        """The bracket of trial `number`: hyperband's from the number alone, 0 for other rules."""
+        if self.kind != "hyperband":
+            return 0
+        if number is None:
+            raise ValueError("hyperband needs the trial number (its bracket comes from it)")
+        return bracket_of(number, self.n_brackets, self.reduction_factor)
+
+    def record(self, curve: Sequence[float], state: str, number: int | None = None) -> None:
         """Record a finished trial.
 
         Args:
             curve: The trial's metric per epoch.
-            state: ``completed``, ``pruned`` or ``failed``; only completed trials count.
+            state: ``completed``, ``pruned`` or ``failed``; failed trials never count, pruned
+                ones only at the rungs they reached (asha, hyperband).
+            number: The trial's number (hyperband needs it for the trial's bracket).
         """
         if state not in ("completed", "pruned", "failed"):
             raise ValueError(f"state must be completed, pruned or failed, not {state!r}")
         values = tuple(float(v) for v in curve)
         if state == "completed" and values and math.isfinite(values[-1]):
             self._completed.append(values)
+        if self.rungs and state in ("completed", "pruned"):
+            bracket = self.bracket(number)
+            for i, rung in enumerate(self.rungs):
+                # Bracket b judges from rung b on; a trial counts at each rung its curve reached.
+                if i >= bracket and len(values) >= rung and math.isfinite(values[rung - 1]):
+                    self._rung_values[bracket][i].append(values[rung - 1])
 
     @property
     def best_completed(self) -> float | None:
@@ -633,8 +743,13 @@ class StopRule:
             return None
         return max(finals) if self.mode == "max" else min(finals)
 
-    def snapshot(self) -> StopPolicy:
-        """What a trial needs to apply the rule, frozen as of now."""
+    def snapshot(self, number: int | None = None) -> StopPolicy:
+        """What a trial needs to apply the rule, frozen as of now.
+
+        Args:
+            number: The trial's number; hyperband needs it (the trial's bracket comes from it).
+        """
+        bracket = self.bracket(number)
         return StopPolicy(
             kind=self.kind,
             metric=self.metric,
@@ -645,14 +760,35 @@ class StopRule:
             best=self.best_completed,
             completed=tuple(self._completed) if self.kind == "median" else (),
             bounds=metric_bounds(self.metric),
+            reduction_factor=self.reduction_factor,
+            rungs=self.rungs[bracket:],
+            rung_values=tuple(tuple(sorted(v)) for v in self._rung_values[bracket][bracket:])
+            if self.rungs
+            else (),
+            first_rung=bracket,
+            bracket=bracket if self.kind == "hyperband" else None,
         )
+
+
+def epoch_budget(cfg: ExperimentConfig) -> int:
+    """The most epochs a trial of the experiment trains: the space's upper bound of a searched
+    ``max_epochs``, else ``model.max_epochs``."""
+    from hyperflow.components.config import ChoiceSpec
+
+    spec = cfg.search.space.get("max_epochs")
+    if spec is None:
+        return int(cfg.model.max_epochs)
+    if isinstance(spec, ChoiceSpec):
+        return int(max(spec.choices))
+    return int(spec.high)
 
 
 def make_stop_rule(cfg: ExperimentConfig) -> StopRule:
     """The stop rule an experiment asks for.
 
     Args:
-        cfg: The experiment; reads ``early_stopping`` and the search metric and direction.
+        cfg: The experiment; reads ``early_stopping``, the search metric and direction, and
+            (asha, hyperband) the epoch budget, `epoch_budget`.
 
     Returns:
         An empty `StopRule`.
@@ -665,4 +801,6 @@ def make_stop_rule(cfg: ExperimentConfig) -> StopRule:
         min_epochs=es.min_epochs,
         threshold=es.threshold,
         every=es.every,
+        reduction_factor=es.reduction_factor,
+        max_epochs=epoch_budget(cfg) if es.kind in HALVING_KINDS else None,
     )

@@ -10,7 +10,14 @@ import yaml
 
 from hyperflow.components.config import config_hash, flatten
 from hyperflow.components.curves import make_stop_rule
-from hyperflow.components.plots import CurveRecord, draw_learning_curves, draw_optimization_history
+from hyperflow.components.importance import study_importances
+from hyperflow.components.plots import (
+    CurveRecord,
+    draw_importance,
+    draw_learning_curves,
+    draw_optimization_history,
+    draw_parallel_coordinates,
+)
 from hyperflow.components.registry import (
     evaluate_on_test,
     export_best_model,
@@ -19,7 +26,7 @@ from hyperflow.components.registry import (
     register_best_model,
     test_metric_name,
 )
-from hyperflow.components.search import make_strategy
+from hyperflow.components.search import SearchSpace, make_strategy
 from hyperflow.components.study import Study, StudyResult, TrialRecord
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
 from hyperflow.components.training import TrialSpec
@@ -109,8 +116,10 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
             metrics.update(result.test_metrics)
     else:
         result.status = "FAILED"
+    importances = study_importances(study.cfg, study.records, result.errors)
+    metrics.update({f"importance_{name}": value for name, value in importances.items()})
     tracker.log_metrics(run_id, metrics)
-    _log_study_plots(study)
+    _log_study_plots(study, importances)
     result.errors.extend(study.plots.wait(timeout=120))
     study.plots.close()
     tracker.end_run(run_id, result.status)
@@ -140,7 +149,7 @@ def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord,
         result.promoted, result.promotion_reason = reg.promoted, reg.reason
 
 
-def _log_study_plots(study: Study) -> None:
+def _log_study_plots(study: Study, importances: dict[str, float]) -> None:
     records = [CurveRecord(r.number, r.state, r.value, r.curve) for r in study.records]
     metric = study.cfg.search.metric
     with tempfile.TemporaryDirectory(prefix="hyperflow-plots-") as tmp:
@@ -148,4 +157,13 @@ def _log_study_plots(study: Study) -> None:
             records, metric, study.cfg.search.direction, Path(tmp) / "optimization_history.png"
         )
         draw_learning_curves(records, metric, Path(tmp) / "learning_curves.png")
+        if importances:
+            draw_importance(importances, metric, Path(tmp) / "importance.png")
+            draw_parallel_coordinates(
+                SearchSpace.from_config(study.cfg),
+                [(r.params, r.value, r.state) for r in study.records if r.value is not None],
+                metric,
+                study.cfg.search.direction,
+                Path(tmp) / "parallel_coordinates.png",
+            )
         study.tracker.client.log_artifacts(study.study_run_id, tmp, "plots")

@@ -1,4 +1,4 @@
-"""Weight histograms, the optimisation history and learning curves, drawn off the training path."""
+"""Weight histograms, the optimisation history, learning curves, importance and parallel coordinates."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hyperflow.components.search import SearchSpace
 
 __all__ = [
     "CurveRecord",
     "PlotQueue",
+    "draw_importance",
     "draw_learning_curves",
     "draw_optimization_history",
+    "draw_parallel_coordinates",
     "draw_weight_histograms",
     "weight_histograms",
 ]
@@ -134,6 +139,106 @@ def draw_learning_curves(trials: Sequence[CurveRecord], metric: str, path: Path 
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"learning curves: {metric}")
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def draw_importance(importances: Mapping[str, float], metric: str, path: Path | str) -> Path:
+    """Each parameter's main-effect share of the metric's variance, largest first, and the rest."""
+    ranked = sorted(importances.items(), key=lambda kv: kv[1])
+    rest = max(0.0, 1.0 - sum(importances.values()))
+    names = ["interactions and rest", *(n for n, _ in ranked)]
+    values = [rest, *(v for _, v in ranked)]
+    fig = _figure(7, 0.8 + 0.42 * len(names))
+    ax = fig.add_subplot(1, 1, 1)
+    colours = ["#bbbbbb", *(["#4477aa"] * len(ranked))]
+    ax.barh(range(len(names)), values, color=colours)
+    for i, v in enumerate(values):
+        ax.text(v + 0.01, i, f"{v:.2f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlim(0.0, 1.1)
+    ax.set_xlabel(f"fraction of the variance of {metric} (functional ANOVA main effect)")
+    ax.set_title("which hyperparameters mattered", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.subplots_adjust(left=0.3, right=0.97, top=0.88, bottom=0.5 / (0.8 + 0.42 * len(names)) + 0.1)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def _axis_ticks(dim: Any) -> list[tuple[float, str]]:
+    """Tick positions in [0, 1] and labels for one parameter's axis."""
+    if dim.kind == "categorical":
+        return [(dim.to_unit(c), str(c)) for c in dim.choices]
+    return [(u, f"{dim.from_unit(u):.3g}") for u in (0.0, 0.5, 1.0)]
+
+
+def draw_parallel_coordinates(
+    space: SearchSpace,
+    trials: Sequence[tuple[Mapping[str, Any], float, str]],
+    metric: str,
+    mode: str,
+    path: Path | str,
+    *,
+    best_fraction: float = 0.1,
+) -> Path:
+    """One axis per searched parameter (as sampled: log scale where ``log``) and one for the metric.
+
+    Each trial is a line; the best completed trials (the top `best_fraction`, at least one) are
+    drawn on top in colour, pruned trials dotted.
+
+    Args:
+        space: The search space (its dimensions give the axes and their ticks).
+        trials: (params, value, state) of the trials to draw: completed and pruned.
+        metric: The metric's name.
+        mode: ``max`` or ``min``.
+        path: Where to write the PNG.
+        best_fraction: The share of completed trials highlighted.
+    """
+    dims = list(space)
+    rows = [(p, v, st) for p, v, st in trials if space.contains(p) and math.isfinite(v)]
+    values = np.array([v for _, v, _ in rows], dtype=float)
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    span = hi - lo if hi > lo else 1.0
+    fig = _figure(max(6.0, 1.5 * (len(dims) + 1)), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = np.arange(len(dims) + 1)
+    completed = sorted(
+        (i for i, (_, _, st) in enumerate(rows) if st == "completed"),
+        key=lambda i: -values[i] if mode == "max" else values[i],
+    )
+    best = set(completed[: max(1, math.ceil(best_fraction * len(completed)))]) if completed else set()
+    for i, (params, value, state) in enumerate(rows):
+        if i in best:
+            continue
+        ys = [d.to_unit(params[d.name]) for d in dims] + [(value - lo) / span]
+        ax.plot(xs, ys, ":" if state == "pruned" else "-", color="#bbbbbb", lw=0.8, alpha=0.7)
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    for rank, i in enumerate(sorted(best, key=lambda i: values[i], reverse=mode == "min")):
+        params, value, _ = rows[i]
+        ys = [d.to_unit(params[d.name]) for d in dims] + [(value - lo) / span]
+        colour = cmap(0.25 + 0.75 * rank / max(1, len(best) - 1))
+        ax.plot(xs, ys, "-", color=colour, lw=2.2, label=f"{metric} {value:.4g}", zorder=3)
+    for x, d in zip(xs, dims, strict=False):
+        ax.axvline(x, color="#444444", lw=0.8)
+        for u, label in _axis_ticks(d):
+            ax.text(x + 0.03, u, label, fontsize=7, va="center")
+    ax.axvline(xs[-1], color="#444444", lw=0.8)
+    for u in (0.0, 0.5, 1.0):
+        ax.text(xs[-1] + 0.03, u, f"{lo + u * span:.4g}", fontsize=7, va="center")
+    ax.set_xticks(xs, [*(d.name for d in dims), metric], fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, xs[-1] + 0.6)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(
+        f"parallel coordinates: {len(rows)} trials, best {len(best)} completed in colour ({mode} {metric})"
+    )
+    if best:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.subplots_adjust(left=0.04, right=0.8, top=0.9, bottom=0.1)
     path = Path(path)
     fig.savefig(path)
     return path

@@ -244,7 +244,7 @@ def resume_study(
                 )
             ]
         if stop_rule is not None:
-            stop_rule.record(curve, state)
+            stop_rule.record(curve, state, number=trial.number)
         records.append(
             TrialRecord(
                 number=trial.number,

@@ -230,7 +230,6 @@ class Study:
         if room <= 0:
             return []
         plans = []
-        policy = self.stop_rule.snapshot() if self.stop_rule is not None else None
         timeout = search.trial_timeout_minutes * 60 if search.trial_timeout_minutes else None
         left = self.time_left()
         stop_at = time.time() + left if left is not None else None
@@ -247,7 +246,7 @@ class Study:
                 seed=seed,
                 run_id=run_id,
                 logger=TrialLogger(self.tracker.uri, run_id),
-                policy=policy,
+                policy=self.stop_rule.snapshot(number) if self.stop_rule is not None else None,
                 timeout_seconds=timeout,
                 stop_at=stop_at,
             )
@@ -274,7 +273,7 @@ class Study:
             assert value is not None
             self.strategy.tell(plan.params, value, pruned=state == "pruned")
         if self.stop_rule is not None:
-            self.stop_rule.record(result.curve, state)
+            self.stop_rule.record(result.curve, state, number=plan.number)
         record = TrialRecord(
             number=plan.number,
             params=plan.params,

@@ -22,9 +22,14 @@ EXPECTED = {
     "lightning_parity": ["final losses agree"],
     "ask_cost": ["ours and direct skopt asked the same points: yes"],
     "overhead": ["the same trials (values) in every mode: yes", "One-time costs"],
-    "early_stopping": ["digits: 40 configurations", "breast_cancer: 40 configurations"],
+    "early_stopping": [
+        "digits: 40 configurations",
+        "breast_cancer: 40 configurations",
+        "| asha ",
+        "| hyperband ",
+    ],
     "search_quality": ["branin (optimum 0.397887)", "optuna-gp"],
-    "time_to_accuracy": ["Optuna: TPE + MedianPruner", "breast_cancer"],
+    "time_to_accuracy": ["Optuna: TPE + MedianPruner", "breast_cancer", "| bayes + asha "],
 }
 
 TABLE_HEADER = re.compile(r"^\|.+\|$\n^\|(-+\|)+$", re.MULTILINE)

@@ -539,7 +539,13 @@ def test_final_epoch_is_never_stopped() -> None:
 
 def test_rule_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="kind"):
+        StopRule("successive_halving", metric="val_accuracy", mode="max")
+    with pytest.raises(ValueError, match="max_epochs"):
         StopRule("hyperband", metric="val_accuracy", mode="max")
+    with pytest.raises(ValueError, match="reduction_factor"):
+        StopRule("asha", metric="val_accuracy", mode="max", max_epochs=30, reduction_factor=1)
+    with pytest.raises(ValueError, match="rung before the last epoch"):
+        StopRule("asha", metric="val_accuracy", mode="max", min_epochs=30, max_epochs=30)
     with pytest.raises(ValueError, match="mode"):
         StopRule("median", metric="val_accuracy", mode="up")
     with pytest.raises(ValueError, match="threshold"):
