@@ -187,28 +187,47 @@ def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
 # Stop rules side by side: bayes + asha against bayes + curve_fit and bayes + none, same trials
 
 
-STOP_RULES = ("none", "curve_fit", "asha")
+# (label, early_stopping.kind, early_stopping.min_epochs: None keeps the config's); the target is
+# on "asha", the config's settings; the last row shows what an earlier first rung changes.
+STOP_RULES = (
+    ("none", "none", None),
+    ("curve_fit", "curve_fit", None),
+    ("asha", "asha", None),
+    ("asha, min_epochs 2", "asha", 2),
+)
 WALL_TARGET = 0.5  # bayes + asha reaches bayes + none's best within half of none's wall time
 
 
-def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str) -> tuple[Outcome, list[float]]:
-    """hyperflow's loop (bayes) with `early_stopping.kind` = kind; also when each trial ended (s)."""
+@dataclass
+class Timed:
+    """One search of `run_stop_rule`: its outcome, when each trial ended, and its training time."""
+
+    out: Outcome
+    ends: list[float]
+    train_seconds: float
+
+
+def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_epochs: int | None) -> Timed:
+    """hyperflow's loop (bayes) with `early_stopping.kind` = kind, timing every trial's end."""
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.search import make_strategy
     from hyperflow.components.study import trial_seed
     from hyperflow.components.training import TrialSpec, train_trial
 
-    cfg = cfg.model_copy(
-        update={"seed": seed, "early_stopping": cfg.early_stopping.model_copy(update={"kind": kind})}
-    )
+    es: dict[str, Any] = {"kind": kind}
+    if min_epochs is not None:
+        es["min_epochs"] = min_epochs
+    cfg = cfg.model_copy(update={"seed": seed, "early_stopping": cfg.early_stopping.model_copy(update=es)})
     strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
     spec = TrialSpec.from_config(cfg, num_threads=1)
-    out, ends = Outcome(mode=cfg.search.direction), []
+    timed = Timed(Outcome(mode=cfg.search.direction), [], 0.0)
+    out = timed.out
     start = time.perf_counter()
     for number in range(n_trials):
         (params,) = strategy.ask(1)
         policy = rule.snapshot(number)
         result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=policy)
+        timed.train_seconds += result.train_seconds
         ok = result.state in ("completed", "pruned") and result.value is not None
         state = result.state if ok else "failed"
         if state == "failed":
@@ -219,17 +238,18 @@ def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str) -> t
         out.states.append(state)
         out.epochs.append(result.epochs_trained)
         out.values.append(result.value)
-        ends.append(time.perf_counter() - start)
+        timed.ends.append(time.perf_counter() - start)
     out.seconds = time.perf_counter() - start
-    return out, ends
+    return timed
 
 
-def seconds_to_reach(out: Outcome, ends: list[float], target: float | None, slack: float = 0.0) -> float:
+def seconds_to_reach(timed: Timed, target: float | None, slack: float = 0.0) -> float:
     """Wall time until a completed trial first came within `slack` of `target` (inf if never)."""
+    out = timed.out
     if target is None:
         return math.inf
     sign = 1.0 if out.mode == "max" else -1.0
-    for s, v, t in zip(out.states, out.values, ends, strict=True):
+    for s, v, t in zip(out.states, out.values, timed.ends, strict=True):
         if s == "completed" and v is not None and sign * (v - target) >= -slack:
             return t
     return math.inf
@@ -251,35 +271,39 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
     cfg = load_experiment(DIGITS, extra)
     data = load_dataset(cfg.data, cfg.seed)
     seeds = [0] if quick else [0, 1, 2, 3, 4]
-    runs: dict[str, list[tuple[Outcome, list[float]]]] = {k: [] for k in STOP_RULES}
-    for s in seeds:  # one seed of every rule after another: the machine's load moves all alike
-        for kind in STOP_RULES:
-            runs[kind].append(run_stop_rule(cfg, data, s, cfg.search.n_trials, kind))
-    nones = [o for o, _ in runs["none"]]
-    rows, ratios = [], {}
-    for kind in STOP_RULES:
+    variants = STOP_RULES[:3] if quick else STOP_RULES
+    runs: dict[str, list[Timed]] = {label: [] for label, _, _ in variants}
+    for s in seeds:  # every rule on one seed, then the next seed: the machine's load moves all alike
+        for label, kind, min_epochs in variants:
+            runs[label].append(run_stop_rule(cfg, data, s, cfg.search.n_trials, kind, min_epochs))
+    nones = runs["none"]
+    rows, seed_rows, ratios = [], [], {}
+    for label, _, _ in variants:
         reach = [
-            seconds_to_reach(o, e, n.best()) / n.seconds for (o, e), n in zip(runs[kind], nones, strict=True)
+            seconds_to_reach(t, n.out.best()) / n.out.seconds for t, n in zip(runs[label], nones, strict=True)
         ]
         near = [
-            seconds_to_reach(o, e, n.best(), 0.005) / n.seconds
-            for (o, e), n in zip(runs[kind], nones, strict=True)
+            seconds_to_reach(t, n.out.best(), 0.005) / n.out.seconds
+            for t, n in zip(runs[label], nones, strict=True)
         ]
-        ratios[kind] = statistics.median(reach)
-        outs = [o for o, _ in runs[kind]]
+        ratios[label] = statistics.median(reach)
+        outs = [t.out for t in runs[label]]
         rows.append(
             [
-                f"bayes + {kind}",
+                f"bayes + {label}",
                 cfg.search.n_trials,
                 statistics.median(b for o in outs if (b := o.best()) is not None),
                 statistics.median(o.total_epochs for o in outs),
                 statistics.median(sum(st == "pruned" for st in o.states) for o in outs),
                 statistics.median(o.seconds for o in outs),
-                ratios[kind],
+                statistics.median(t.train_seconds / t.out.seconds for t in runs[label]),
+                ratios[label],
                 statistics.median(near),
                 sum(r <= WALL_TARGET for r in reach),
             ]
         )
+        for s, t, n, r in zip(seeds, runs[label], nones, reach, strict=True):
+            seed_rows.append([label, s, t.out.best(), n.out.best(), t.out.total_epochs, t.out.seconds, r])
     print_table(
         f"digits: stop rules under bayes (GP), {cfg.search.n_trials} trials, median over {len(seeds)} seed(s) "
         f"(min_epochs {cfg.early_stopping.min_epochs}, reduction_factor {cfg.early_stopping.reduction_factor})",
@@ -290,11 +314,18 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
             "total epochs",
             "pruned",
             "wall s",
+            "training share of wall",
             "wall to none's best / none's wall",
             "same, within 0.5 pp",
             f"seeds within {WALL_TARGET}x",
         ],
         rows,
+    )
+    print()
+    print_table(
+        "Per seed",
+        ["rule", "seed", "best", "none's best", "epochs", "wall s", "wall to none's best / none's wall"],
+        seed_rows,
     )
     print()
     ok = ratios["asha"] <= WALL_TARGET

@@ -74,4 +74,16 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
         f"search: {cfg.search.strategy}, {cfg.search.n_trials} trials, {cfg.search.n_parallel} in parallel, "
         f"{cfg.search.direction} {cfg.search.metric}; early stopping: {cfg.early_stopping.kind}"
     )
+    if cfg.early_stopping.kind in ("asha", "hyperband"):
+        from hyperflow.components.curves import make_stop_rule
+
+        rule = make_stop_rule(cfg)
+        lines.append(
+            f"  rungs at {', '.join(map(str, rule.rungs))} epochs; the top 1/{rule.reduction_factor} at a rung go on"
+            + (
+                f"; {rule.n_brackets} brackets, bracket b judging from rung b"
+                if rule.kind == "hyperband"
+                else ""
+            )
+        )
     return "\n".join(lines)

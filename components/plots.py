@@ -158,10 +158,10 @@ def draw_importance(importances: Mapping[str, float], metric: str, path: Path | 
         ax.text(v + 0.01, i, f"{v:.2f}", va="center", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlim(0.0, 1.1)
-    ax.set_xlabel(f"fraction of the variance of {metric} (functional ANOVA main effect)")
+    ax.set_xlabel(f"share of the variance of {metric} (functional ANOVA main effect)", fontsize=9)
     ax.set_title("which hyperparameters mattered", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.subplots_adjust(left=0.3, right=0.97, top=0.88, bottom=0.5 / (0.8 + 0.42 * len(names)) + 0.1)
+    fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
     return path

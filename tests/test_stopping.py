@@ -438,3 +438,15 @@ def test_the_halving_keys_have_defaults_and_are_in_the_readme() -> None:
     assert "`early_stopping.reduction_factor`" in rows and "`3`" in rows["`early_stopping.reduction_factor`"]
     kind_row = rows["`early_stopping.kind`"]
     assert "`asha`" in kind_row and "`hyperband`" in kind_row
+
+
+def test_validate_prints_the_rungs_and_brackets() -> None:
+    from hyperflow.components.describe import describe_config
+
+    cfg = validate_config(
+        {
+            "search": {"space": {"max_epochs": {"low": 10, "high": 60}}},
+            "early_stopping": {"kind": "hyperband", "min_epochs": 5},
+        }
+    )
+    assert "rungs at 5, 15, 45 epochs; the top 1/3 at a rung go on; 3 brackets" in describe_config(cfg, None)
