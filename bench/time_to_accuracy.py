@@ -200,11 +200,18 @@ WALL_TARGET = 0.5  # bayes + asha reaches bayes + none's best within half of non
 
 @dataclass
 class Timed:
-    """One search of `run_stop_rule`: its outcome, when each trial ended, and its training time."""
+    """One search of `run_stop_rule`: its outcome, when each trial ended, and its training time.
+
+    `cpu_ends` and `cpu_seconds` are this process's CPU time: everything runs on one thread
+    here, so on an idle machine they equal the wall times, and on a shared one they do not move
+    with the other work's load.
+    """
 
     out: Outcome
     ends: list[float]
     train_seconds: float
+    cpu_ends: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
 
 
 def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_epochs: int | None) -> Timed:
@@ -222,7 +229,7 @@ def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_
     spec = TrialSpec.from_config(cfg, num_threads=1)
     timed = Timed(Outcome(mode=cfg.search.direction), [], 0.0)
     out = timed.out
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for number in range(n_trials):
         (params,) = strategy.ask(1)
         policy = rule.snapshot(number)
@@ -239,17 +246,19 @@ def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_
         out.epochs.append(result.epochs_trained)
         out.values.append(result.value)
         timed.ends.append(time.perf_counter() - start)
+        timed.cpu_ends.append(time.process_time() - cpu_start)
     out.seconds = time.perf_counter() - start
+    timed.cpu_seconds = time.process_time() - cpu_start
     return timed
 
 
-def seconds_to_reach(timed: Timed, target: float | None, slack: float = 0.0) -> float:
-    """Wall time until a completed trial first came within `slack` of `target` (inf if never)."""
+def seconds_to_reach(timed: Timed, target: float | None, slack: float = 0.0, *, cpu: bool = False) -> float:
+    """Wall (or CPU) time until a completed trial first came within `slack` of `target` (inf if never)."""
     out = timed.out
     if target is None:
         return math.inf
     sign = 1.0 if out.mode == "max" else -1.0
-    for s, v, t in zip(out.states, out.values, timed.ends, strict=True):
+    for s, v, t in zip(out.states, out.values, timed.cpu_ends if cpu else timed.ends, strict=True):
         if s == "completed" and v is not None and sign * (v - target) >= -slack:
             return t
     return math.inf
@@ -286,6 +295,10 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
             seconds_to_reach(t, n.out.best(), 0.005) / n.out.seconds
             for t, n in zip(runs[label], nones, strict=True)
         ]
+        cpu_reach = [
+            seconds_to_reach(t, n.out.best(), cpu=True) / n.cpu_seconds
+            for t, n in zip(runs[label], nones, strict=True)
+        ]
         ratios[label] = statistics.median(reach)
         outs = [t.out for t in runs[label]]
         rows.append(
@@ -300,10 +313,13 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
                 ratios[label],
                 statistics.median(near),
                 sum(r <= WALL_TARGET for r in reach),
+                statistics.median(cpu_reach),
             ]
         )
-        for s, t, n, r in zip(seeds, runs[label], nones, reach, strict=True):
-            seed_rows.append([label, s, t.out.best(), n.out.best(), t.out.total_epochs, t.out.seconds, r])
+        for s, t, n, r, c in zip(seeds, runs[label], nones, reach, cpu_reach, strict=True):
+            seed_rows.append(
+                [label, s, t.out.best(), n.out.best(), t.out.total_epochs, t.out.seconds, r, t.cpu_seconds, c]
+            )
     print_table(
         f"digits: stop rules under bayes (GP), {cfg.search.n_trials} trials, median over {len(seeds)} seed(s) "
         f"(min_epochs {cfg.early_stopping.min_epochs}, reduction_factor {cfg.early_stopping.reduction_factor})",
@@ -318,13 +334,24 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
             "wall to none's best / none's wall",
             "same, within 0.5 pp",
             f"seeds within {WALL_TARGET}x",
+            "CPU to none's best / none's CPU",
         ],
         rows,
     )
     print()
     print_table(
         "Per seed",
-        ["rule", "seed", "best", "none's best", "epochs", "wall s", "wall to none's best / none's wall"],
+        [
+            "rule",
+            "seed",
+            "best",
+            "none's best",
+            "epochs",
+            "wall s",
+            "wall to none's best / none's wall",
+            "CPU s",
+            "CPU to none's best / none's CPU",
+        ],
         seed_rows,
     )
     print()
