@@ -271,9 +271,9 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
     extra = ["search.strategy=bayes"]
     if quick:
         extra += [
-            "search.n_trials=4",
-            "model.max_epochs=8",
-            "search.space.max_epochs={low: 6, high: 8, type: int}",
+            "search.n_trials=3",
+            "model.max_epochs=6",
+            "search.space.max_epochs={low: 5, high: 6, type: int}",
             "search.bayes.n_initial_points=2",
             "early_stopping.min_epochs=2",
         ]
