@@ -16,6 +16,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 FROM python:${PYTHON_VERSION}-slim
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# hyperflow sets these itself when imported (RUNTIME_DEFAULTS in hyperflow/__init__.py); the image sets
+# them for what runs before that import (a Prefect or Dask worker). A test holds the two equal.
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DO_NOT_TRACK=true \

@@ -23,9 +23,11 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/hyperflow run $(CONFIG)
 
+# lint-imports: the import contracts in pyproject.toml (flows -> components; adapters -> trial; ...).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
 
 typecheck: $(VENV)/.installed-dev

@@ -30,7 +30,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.data import Dataset
-    from hyperflow.components.training import TrialSpec
+    from hyperflow.components.trial import TrialSpec
 
 __all__ = [
     "BREAST_CANCER",
@@ -168,7 +168,8 @@ def default_trial(repeats: int = 3) -> DefaultTrial:
     """Train the default digits trial `repeats` times, with different seeds, on one torch thread."""
     from hyperflow.components.data import load_dataset
     from hyperflow.components.lifecycle import threads_per_trial
-    from hyperflow.components.training import TrialSpec, train_trial
+    from hyperflow.components.training import train_trial
+    from hyperflow.components.trial import TrialSpec
 
     cfg = load_experiment(DIGITS)
     data = load_dataset(cfg.data, cfg.seed)

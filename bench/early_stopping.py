@@ -41,7 +41,8 @@ def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
     from hyperflow.components.data import load_dataset
     from hyperflow.components.search import RandomStrategy, SearchSpace
     from hyperflow.components.study import trial_seed
-    from hyperflow.components.training import TrialSpec, train_trial
+    from hyperflow.components.training import train_trial
+    from hyperflow.components.trial import TrialSpec
 
     table: dict[str, Any] = {
         "epochs": epochs,
@@ -55,9 +56,7 @@ def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
         spec = TrialSpec.from_config(cfg, num_threads=1)
         runs = []
         start = time.perf_counter()
-        for i, params in enumerate(
-            RandomStrategy(space, mode=cfg.search.direction, seed=cfg.seed).ask(n_configs)
-        ):
+        for i, params in enumerate(RandomStrategy(space, mode=cfg.search.mode, seed=cfg.seed).ask(n_configs)):
             if "max_epochs" in params:  # every curve runs the same length; the sampled length is kept
                 params = {**params, "sampled_max_epochs": params["max_epochs"], "max_epochs": epochs}
             trial_params = {k: v for k, v in params.items() if k != "sampled_max_epochs"}
@@ -85,7 +84,7 @@ def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
         table["experiments"][name] = {
             "config": path,
             "metric": cfg.search.metric,
-            "mode": cfg.search.direction,
+            "mode": cfg.search.mode,
             "min_epochs": cfg.early_stopping.min_epochs,
             "threshold": cfg.early_stopping.threshold,
             "seconds": round(time.perf_counter() - start, 1),

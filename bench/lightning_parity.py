@@ -35,13 +35,13 @@ def plain_loop(data: Any, values: dict[str, Any], seed: int) -> tuple[float, dic
     import torch
     from torch import nn
 
+    from hyperflow.components.batches import TensorBatches, split_tensors
     from hyperflow.components.model import MLP
-    from hyperflow.components.training import TensorBatches, _tensors
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         start = time.perf_counter()
-        x_tr, y_tr, x_va, y_va = _tensors(data)
+        (x_tr, y_tr), (x_va, y_va) = split_tensors(data, "train"), split_tensors(data, "val")
         model = MLP(
             data.n_features,
             data.n_outputs,
@@ -101,7 +101,7 @@ def main() -> None:
     torch.set_num_threads(1)
     banner("Lightning parity: train_trial vs a plain PyTorch loop", args.quick)
     from hyperflow.components.data import load_dataset
-    from hyperflow.components.training import TrialSpec
+    from hyperflow.components.trial import TrialSpec
 
     repeats = 5 if args.quick else 15
     cases = CASES[:1] if args.quick else CASES

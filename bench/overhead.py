@@ -208,7 +208,8 @@ def bare_loop(cfg: Any, profile: Profile, mode: Mode) -> None:
     from hyperflow.components.lifecycle import threads_per_trial
     from hyperflow.components.search import make_strategy
     from hyperflow.components.study import trial_seed
-    from hyperflow.components.training import TrialSpec, train_trial
+    from hyperflow.components.training import train_trial
+    from hyperflow.components.trial import TrialSpec
 
     mode.started = time.perf_counter()
     data = load_dataset(cfg.data, cfg.seed)

@@ -100,12 +100,13 @@ def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.search import make_strategy
     from hyperflow.components.study import trial_seed
-    from hyperflow.components.training import TrialSpec, train_trial
+    from hyperflow.components.training import train_trial
+    from hyperflow.components.trial import TrialSpec
 
     cfg = cfg.model_copy(update={"seed": seed})
     strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
     spec = TrialSpec.from_config(cfg, num_threads=1)
-    out = Outcome(mode=cfg.search.direction)
+    out = Outcome(mode=cfg.search.mode)
     start = time.perf_counter()
     for number in range(n_trials):
         (params,) = strategy.ask(1)
@@ -132,13 +133,14 @@ def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
 
     from hyperflow.components.search import SearchSpace
     from hyperflow.components.study import trial_seed
-    from hyperflow.components.training import TrialSpec, train_trial
+    from hyperflow.components.training import train_trial
+    from hyperflow.components.trial import TrialSpec
 
     space = SearchSpace.from_config(cfg)
     spec = TrialSpec.from_config(cfg, num_threads=1)
     metric = cfg.search.metric
     study = optuna.create_study(
-        direction="maximize" if cfg.search.direction == "max" else "minimize",
+        direction="maximize" if cfg.search.mode == "max" else "minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=5, n_warmup_steps=cfg.early_stopping.min_epochs - 1
@@ -153,7 +155,7 @@ def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
                 for d in space.dimensions
             }
         )
-    out = Outcome(mode=cfg.search.direction)
+    out = Outcome(mode=cfg.search.mode)
     start = time.perf_counter()
     for number in range(n_trials):
         trial = study.ask()
@@ -219,7 +221,8 @@ def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.search import make_strategy
     from hyperflow.components.study import trial_seed
-    from hyperflow.components.training import TrialSpec, train_trial
+    from hyperflow.components.training import train_trial
+    from hyperflow.components.trial import TrialSpec
 
     es: dict[str, Any] = {"kind": kind}
     if min_epochs is not None:
@@ -227,7 +230,7 @@ def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_
     cfg = cfg.model_copy(update={"seed": seed, "early_stopping": cfg.early_stopping.model_copy(update=es)})
     strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
     spec = TrialSpec.from_config(cfg, num_threads=1)
-    timed = Timed(Outcome(mode=cfg.search.direction), [], 0.0)
+    timed = Timed(Outcome(mode=cfg.search.mode), [], 0.0)
     out = timed.out
     start, cpu_start = time.perf_counter(), time.process_time()
     for number in range(n_trials):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -15,17 +14,30 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     Tag,
-    TypeAdapter,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
+from hyperflow.components.config_checks import (
+    BUILTIN_METRICS,
+    BUILTIN_TASKS,
+    coerce_to_fields,
+    semantic_problems,
+)
+from hyperflow.components.names import Mode
+
 __all__ = [
+    "BUILTIN_METRICS",
     "BUILTIN_TASKS",
     "ChoiceSpec",
     "ConfigError",
     "DataConfig",
+    "DimensionSpec",
     "EarlyStoppingConfig",
     "ExperimentConfig",
     "ModelConfig",
@@ -34,38 +46,16 @@ __all__ = [
     "SearchConfig",
     "TrackingConfig",
     "apply_overrides",
-    "config_hash",
-    "flatten",
-    "legacy_config_hash",
     "load_config",
     "metric_mode",
     "parse_value",
-    "semantic_problems",
     "validate_config",
 ]
 
-# Built-in data sets and the task each one is (diabetes has whole-number targets but is regression).
-BUILTIN_TASKS: dict[str, str] = {
-    "digits": "classification",
-    "breast_cancer": "classification",
-    "wine": "classification",
-    "iris": "classification",
-    "diabetes": "regression",
-}
-
-# Metrics the built-in model logs, by task.
-BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("val_accuracy", "val_loss", "train_loss"),
-    "regression": ("val_rmse", "val_loss", "train_loss"),
-}
-
 _MINIMISED = re.compile(r"(loss|rmse|mse|mae|error|perplexity)$")
 
-# `package.module:Name` (or `package.module.Name`): user code named in model.module / data.module.
-_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[:.][^\s:]+$")
 
-
-def metric_mode(metric: str) -> Literal["min", "max"]:
+def metric_mode(metric: str) -> Mode:
     """The natural direction of a metric, from its name: losses and errors fall, the rest rise."""
     return "min" if _MINIMISED.search(metric) else "max"
 
@@ -133,10 +123,6 @@ class ModelConfig(_Strict):
     warmup_epochs: int = Field(0, ge=0)
 
 
-# Model fields that are not hyperparameters of the network and can never be searched.
-_NOT_SEARCHABLE = {"module", "args"}
-
-
 class RangeSpec(_Strict):
     """A numeric dimension: `{low, high, log, type}`."""
 
@@ -177,7 +163,8 @@ def _dimension_kind(value: Any) -> str:
     return "choices" if isinstance(value, ChoiceSpec) else "range"
 
 
-Dimension = Annotated[
+# One entry of `search.space` as written in the config (the search's own is `search.Dimension`).
+DimensionSpec = Annotated[
     Annotated[RangeSpec, Tag("range")] | Annotated[ChoiceSpec, Tag("choices")],
     Discriminator(_dimension_kind),
 ]
@@ -215,24 +202,50 @@ class GeneticConfig(_Strict):
 class SearchConfig(_Strict):
     strategy: Literal["grid", "random", "bayes", "genetic"] = "bayes"
     metric: str = "val_accuracy"
-    mode: Literal["max", "min"] | None = Field(
-        None, description="null: min for losses and errors (by the metric's name), max otherwise"
-    )
+    # null (or left out): min for losses and errors, by the metric's name, max otherwise. Validation
+    # resolves it (`_resolve_mode`): a validated config's `mode` is never None, as typed for mypy.
+    if TYPE_CHECKING:
+        mode: Mode = "max"
+    else:
+        mode: Mode | None = Field(
+            None, description="null: min for losses and errors (by the metric's name), max otherwise"
+        )
     n_trials: int = Field(30, ge=1)
     n_parallel: int = Field(1, ge=1)
     max_failures: int | None = Field(None, ge=0)
     timeout_minutes: float | None = Field(None, gt=0)
     trial_timeout_minutes: float | None = Field(None, gt=0)
     initial_points: list[dict[str, Any]] = Field(default_factory=list)
-    space: dict[str, Dimension] = Field(default_factory=dict)
+    space: dict[str, DimensionSpec] = Field(default_factory=dict)
     bayes: BayesConfig = Field(default_factory=BayesConfig)
     grid: GridConfig = Field(default_factory=GridConfig)
     genetic: GeneticConfig = Field(default_factory=GeneticConfig)
 
-    @property
-    def direction(self) -> Literal["max", "min"]:
-        """The mode, inferred from the metric name when not given."""
-        return self.mode or metric_mode(self.metric)
+    # The mode inferred from the metric while `mode` is left out (None: `mode` was given).
+    _inferred_mode: Mode | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _resolve_mode(self) -> SearchConfig:
+        # After validation `mode` is always the direction: the metric's natural one when left out.
+        if self.mode is None or self.mode == self._inferred_mode:
+            inferred = metric_mode(self.metric)
+            self.__dict__["mode"] = inferred  # no validate_assignment: this validator would run again
+            self._inferred_mode = inferred
+        else:
+            self._inferred_mode = None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # An inferred mode is written as it was given, null (or left out): config.yaml, the study's
+        # params and the config hash stay what they were before the mode was resolved here.
+        data = handler(self)
+        if self._inferred_mode is not None and isinstance(data, dict) and "mode" in data:
+            if info.exclude_defaults:
+                del data["mode"]
+            else:
+                data["mode"] = None
+        return data
 
 
 class EarlyStoppingConfig(_Strict):
@@ -278,283 +291,15 @@ class ExperimentConfig(_Strict):
     def _coerce_choices(cls, raw: Any) -> Any:
         # YAML 1.1 reads 1e-4 as a string: bring choices and initial points to their field's type.
         if isinstance(raw, dict):
-            return _coerce_to_fields(raw)
+            return coerce_to_fields(raw, ModelConfig.model_fields)
         return raw
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
-        problems = semantic_problems(self.model_dump(mode="python"))
+        problems = semantic_problems(self.model_dump(mode="python"), ModelConfig.model_fields)
         if problems:
             raise ValueError(_CROSS_CHECK + "\n".join(f"{p}: {m}" for p, m in problems))
         return self
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-field checks on plain dicts, so that they also run when the file has other errors.
-
-
-def _field_adapter(name: str) -> TypeAdapter[Any] | None:
-    field = ModelConfig.model_fields.get(name)
-    if field is None or field.annotation is None or name in _NOT_SEARCHABLE:
-        return None
-    return TypeAdapter(field.annotation)
-
-
-def _is_numeric_field(name: str) -> bool:
-    field = ModelConfig.model_fields.get(name)
-    return field is not None and field.annotation in (int, float)
-
-
-def _coerce_to_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    search = raw.get("search")
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-    if not isinstance(search, dict) or (isinstance(model, dict) and model.get("module")):
-        return raw
-    search = dict(search)
-    space = search.get("space")
-    if isinstance(space, dict):
-        new_space: dict[str, Any] = {}
-        for key, spec in space.items():
-            adapter = _field_adapter(key)
-            if adapter is not None and isinstance(spec, dict) and isinstance(spec.get("choices"), list):
-                spec = dict(spec)
-                spec["choices"] = [_try_coerce(adapter, c) for c in spec["choices"]]
-            new_space[key] = spec
-        search["space"] = new_space
-    points = search.get("initial_points")
-    if isinstance(points, list):
-        search["initial_points"] = [
-            {k: _try_coerce(_field_adapter(k), v) for k, v in p.items()} if isinstance(p, dict) else p
-            for p in points
-        ]
-    return {**raw, "search": search}
-
-
-def _try_coerce(adapter: TypeAdapter[Any] | None, value: Any) -> Any:
-    if adapter is None:
-        return value
-    try:
-        return adapter.validate_python(value)
-    except ValidationError:
-        return value  # reported by semantic_problems with the field's name
-
-
-def _task_of(data: dict[str, Any]) -> str | None:
-    task = data.get("task", "auto")
-    if task in ("classification", "regression"):
-        return str(task)
-    if data.get("module"):
-        return None
-    return BUILTIN_TASKS.get(str(data.get("source", "digits")))
-
-
-def semantic_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """Problems that involve more than one field; tolerant of a malformed dict."""
-    problems: list[tuple[str, str]] = []
-    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-    search = cfg.get("search") if isinstance(cfg.get("search"), dict) else {}
-    assert isinstance(data, dict) and isinstance(model, dict) and isinstance(search, dict)
-    custom_model = bool(model.get("module"))
-
-    # user code: only the form of its import path here; preflight imports it and checks signatures
-    for section, entry in (("model", model), ("data", data)):
-        path = entry.get("module")
-        if isinstance(path, str) and not _IMPORT_PATH.match(path):
-            problems.append(
-                (f"{section}.module", f"{path!r} is not an import path 'package.module:ClassName'")
-            )
-    if data.get("module") and not custom_model:
-        problems.append(
-            (
-                "data.module",
-                "a DataModule needs a model.module too (the built-in MLP trains on the built-in data sets)",
-            )
-        )
-
-    # data
-    if not data.get("module"):
-        if data.get("source") == "file":
-            if not data.get("path"):
-                problems.append(("data.path", "required when data.source is 'file'"))
-            else:
-                path = Path(str(data["path"]))
-                if path.suffix.lower() not in (".csv", ".parquet", ".pq", ".npz"):
-                    problems.append(
-                        ("data.path", f"{path}: unsupported file type (use .csv, .parquet or .npz)")
-                    )
-                elif not path.exists():
-                    problems.append(("data.path", f"{path}: no such file"))
-                elif path.suffix.lower() != ".npz" and not data.get("target"):
-                    problems.append(("data.target", "required for a .csv or .parquet file"))
-        elif data.get("path") is not None:
-            problems.append(("data.path", f"only used with source 'file' (source is {data.get('source')!r})"))
-    vf, tf = data.get("val_fraction", 0.2), data.get("test_fraction", 0.2)
-    if isinstance(vf, int | float) and isinstance(tf, int | float) and vf + tf >= 1:
-        problems.append(
-            (
-                "data",
-                f"val_fraction + test_fraction = {vf + tf:g} leaves no training data (must be < 1)",
-            )
-        )
-
-    # metric against task
-    task = _task_of(data)
-    metric = search.get("metric", "val_accuracy")
-    if not custom_model and task is not None and isinstance(metric, str):
-        allowed = BUILTIN_METRICS[task]
-        if metric not in allowed:
-            problems.append(
-                (
-                    "search.metric",
-                    f"{metric!r} is not logged for a {task} task; use one of {', '.join(allowed)}",
-                )
-            )
-
-    # space against the model fields
-    space = search.get("space")
-    if isinstance(space, dict):
-        for key, spec in space.items():
-            problems.extend(_dimension_problems(key, spec, custom_model))
-        if search.get("strategy") == "grid" and not space:
-            problems.append(("search.space", "grid search needs at least one dimension"))
-    elif space is not None:
-        problems.append(("search.space", "must be a mapping of model field to dimension"))
-
-    problems.extend(_halving_problems(cfg, model, space))
-
-    # initial points
-    points = search.get("initial_points")
-    if isinstance(points, list) and isinstance(space, dict):
-        for i, point in enumerate(points):
-            problems.extend(_initial_point_problems(i, point, space, model, custom_model))
-
-    return problems
-
-
-def _halving_problems(cfg: dict[str, Any], model: dict[str, Any], space: Any) -> list[tuple[str, str]]:
-    """asha and hyperband need a rung before the last epoch, and judge at their rungs only."""
-    es = cfg.get("early_stopping") if isinstance(cfg.get("early_stopping"), dict) else {}
-    assert isinstance(es, dict)
-    kind = es.get("kind")
-    if kind not in ("asha", "hyperband"):
-        return []
-    problems: list[tuple[str, str]] = []
-    every = es.get("every", 1)
-    if isinstance(every, int) and every != 1:
-        problems.append(
-            (
-                "early_stopping.every",
-                f"{kind} decides at its rungs only (min_epochs * reduction_factor^i); leave every at 1",
-            )
-        )
-    min_epochs = es.get("min_epochs", 5)
-    budget: Any = model.get("max_epochs", 30)
-    where = "model.max_epochs"
-    spec = _spec_dict(space.get("max_epochs")) if isinstance(space, dict) else None
-    if spec is not None:
-        # A searched max_epochs: rungs go up to the space's upper bound, and a trial whose own
-        # budget ends before a rung simply completes.
-        numbers = [c for c in spec.get("choices") or [] if isinstance(c, int | float)]
-        budget = spec.get("high") if "choices" not in spec else max(numbers, default=None)
-        where = "the upper bound of search.space.max_epochs"
-    if isinstance(min_epochs, int) and isinstance(budget, int | float) and min_epochs >= budget:
-        problems.append(
-            (
-                "early_stopping.min_epochs",
-                f"{kind} needs a rung before the last epoch: min_epochs ({min_epochs}) must be below "
-                f"{where} ({budget:g})",
-            )
-        )
-    return problems
-
-
-def _spec_dict(spec: Any) -> dict[str, Any] | None:
-    if isinstance(spec, BaseModel):
-        return spec.model_dump()
-    return spec if isinstance(spec, dict) else None
-
-
-def _dimension_problems(key: str, spec: Any, custom_model: bool) -> list[tuple[str, str]]:
-    path = f"search.space.{key}"
-    spec = _spec_dict(spec)
-    if spec is None:
-        return [(path, "must be {low, high[, log, type]} or {choices: [...]}")]
-    if key in _NOT_SEARCHABLE:
-        return [(path, f"model.{key} cannot be searched")]
-    if custom_model:
-        return []  # checked against the module's constructor when it is imported
-    if key not in ModelConfig.model_fields:
-        fields = ", ".join(k for k in ModelConfig.model_fields if k not in _NOT_SEARCHABLE)
-        return [(path, f"unknown model field {key!r} (searchable: {fields})")]
-    adapter = _field_adapter(key)
-    assert adapter is not None
-    problems: list[tuple[str, str]] = []
-    if "choices" in spec:
-        for i, choice in enumerate(spec.get("choices") or []):
-            try:
-                adapter.validate_python(choice)
-            except ValidationError as exc:
-                msg = exc.errors()[0]["msg"]
-                problems.append((f"{path}.choices.{i}", f"{choice!r} is not a valid model.{key}: {msg}"))
-    else:
-        if not _is_numeric_field(key):
-            problems.append((path, f"model.{key} is not numeric: search it with {{choices: [...]}}"))
-            return problems
-        field_type = ModelConfig.model_fields[key].annotation
-        if spec.get("type") == "float" and field_type is int:
-            problems.append((f"{path}.type", f"model.{key} is an integer; use type: int"))
-        for bound in ("low", "high"):
-            value = spec.get(bound)
-            if isinstance(value, int | float):
-                as_type = int(value) if field_type is int and value == int(value) else value
-                if field_type is int and value != int(value):
-                    problems.append((f"{path}.{bound}", f"model.{key} is an integer; {value!r} is not"))
-                    continue
-                try:
-                    adapter.validate_python(as_type)
-                except ValidationError as exc:
-                    msg = exc.errors()[0]["msg"]
-                    problems.append((f"{path}.{bound}", f"{value!r} is not a valid model.{key}: {msg}"))
-    return problems
-
-
-def _in_dimension(value: Any, spec: dict[str, Any]) -> bool:
-    if "choices" in spec:
-        return any(value == c for c in spec["choices"])
-    try:
-        return bool(spec["low"] <= value <= spec["high"])
-    except TypeError:
-        return False
-
-
-def _initial_point_problems(
-    i: int, point: Any, space: dict[str, Any], model: dict[str, Any], custom_model: bool
-) -> list[tuple[str, str]]:
-    path = f"search.initial_points.{i}"
-    if not isinstance(point, dict):
-        return [(path, "must be a mapping of searched field to value")]
-    problems: list[tuple[str, str]] = []
-    for key, value in point.items():
-        spec = _spec_dict(space.get(key))
-        if spec is None:
-            problems.append((f"{path}.{key}", f"{key!r} is not in search.space"))
-            continue
-        if not _in_dimension(value, spec):
-            problems.append((f"{path}.{key}", f"{value!r} is outside search.space.{key}"))
-    for key, raw_spec in space.items():
-        spec = _spec_dict(raw_spec)
-        if key in point or spec is None:
-            continue
-        fixed = (model.get("args") or {}).get(key, model.get(key)) if custom_model else model.get(key)
-        if fixed is None or not _in_dimension(fixed, spec):
-            problems.append(
-                (
-                    f"{path}.{key}",
-                    f"missing, and the fixed value {fixed!r} is not in search.space.{key}",
-                )
-            )
-    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,7 +389,8 @@ def validate_config(raw: Any, source: str | None = None) -> ExperimentConfig:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         problems = _problems_from_validation(exc)
-        for extra in semantic_problems(_coerce_to_fields(raw)):
+        fields = ModelConfig.model_fields
+        for extra in semantic_problems(coerce_to_fields(raw, fields), fields):
             if extra not in problems:
                 problems.append(extra)
         raise ConfigError(_dedupe(problems), source) from None
@@ -694,58 +440,3 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if not p.is_absolute() and not p.exists() and (base / p).exists():
             raw = {**raw, "data": {**data, "path": str(base / p)}}
     return raw
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers over a valid config
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested dicts with dots: {'model': {'optimizer': 'sgd'}} -> {'model.optimizer': 'sgd'}."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    out: dict[str, Any] = {}
-    if isinstance(value, dict) and value:
-        for key, child in value.items():
-            out.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
-    else:
-        out[prefix] = value
-    return out
-
-
-# Fields that change how long or where a study runs, not what it is: excluded from the hash so
-# that `--resume` and `--n-trials` find the same study.
-_HASH_EXCLUDED = {
-    "search.n_trials",
-    "search.n_parallel",
-    "search.max_failures",
-    "search.timeout_minutes",
-    "tracking.uri",
-    "tracking.register_model",
-    "tracking.promote",
-    "runner.kind",
-    "runner.address",
-}
-
-
-def config_hash(cfg: ExperimentConfig) -> str:
-    """A short stable hash of what defines the study (not its budget or where it runs).
-
-    Only values that differ from their defaults count, at every level (a dimension's `log: false`
-    as much as `model.dropout`), so that a key added to the schema later, with a default, leaves
-    the hash of every recorded study as it was.
-    """
-    flat = flatten(cfg.model_dump(mode="json", exclude_defaults=True))
-    # An empty section flattens to {"": {}} or {"model.args": {}}: nothing that defines a study.
-    return _hash_flat({k: v for k, v in flat.items() if v != {}})
-
-
-def legacy_config_hash(recorded: dict[str, Any]) -> str:
-    """The hash studies recorded before 0.2 carry: every key of their `config.yaml`, defaults included."""
-    return _hash_flat(flatten(recorded))
-
-
-def _hash_flat(flat: dict[str, Any]) -> str:
-    kept = {k: v for k, v in flat.items() if k not in _HASH_EXCLUDED}
-    blob = json.dumps(kept, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -797,7 +797,7 @@ def make_stop_rule(cfg: ExperimentConfig) -> StopRule:
     return StopRule(
         es.kind,
         metric=cfg.search.metric,
-        mode=cfg.search.direction,
+        mode=cfg.search.mode,
         min_epochs=es.min_epochs,
         threshold=es.threshold,
         every=es.every,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from hyperflow.components.fingerprint import config_yaml
 from hyperflow.components.model import expected_param_count
 from hyperflow.components.search import SearchSpace
+from hyperflow.components.usercode import describe_user_code
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -33,8 +35,6 @@ def param_count_range(cfg: ExperimentConfig, data: Dataset) -> tuple[int, int]:
 
 def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     """A readable report of a valid config."""
-    from hyperflow.components.lifecycle import config_yaml
-
     space = SearchSpace.from_config(cfg)
     lines = ["# resolved config", config_yaml(cfg).rstrip(), "", "# search space"]
     width = max((len(d.name) for d in space), default=4)
@@ -59,8 +59,6 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     else:
         lines.append("distinct points: unbounded (real dimensions)")
     if cfg.model.module or cfg.data.module:
-        from hyperflow.components.usermodule import describe_user_code
-
         lines.extend(describe_user_code(cfg))
     if data is not None:
         lines.append(
@@ -72,7 +70,7 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
             lines.append(f"parameters: {low:,}" + (f" to {high:,}" if high != low else ""))
     lines.append(
         f"search: {cfg.search.strategy}, {cfg.search.n_trials} trials, {cfg.search.n_parallel} in parallel, "
-        f"{cfg.search.direction} {cfg.search.metric}; early stopping: {cfg.early_stopping.kind}"
+        f"{cfg.search.mode} {cfg.search.metric}; early stopping: {cfg.early_stopping.kind}"
     )
     if cfg.early_stopping.kind in ("asha", "hyperband"):
         from hyperflow.components.curves import make_stop_rule

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["StopSignal", "current_stop_event", "init_trial_worker", "set_current_stop_event"]
+__all__ = [
+    "StopSignal",
+    "current_stop_event",
+    "init_trial_worker",
+    "set_current_stop_event",
+    "stop_on_signals",
+    "terminate_workers",
+]
 
 _current: Any = None
 
@@ -38,6 +48,52 @@ class StopSignal:
         self.thread_event.clear()
         self.process_event.clear()
         self.signum = None
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopSignal, on_signal: Callable[[int], None] | None = None) -> Iterator[None]:
+    """While the block runs, Ctrl-C and SIGTERM set `stop` (trials end within a batch) instead of raising.
+
+    `on_signal(signum)` is called on the first one (e.g. to say so); a second signal raises
+    KeyboardInterrupt at once: the user insists. The previous handlers are back afterwards. Off
+    the main thread (where Python allows no handlers) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set(signum)
+        if on_signal is not None:
+            on_signal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def terminate_workers(executor: Executor | None, *, shutdown: bool = False) -> None:
+    """End a process pool's worker processes now, without waiting for what they run.
+
+    `ProcessPoolExecutor.shutdown` only waits or cancels what has not started; a worker still
+    training (or importing torch) would hold the exit. Its processes are reached through the
+    executor's private `_processes`, the one place that does. With `shutdown`, the executor is
+    shut down (dropping what is queued) before its workers are ended.
+    """
+    processes = getattr(executor, "_processes", None)
+    procs = list(processes.values()) if isinstance(processes, dict) else []
+    if shutdown and executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def set_current_stop_event(event: Any) -> None:

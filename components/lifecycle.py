@@ -6,37 +6,37 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from hyperflow.components.config import config_hash, flatten
+from hyperflow.components.adapters import adapter_for
 from hyperflow.components.curves import make_stop_rule
+from hyperflow.components.fingerprint import config_hash, config_yaml, flatten
 from hyperflow.components.importance import study_importances
+from hyperflow.components.names import (
+    COMPLETED,
+    FAILED,
+    PRUNED,
+    TAG_BEST_RUN_ID,
+    TAG_BEST_TRIAL,
+    test_metric_name,
+)
 from hyperflow.components.plots import (
     CurveRecord,
+    PlotQueue,
     draw_importance,
     draw_learning_curves,
     draw_optimization_history,
     draw_parallel_coordinates,
 )
-from hyperflow.components.registry import (
-    evaluate_on_test,
-    export_best_model,
-    load_state_dict_artifact,
-    rebuild,
-    register_best_model,
-    test_metric_name,
-)
+from hyperflow.components.registry import load_state_dict_artifact, log_best_model, register_best_model
 from hyperflow.components.search import SearchSpace, make_strategy
-from hyperflow.components.study import Study, StudyResult, TrialRecord
+from hyperflow.components.study import Study, StudyResult, TrialRecord, histogram_queue
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
-from hyperflow.components.training import TrialSpec
-from hyperflow.components.usermodule import exports_model
+from hyperflow.components.trial import TrialSpec
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.data import Dataset
 
-__all__ = ["config_yaml", "finish_study", "open_study", "threads_per_trial"]
+__all__ = ["finish_study", "open_study", "threads_per_trial"]
 
 
 def threads_per_trial(cfg: ExperimentConfig) -> int:
@@ -49,13 +49,17 @@ def threads_per_trial(cfg: ExperimentConfig) -> int:
     return int(cfg.runner.threads_per_trial or 1)
 
 
-def config_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML (what `config.yaml` of the study run holds)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+def open_study(
+    cfg: ExperimentConfig,
+    data: Dataset | None,
+    *,
+    flow_run_id: str | None = None,
+    plots: PlotQueue | None = None,
+) -> Study:
+    """Check the tracking store, build the strategy and stop rule, create the study run.
 
-
-def open_study(cfg: ExperimentConfig, data: Dataset | None, *, flow_run_id: str | None = None) -> Study:
-    """Check the tracking store, build the strategy and stop rule, create the study run."""
+    `plots` draws the trials' histograms: by default `histogram_queue`, a worker process.
+    """
     tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
     tracker.check()
     strategy = make_strategy(cfg)
@@ -77,6 +81,7 @@ def open_study(cfg: ExperimentConfig, data: Dataset | None, *, flow_run_id: str 
         experiment_id=experiment_id,
         study_run_id=run_id,
         spec=spec,
+        plots=plots if plots is not None else histogram_queue(tracker),
     )
 
 
@@ -89,13 +94,13 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         experiment_id=study.experiment_id,
         tracking_uri=tracker.uri,
         metric=metric,
-        mode=cfg.search.direction,
+        mode=cfg.search.mode,
         status="FINISHED",
-        n_completed=study.count("completed"),
-        n_pruned=study.count("pruned"),
-        n_failed=study.count("failed"),
+        n_completed=study.count(COMPLETED),
+        n_pruned=study.count(PRUNED),
+        n_failed=study.count(FAILED),
         stop_reason=study.stop_reason,
-        errors=[f"trial {r.number}: {r.error}" for r in study.records if r.state == "failed" and r.error],
+        errors=[f"trial {r.number}: {r.error}" for r in study.records if r.state == FAILED and r.error],
     )
     metrics: dict[str, float] = {
         "n_trials_completed": result.n_completed,
@@ -104,14 +109,14 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     }
     best = study.best
     if best is not None and best.value is not None:
-        metrics[f"best_{metric}"] = best.value
+        # At the last trial's number, after the running best (logged by trial number): MLflow's latest
+        # `best_<metric>` is the study's best also when parallel trials finished out of order.
+        tracker.log_metrics(run_id, {f"best_{metric}": best.value}, step=max(r.number for r in study.records))
         result.best_params, result.best_value = best.params, best.value
         result.best_trial, result.best_run_id = best.number, best.run_id
-        tracker.set_tags(
-            run_id, {"hyperflow.best_trial": str(best.number), "hyperflow.best_run_id": best.run_id}
-        )
+        tracker.set_tags(run_id, {TAG_BEST_TRIAL: str(best.number), TAG_BEST_RUN_ID: best.run_id})
         # A training function has no model to test or register: its best value and parameters only.
-        if exports_model(study.spec):
+        if adapter_for(study.spec).exports_model:
             _test_export_register(study, data, best, result)
             metrics.update(result.test_metrics)
     else:
@@ -129,10 +134,12 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
 def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord, result: StudyResult) -> None:
     """Test the best trial's stored weights, log them as `best_model`, register it (into `result`)."""
     cfg, tracker, run_id = study.cfg, study.tracker, study.study_run_id
+    adapter = adapter_for(study.spec)
     state_dict = best.state_dict or load_state_dict_artifact(tracker.client, best.run_id)
-    module = rebuild(data, best.params, study.spec, state_dict)
-    result.test_metrics = evaluate_on_test(module, data, spec=study.spec, params=best.params)
-    model_uri = export_best_model(module, data, tracker.client, run_id, spec=study.spec, params=best.params)
+    module = adapter.rebuild(data, best.params, state_dict)
+    result.test_metrics = adapter.evaluate(module, data, best.params)
+    model, example = adapter.export(module, data, best.params)
+    model_uri = log_best_model(model, example, tracker.client, run_id)
     if cfg.tracking.register_model:
         name = test_metric_name(cfg.search.metric)
         reg = register_best_model(
@@ -142,7 +149,7 @@ def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord,
             run_id=run_id,
             test_metric=name,
             test_value=result.test_metrics[name],
-            mode=cfg.search.direction,
+            mode=cfg.search.mode,
             promote=cfg.tracking.promote,
         )
         result.model_name, result.model_version = reg.name, reg.version
@@ -154,7 +161,7 @@ def _log_study_plots(study: Study, importances: dict[str, float]) -> None:
     metric = study.cfg.search.metric
     with tempfile.TemporaryDirectory(prefix="hyperflow-plots-") as tmp:
         draw_optimization_history(
-            records, metric, study.cfg.search.direction, Path(tmp) / "optimization_history.png"
+            records, metric, study.cfg.search.mode, Path(tmp) / "optimization_history.png"
         )
         draw_learning_curves(records, metric, Path(tmp) / "learning_curves.png")
         if importances:
@@ -163,7 +170,7 @@ def _log_study_plots(study: Study, importances: dict[str, float]) -> None:
                 SearchSpace.from_config(study.cfg),
                 [(r.params, r.value, r.state) for r in study.records if r.value is not None],
                 metric,
-                study.cfg.search.direction,
+                study.cfg.search.mode,
                 Path(tmp) / "parallel_coordinates.png",
             )
         study.tracker.client.log_artifacts(study.study_run_id, tmp, "plots")

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hyperflow.components.interrupt import terminate_workers
+from hyperflow.components.names import COMPLETED, FAILED, PRUNED
+
 if TYPE_CHECKING:
     from hyperflow.components.search import SearchSpace
 
@@ -91,7 +94,7 @@ def draw_optimization_history(
     """Each trial's value by trial number (pruned and failed apart), and the running best."""
     fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
-    styles = {"completed": ("o", "#4477aa"), "pruned": ("x", "#ee6677"), "failed": ("s", "#bbbbbb")}
+    styles = {COMPLETED: ("o", "#4477aa"), PRUNED: ("x", "#ee6677"), FAILED: ("s", "#bbbbbb")}
     for state, (marker, colour) in styles.items():
         pts = [(t.number, t.value) for t in trials if t.state == state and t.value is not None]
         if pts:
@@ -100,7 +103,7 @@ def draw_optimization_history(
     best: list[tuple[int, float]] = []
     current: float | None = None
     for t in sorted(trials, key=lambda t: t.number):
-        if t.state == "completed" and t.value is not None:
+        if t.state == COMPLETED and t.value is not None:
             better = current is None or (t.value > current if mode == "max" else t.value < current)
             current = t.value if better else current
         if current is not None:
@@ -127,13 +130,13 @@ def draw_learning_curves(trials: Sequence[CurveRecord], metric: str, path: Path 
         if not t.curve:
             continue
         epochs = range(len(t.curve))
-        if t.state == "pruned":
+        if t.state == PRUNED:
             right.plot(epochs, t.curve, "--", color="#ee6677", alpha=0.7, lw=1)
             right.plot(len(t.curve) - 1, t.curve[-1], "x", color="#ee6677")
-        elif t.state == "completed":
+        elif t.state == COMPLETED:
             left.plot(epochs, t.curve, color="#4477aa", alpha=0.6, lw=1)
-    left.set_title(f"completed ({sum(t.state == 'completed' for t in trials)})", fontsize=9)
-    right.set_title(f"pruned ({sum(t.state == 'pruned' for t in trials)})", fontsize=9)
+    left.set_title(f"completed ({sum(t.state == COMPLETED for t in trials)})", fontsize=9)
+    right.set_title(f"pruned ({sum(t.state == PRUNED for t in trials)})", fontsize=9)
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
@@ -205,7 +208,7 @@ def draw_parallel_coordinates(
     ax = fig.add_subplot(1, 1, 1)
     xs = np.arange(len(dims) + 1)
     completed = sorted(
-        (i for i, (_, _, st) in enumerate(rows) if st == "completed"),
+        (i for i, (_, _, st) in enumerate(rows) if st == COMPLETED),
         key=lambda i: -values[i] if mode == "max" else values[i],
     )
     best = set(completed[: max(1, math.ceil(best_fraction * len(completed)))]) if completed else set()
@@ -213,7 +216,7 @@ def draw_parallel_coordinates(
         if i in best:
             continue
         ys = [d.to_unit(params[d.name]) for d in dims] + [(value - lo) / span]
-        ax.plot(xs, ys, ":" if state == "pruned" else "-", color="#bbbbbb", lw=0.8, alpha=0.7)
+        ax.plot(xs, ys, ":" if state == PRUNED else "-", color="#bbbbbb", lw=0.8, alpha=0.7)
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
@@ -325,13 +328,7 @@ class PlotQueue:
         if self._pool is None:
             return
         if cancel:
-            procs = list(getattr(self._pool, "_processes", {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-            for proc in procs:
-                proc.join(timeout=5)
+            terminate_workers(self._pool, shutdown=True)
         else:
             self._pool.shutdown(wait=True)
         self._pool = None

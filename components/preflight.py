@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hyperflow.components.adapters import config_adapter
 from hyperflow.components.config import BUILTIN_METRICS
 from hyperflow.components.data import DataError, Dataset, load_dataset
 from hyperflow.components.search import make_strategy
 from hyperflow.components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
-from hyperflow.components.usermodule import UserCodeError, check_user_code, uses_builtin_data
+from hyperflow.components.usercode import UserCodeError, check_user_code
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -27,7 +28,8 @@ class PreflightError(Exception):
 def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset | None:
     """Load the data and check the metric, the strategy and the tracking store.
 
-    Returns the loaded data set (None for a user's DataModule or training function).
+    Returns the loaded data set (None for a user's DataModule or training function); loading it
+    again in the same process (the flow's prepare-data) reuses it.
 
     Raises:
         PreflightError: naming the problem; nothing was created.
@@ -38,7 +40,7 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
             check_user_code(cfg)
         except UserCodeError as exc:
             raise PreflightError(str(exc)) from None
-    if uses_builtin_data(cfg):
+    if config_adapter(cfg).needs_dataset:
         try:
             data = load_dataset(cfg.data, cfg.seed)
         except DataError as exc:

@@ -8,23 +8,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hyperflow.components.config import ConfigError, config_hash, flatten, legacy_config_hash, validate_config
+import yaml
+from mlflow.exceptions import MlflowException
+
+from hyperflow.components.config import ConfigError, validate_config
 from hyperflow.components.curves import make_stop_rule
-from hyperflow.components.lifecycle import config_yaml, threads_per_trial
-from hyperflow.components.search import SearchSpace, make_strategy
-from hyperflow.components.study import Study, TrialRecord
-from hyperflow.components.tracking import (
+from hyperflow.components.fingerprint import config_hash, config_yaml, flatten, legacy_config_hash
+from hyperflow.components.lifecycle import threads_per_trial
+from hyperflow.components.names import (
+    COMPLETED,
+    FAILED,
+    FINISHED_STATES,
+    INTERRUPTED,
+    ROLE_STUDY,
+    RUNNING,
     TAG_CONFIG_HASH,
+    TAG_ERROR,
     TAG_FLOW_RUN_ID,
     TAG_PARAMS,
     TAG_PARENT,
+    TAG_PREVIOUS_FLOW_RUN_IDS,
+    TAG_RESUMED,
     TAG_ROLE,
+    TAG_SEED,
     TAG_STATE,
     TAG_TRIAL,
-    StudyTracker,
-    resolve_tracking_uri,
 )
-from hyperflow.components.training import TrialSpec
+from hyperflow.components.search import SearchSpace, make_strategy
+from hyperflow.components.study import Study, TrialRecord, histogram_queue
+from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
+from hyperflow.components.trial import TrialSpec
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -33,8 +46,6 @@ if TYPE_CHECKING:
     from hyperflow.components.data import Dataset
 
 __all__ = ["ResumeError", "find_unfinished_study", "load_study_config", "recorded_trials", "resume_study"]
-
-FINISHED_STATES = ("completed", "pruned", "failed")
 
 
 class ResumeError(RuntimeError):
@@ -49,7 +60,7 @@ def find_unfinished_study(cfg: ExperimentConfig) -> str | None:
         return None
     runs = tracker.client.search_runs(
         [exp.experiment_id],
-        f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_CONFIG_HASH}` = '{config_hash(cfg)}'",
+        f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_CONFIG_HASH}` = '{config_hash(cfg)}'",
         order_by=["attributes.start_time DESC"],
         max_results=50,
     )
@@ -84,9 +95,6 @@ def load_study_config(
 
 def _recorded_config(tracker: StudyTracker, study_run_id: str) -> dict[str, Any] | None:
     """The study's `config.yaml` as a dict, None when it was never written."""
-    import yaml
-    from mlflow.exceptions import MlflowException
-
     with tempfile.TemporaryDirectory(prefix="hyperflow-resume-") as tmp:
         try:
             path = tracker.client.download_artifacts(study_run_id, "config.yaml", tmp)
@@ -112,14 +120,14 @@ def _same_study(tracker: StudyTracker, run: Run, cfg: ExperimentConfig) -> bool:
 
 
 def _study_run(tracker: StudyTracker, study_run_id: str) -> Run:
-    from mlflow.exceptions import MlflowException
-
     try:
         run = tracker.client.get_run(study_run_id)
     except MlflowException:
         raise ResumeError(f"no run {study_run_id!r} in the tracking store {tracker.uri}") from None
-    if run.data.tags.get(TAG_ROLE) != "study":
-        raise ResumeError(f"run {study_run_id} is not a hyperflow study run (tag {TAG_ROLE} is not 'study')")
+    if run.data.tags.get(TAG_ROLE) != ROLE_STUDY:
+        raise ResumeError(
+            f"run {study_run_id} is not a hyperflow study run (tag {TAG_ROLE} is not '{ROLE_STUDY}')"
+        )
     return run
 
 
@@ -154,13 +162,13 @@ def recorded_trials(tracker: StudyTracker, cfg: ExperimentConfig, study_run: Run
             RecordedTrial(
                 number=int(tags[TAG_TRIAL]),
                 run_id=run.info.run_id,
-                state=tags.get(TAG_STATE, "running"),
+                state=tags.get(TAG_STATE, RUNNING),
                 status=run.info.status,
                 params=params,
-                seed=int(tags.get("hyperflow.seed", "0")),
+                seed=int(tags.get(TAG_SEED, "0")),
                 value=run.data.metrics.get(cfg.search.metric),
                 end_time=run.info.end_time,
-                error=tags.get("hyperflow.error"),
+                error=tags.get(TAG_ERROR),
             )
         )
     return sorted(out, key=lambda t: t.number)
@@ -205,10 +213,10 @@ def resume_study(
 ) -> Study:
     """Rebuild a study from MLflow and reopen its study run.
 
-    Finished trials (completed, pruned, failed) are told to a fresh strategy and stop rule in the
-    order they finished and are never re-run; trial runs a killed process left RUNNING are marked
-    interrupted (KILLED), not counted, and their parameters are asked again first; trial numbers
-    continue after the highest recorded one.
+    Finished trials (completed, pruned, failed) enter the study's ledger in the order they
+    finished, as `Study.record` put them there, and are never re-run; trial runs a killed process
+    left RUNNING are marked interrupted (KILLED), not counted, and their parameters are asked
+    again first; trial numbers continue after the highest recorded one.
     """
     tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
     tracker.check()
@@ -220,76 +228,70 @@ def resume_study(
         )
     _complete_study_records(tracker, run, cfg, data)
     trials = recorded_trials(tracker, cfg, run)
-    strategy = make_strategy(cfg)
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     finished = [t for t in trials if t.state in FINISHED_STATES and t.status != "RUNNING"]
     finished.sort(key=lambda t: (t.end_time or 0, t.number))
-    records: list[TrialRecord] = []
-    for trial in finished:
-        state = trial.state
-        value = trial.value if state != "failed" else None
-        if state != "failed" and value is None:
-            state = "failed"
-        if state == "failed":
-            strategy.tell_failed(trial.params)
-        else:
-            assert value is not None
-            strategy.tell(trial.params, value, pruned=state == "pruned")
-        curve: list[float] = []
-        if stop_rule is not None or state == "completed":
-            curve = [
-                m.value
-                for m in sorted(
-                    tracker.client.get_metric_history(trial.run_id, cfg.search.metric), key=lambda m: m.step
-                )
-            ]
-        if stop_rule is not None:
-            stop_rule.record(curve, state, number=trial.number)
-        records.append(
-            TrialRecord(
-                number=trial.number,
-                params=trial.params,
-                seed=trial.seed,
-                run_id=trial.run_id,
-                state=state,  # type: ignore[arg-type]
-                value=value,
-                curve=curve,
-                epochs_trained=len(curve),
-                error=trial.error,
-            )
-        )
+    history = [_record(tracker, cfg, trial, curve=stop_rule is not None) for trial in finished]
+    study = Study(
+        cfg,
+        strategy=make_strategy(cfg),
+        stop_rule=stop_rule,
+        tracker=tracker,
+        experiment_id=run.info.experiment_id,
+        study_run_id=study_run_id,
+        spec=TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg)),
+        plots=histogram_queue(tracker),
+        next_number=max((t.number for t in trials), default=-1) + 1,
+        history=history,
+    )
     unfinished = [t for t in trials if t not in finished]
     for trial in reversed(unfinished):
-        if trial.status == "RUNNING" or trial.state in ("running", "interrupted"):
+        if trial.status == "RUNNING" or trial.state in (RUNNING, INTERRUPTED):
             if trial.status == "RUNNING":
                 tracker.mark_trial(
-                    trial.run_id, "interrupted", "the study's process ended while this trial ran"
+                    trial.run_id, INTERRUPTED, "the study's process ended while this trial ran"
                 )
-            if len(trial.params) == len(strategy.space):
-                strategy.requeue(trial.params)
+            if len(trial.params) == len(study.strategy.space):
+                study.requeue(trial.params)
+    _reopen(tracker, run, cfg, flow_run_id)
+    return study
+
+
+def _record(
+    tracker: StudyTracker, cfg: ExperimentConfig, trial: RecordedTrial, *, curve: bool
+) -> TrialRecord:
+    """A finished trial run as the ledger takes it; its curve is read where the stop rule or the
+    plots need it (with a stop rule, or a completed trial)."""
+    values: list[float] = []
+    if curve or trial.state == COMPLETED:
+        history = tracker.client.get_metric_history(trial.run_id, cfg.search.metric)
+        values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    return TrialRecord.finished(
+        number=trial.number,
+        params=trial.params,
+        seed=trial.seed,
+        run_id=trial.run_id,
+        state=trial.state,
+        value=trial.value if trial.state != FAILED else None,
+        curve=values,
+        epochs_trained=len(values),
+        error=trial.error,
+    )
+
+
+def _reopen(tracker: StudyTracker, run: Run, cfg: ExperimentConfig, flow_run_id: str | None) -> None:
+    """The study run RUNNING again, counting its resumptions and the flow runs that ran it."""
+    study_run_id = run.info.run_id
     tracker.client.update_run(study_run_id, status="RUNNING")
     previous = run.data.tags.get(TAG_FLOW_RUN_ID)
     tags = {
-        "hyperflow.resumed": str(int(run.data.tags.get("hyperflow.resumed", "0")) + 1),
+        TAG_RESUMED: str(int(run.data.tags.get(TAG_RESUMED, "0")) + 1),
         TAG_CONFIG_HASH: config_hash(cfg),  # a study recorded with the old hash is found by the new one
     }
     if flow_run_id:
         tags[TAG_FLOW_RUN_ID] = flow_run_id
         if previous:
-            tags["hyperflow.previous_flow_run_ids"] = ",".join(
-                filter(None, [run.data.tags.get("hyperflow.previous_flow_run_ids"), previous])
+            tags[TAG_PREVIOUS_FLOW_RUN_IDS] = ",".join(
+                filter(None, [run.data.tags.get(TAG_PREVIOUS_FLOW_RUN_IDS), previous])
             )
     tracker.set_tags(study_run_id, tags)
-    spec = TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg))
-    study = Study(
-        cfg,
-        strategy=strategy,
-        stop_rule=stop_rule,
-        tracker=tracker,
-        experiment_id=run.info.experiment_id,
-        study_run_id=study_run_id,
-        spec=spec,
-        next_number=max((t.number for t in trials), default=-1) + 1,
-        records=records,
-    )
-    return study

@@ -1,4 +1,4 @@
-"""The search loop's state: plans trials, records their results, knows when to stop; no Prefect."""
+"""The study: the ledger of its trials, planning the next ones, recording results, knowing when to stop."""
 
 from __future__ import annotations
 
@@ -7,18 +7,28 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hyperflow.components.names import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    PRUNED,
+    FinishedState,
+    Mode,
+    champion_uri,
+)
 from hyperflow.components.plots import PlotQueue, weight_histograms
 from hyperflow.components.search import Strategy
 from hyperflow.components.search._base import derive_seed
 from hyperflow.components.tracking import StudyTracker, TrialLogger
-from hyperflow.components.training import TrialResult, TrialSpec, train_trial
+from hyperflow.components.training import train_trial
+from hyperflow.components.trial import TrialResult, TrialSpec
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -30,13 +40,13 @@ __all__ = [
     "StudyProgress",
     "StudyResult",
     "TrialError",
+    "TrialLedger",
     "TrialPlan",
     "TrialRecord",
     "execute_trial",
+    "histogram_queue",
     "trial_seed",
 ]
-
-FinishedState = Literal["completed", "pruned", "failed"]
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -99,7 +109,7 @@ def execute_trial(
     )
     with tempfile.TemporaryDirectory(prefix="hyperflow-trial-") as tmp:
         folder = Path(tmp)
-        if result.state_dict is not None and result.state in ("completed", "pruned"):
+        if result.state_dict is not None and result.state in (COMPLETED, PRUNED):
             torch.save(result.state_dict, folder / "state_dict.pt")
             params = {k: v for k, v in result.state_dict.items() if k in set(result.param_names)}
             result.histograms = weight_histograms(params or result.state_dict)
@@ -123,13 +133,88 @@ class TrialRecord:
     error: str | None = None
     state_dict: dict[str, torch.Tensor] | None = None
 
+    @classmethod
+    def finished(
+        cls,
+        *,
+        number: int,
+        params: dict[str, Any],
+        seed: int,
+        run_id: str,
+        state: str,
+        value: float | None,
+        curve: list[float],
+        epochs_trained: int,
+        error: str | None,
+    ) -> TrialRecord:
+        """A record whatever reported the trial: a value that is not finite is none, and a trial
+        that is not completed or pruned with a value is failed."""
+        value = value if value is not None and math.isfinite(value) else None
+        counted: FinishedState = state if state in (COMPLETED, PRUNED) and value is not None else FAILED  # type: ignore[assignment]
+        return cls(number, params, seed, run_id, counted, value, list(curve), epochs_trained, error)
+
+
+class TrialLedger:
+    """The one record of a study's finished trials, in the order they finished.
+
+    A live trial's result (`Study.record`) and a trial replayed from MLflow (resume) both enter
+    through `add`, the one place where the strategy and the stop rule are told: a resumed study's
+    strategy and stop rule are what the uninterrupted study's were.
+    """
+
+    def __init__(self, strategy: Strategy, stop_rule: StopRule | None, mode: Mode) -> None:
+        self.strategy = strategy
+        self.stop_rule = stop_rule
+        self.mode = mode
+        self.records: list[TrialRecord] = []
+
+    def add(self, record: TrialRecord) -> None:
+        """Take a finished trial: tell the strategy (a failure without a value) and the stop rule."""
+        self.records.append(record)
+        if record.state == FAILED:
+            self.strategy.tell_failed(record.params)
+        else:
+            assert record.value is not None
+            self.strategy.tell(record.params, record.value, pruned=record.state == PRUNED)
+        if self.stop_rule is not None:
+            self.stop_rule.record(record.curve, record.state, number=record.number)
+
+    def count(self, state: str) -> int:
+        return sum(r.state == state for r in self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The best completed trial (pruned and failed trials never count); the earlier one on a tie."""
+        done = [r for r in self.records if r.state == COMPLETED and r.value is not None]
+        if not done:
+            return None
+        sign = -1.0 if self.mode == "max" else 1.0
+        return min(done, key=lambda r: (sign * float(r.value), r.number))  # type: ignore[arg-type]
+
+
+def histogram_queue(tracker: StudyTracker) -> PlotQueue:
+    """The study's plot worker, started: it draws each trial's `weights/histograms.png` and the
+    tracker logs it."""
+
+    def upload(run_id: str, png: bytes) -> None:
+        tracker.log_png(run_id, png, "weights", "histograms.png")
+
+    queue = PlotQueue(upload=upload)
+    queue.start()
+    return queue
+
 
 class Study:
     """Plans trials from the strategy, records their outcomes and decides when the search ends.
 
     The search loop (a Prefect flow, or a plain loop in tests and benchmarks) calls `plan()` for
     trials to submit and `record()` as each finishes, in any order. The strategy and the stop
-    rule live here, in the loop's process; trials get a snapshot of the rule when planned.
+    rule live in the ledger, in the loop's process; trials get a snapshot of the rule when
+    planned. `history` (a resumed study's recorded trials) enters the ledger like any result.
+    `plots` draws the trials' histograms (`histogram_queue`; a test passes one that never starts).
     """
 
     def __init__(
@@ -142,46 +227,54 @@ class Study:
         experiment_id: str,
         study_run_id: str,
         spec: TrialSpec,
+        plots: PlotQueue,
         next_number: int = 0,
-        records: list[TrialRecord] | None = None,
+        history: Sequence[TrialRecord] = (),
     ) -> None:
         self.cfg = cfg
-        self.strategy = strategy
-        self.stop_rule = stop_rule
+        self.ledger = TrialLedger(strategy, stop_rule, cfg.search.mode)
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.study_run_id = study_run_id
         self.spec = spec
+        self.plots = plots
         self.next_number = next_number
-        self.records: list[TrialRecord] = list(records or [])
         self.in_flight: dict[int, TrialPlan] = {}
         self.started = time.monotonic()
         self.stop_reason: str | None = None
         self._best_logged: float | None = None
-        self.plots = PlotQueue(upload=self._upload_png)
-        self.plots.start()
+        for record in history:
+            self.ledger.add(record)
 
     # ----------------------------------------------------------------- counting
 
     @property
-    def mode(self) -> str:
-        return self.cfg.search.direction
+    def strategy(self) -> Strategy:
+        return self.ledger.strategy
+
+    @property
+    def stop_rule(self) -> StopRule | None:
+        return self.ledger.stop_rule
+
+    @property
+    def records(self) -> list[TrialRecord]:
+        return self.ledger.records
+
+    @property
+    def mode(self) -> Mode:
+        return self.cfg.search.mode
 
     def count(self, state: str) -> int:
-        return sum(r.state == state for r in self.records)
+        return self.ledger.count(state)
 
     @property
     def n_finished(self) -> int:
-        return len(self.records)
+        return len(self.ledger)
 
     @property
     def best(self) -> TrialRecord | None:
         """The best completed trial (pruned and failed trials never count)."""
-        done = [r for r in self.records if r.state == "completed" and r.value is not None]
-        if not done:
-            return None
-        sign = -1.0 if self.mode == "max" else 1.0
-        return min(done, key=lambda r: (sign * float(r.value), r.number))  # type: ignore[arg-type]
+        return self.ledger.best
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -198,7 +291,7 @@ class Study:
             return self.stop_reason
         if self.n_finished >= search.n_trials:
             return "budget"
-        failed = self.count("failed")
+        failed = self.count(FAILED)
         if search.max_failures is not None and failed > search.max_failures:
             self.stop_reason = f"{failed} failed trials exceed search.max_failures ({search.max_failures})"
             return self.stop_reason
@@ -255,40 +348,29 @@ class Study:
         return plans
 
     def record(self, plan: TrialPlan, result: TrialResult) -> TrialRecord | None:
-        """Take a finished trial's result: tell the strategy and the stop rule, keep the best.
+        """Take a finished trial's result into the ledger, keep the best's weights, queue its plots.
 
         An interrupted trial is not counted: its parameters go back to the strategy.
         """
         self.in_flight.pop(plan.number, None)
-        if result.state == "interrupted":
+        if result.state == INTERRUPTED:
             self.strategy.release(plan.params)
             return None
-        value = result.value if result.value is not None and math.isfinite(result.value) else None
-        state: FinishedState = result.state if result.state in ("completed", "pruned") else "failed"
-        if state != "failed" and value is None:
-            state = "failed"
-        if state == "failed":
-            self.strategy.tell_failed(plan.params)
-        else:
-            assert value is not None
-            self.strategy.tell(plan.params, value, pruned=state == "pruned")
-        if self.stop_rule is not None:
-            self.stop_rule.record(result.curve, state, number=plan.number)
-        record = TrialRecord(
+        record = TrialRecord.finished(
             number=plan.number,
             params=plan.params,
             seed=plan.seed,
             run_id=plan.run_id,
-            state=state,
-            value=value,
-            curve=list(result.curve),
+            state=result.state,
+            value=result.value,
+            curve=result.curve,
             epochs_trained=result.epochs_trained,
             error=result.error,
         )
         if result.histograms:
             self.plots.histograms(plan.run_id, result.histograms)
         previous_best = self.best
-        self.records.append(record)
+        self.ledger.add(record)
         if self.best is record:
             record.state_dict = result.state_dict
             if previous_best is not None:
@@ -296,11 +378,15 @@ class Study:
             self._log_running_best(record)
         return record
 
+    def requeue(self, params: dict[str, Any]) -> None:
+        """Ask these parameters again before anything new (a trial a killed process left running)."""
+        self.strategy.requeue(params)
+
     def record_crash(self, plan: TrialPlan, error: str) -> TrialRecord:
         """A trial whose process or task failed before it could report: failed, logged here."""
-        result = TrialResult(params=plan.params, seed=plan.seed, state="failed", error=error)
+        result = TrialResult(params=plan.params, seed=plan.seed, state=FAILED, error=error)
         with contextlib.suppress(Exception):  # the store may be what failed; the study goes on
-            self.tracker.mark_trial(plan.run_id, "failed", error)
+            self.tracker.mark_trial(plan.run_id, FAILED, error)
         record = self.record(plan, result)
         assert record is not None
         return record
@@ -311,9 +397,9 @@ class Study:
             finished=self.n_finished,
             total=self.cfg.search.n_trials,
             running=len(self.in_flight),
-            completed=self.count("completed"),
-            pruned=self.count("pruned"),
-            failed=self.count("failed"),
+            completed=self.count(COMPLETED),
+            pruned=self.count(PRUNED),
+            failed=self.count(FAILED),
             best_value=best.value if best else None,
             metric=self.cfg.search.metric,
             elapsed=self.elapsed(),
@@ -327,17 +413,11 @@ class Study:
         """
         for plan in list(self.in_flight.values()):
             with contextlib.suppress(Exception):
-                self.tracker.mark_trial(plan.run_id, "interrupted", error or "the study was interrupted")
+                self.tracker.mark_trial(plan.run_id, INTERRUPTED, error or "the study was interrupted")
             self.in_flight.pop(plan.number, None)
         self.plots.close(cancel=True)
         with contextlib.suppress(Exception):
-            self.tracker.end_run(self.study_run_id, "KILLED" if state == "interrupted" else "FAILED")
-
-    def _upload_png(self, run_id: str, png: bytes) -> None:
-        with tempfile.TemporaryDirectory(prefix="hyperflow-plot-") as tmp:
-            path = Path(tmp) / "histograms.png"
-            path.write_bytes(png)
-            self.tracker.client.log_artifact(run_id, str(path), "weights")
+            self.tracker.end_run(self.study_run_id, "KILLED" if state == INTERRUPTED else "FAILED")
 
     def _log_running_best(self, record: TrialRecord) -> None:
         if record.value is None or record.value == self._best_logged:
@@ -401,7 +481,7 @@ class StudyResult:
 
     @property
     def champion_uri(self) -> str | None:
-        return f"models:/{self.model_name}@champion" if self.model_name else None
+        return champion_uri(self.model_name) if self.model_name else None
 
     @property
     def model_uri(self) -> str | None:

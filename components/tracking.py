@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,28 +21,39 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from hyperflow.components.faults import fault_point
+from hyperflow.components.names import (
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    RUN_STATUS,
+    RUNNING,
+    TAG_CONFIG_HASH,
+    TAG_ERROR,
+    TAG_FLOW_RUN_ID,
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_PARAMS,
+    TAG_PARENT,
+    TAG_PID,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_STATE,
+    TAG_STOP_REASON,
+    TAG_STRATEGY,
+    TAG_TRIAL,
+)
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.data import Dataset
-    from hyperflow.components.training import TrialResult
+    from hyperflow.components.trial import TrialResult
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
-    "TAG_CONFIG_HASH",
-    "TAG_ERROR",
-    "TAG_FLOW_RUN_ID",
-    "TAG_PARAMS",
-    "TAG_ROLE",
-    "TAG_SEED",
-    "TAG_STATE",
-    "TAG_STOP_REASON",
-    "TAG_STRATEGY",
-    "TAG_TRIAL",
     "StudyTracker",
     "TrackingError",
     "TrialLogger",
     "param_value",
+    "redact_uri",
     "resolve_tracking_uri",
     "ui_command",
 ]
@@ -49,24 +61,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-TAG_ROLE = "hyperflow.role"
-TAG_STRATEGY = "hyperflow.strategy"
-TAG_CONFIG_HASH = "hyperflow.config_hash"
-TAG_FLOW_RUN_ID = "hyperflow.flow_run_id"
-TAG_TRIAL = "hyperflow.trial"
-TAG_SEED = "hyperflow.seed"
-TAG_STATE = "hyperflow.state"
-TAG_STOP_REASON = "hyperflow.stop_reason"
-TAG_ERROR = "hyperflow.error"
-TAG_HOST = "hyperflow.host"
-TAG_PID = "hyperflow.pid"
-TAG_PARAMS = "hyperflow.params"  # a trial's params as JSON, written when its run is created
-TAG_PARENT = "mlflow.parentRunId"
-TAG_GIT_COMMIT = "mlflow.source.git.commit"
-
-# MLflow run status for each trial state.
-RUN_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 _PARAM_LIMIT = 6000  # MLflow's longest param value
 _BATCH_LIMIT = 100  # params per log_batch call
@@ -193,7 +187,7 @@ class StudyTracker:
         """
         experiment_id = self.experiment_id(cfg.name)
         tags = {
-            TAG_ROLE: "study",
+            TAG_ROLE: ROLE_STUDY,
             TAG_STRATEGY: cfg.search.strategy,
             TAG_CONFIG_HASH: config_hash,
             "mlflow.note.content": f"hyperflow study: {cfg.search.strategy} search of {cfg.search.metric}",
@@ -277,11 +271,11 @@ class StudyTracker:
         between the two must not lose the trial.
         """
         tags = {
-            TAG_ROLE: "trial",
+            TAG_ROLE: ROLE_TRIAL,
             TAG_PARENT: study_run_id,
             TAG_TRIAL: str(number),
             TAG_SEED: str(seed),
-            TAG_STATE: "running",
+            TAG_STATE: RUNNING,
             TAG_PARAMS: json.dumps(dict(params), sort_keys=True, default=str),
             **(extra_tags or {}),
         }
@@ -300,6 +294,13 @@ class StudyTracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
+
+    def log_png(self, run_id: str, png: bytes, folder: str, name: str) -> None:
+        """A drawn figure as the run's artifact `folder/name`."""
+        with tempfile.TemporaryDirectory(prefix="hyperflow-plot-") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(png)
+            self.client.log_artifact(run_id, str(path), folder)
 
     def mark_trial(self, run_id: str, state: str, error: str | None = None) -> None:
         """Set a trial's final state from the search loop (a crash the worker could not report)."""

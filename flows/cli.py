@@ -109,30 +109,21 @@ class _Progress:
         )
 
 
-def _install_signal_handlers() -> None:
-    from hyperflow.flows.search_flow import STOP
-
-    def handler(signum: int, frame: Any) -> None:
-        if STOP.is_set():
-            # A second Ctrl-C: the user insists; leave at once (runs were already being ended).
-            raise KeyboardInterrupt
-        STOP.set(signum)
-        console.print(f"\n[yellow]{signal.Signals(signum).name}: stopping trials and ending runs...[/]")
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+def _announce_stop(signum: int) -> None:
+    console.print(f"\n[yellow]{signal.Signals(signum).name}: stopping trials and ending runs...[/]")
 
 
 def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
     from prefect.exceptions import TerminationSignal
 
+    from hyperflow.components.interrupt import stop_on_signals
     from hyperflow.flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
 
     progress = _Progress(cfg.search.n_trials, cfg.search.metric)
     PROGRESS_LISTENERS.append(progress)
-    _install_signal_handlers()
     try:
-        with progress.progress:
+        # A second Ctrl-C leaves at once (runs were already being ended).
+        with stop_on_signals(STOP, _announce_stop), progress.progress:
             return run_search(cfg, resume_run_id=resume_run_id)
     except (SearchInterrupted, KeyboardInterrupt, TerminationSignal):
         signum = STOP.signum or signal.SIGINT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -14,9 +13,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from hyperflow.components.adapters import config_adapter
 from hyperflow.components.config import ExperimentConfig
 from hyperflow.components.data import Dataset, load_dataset
 from hyperflow.components.faults import fault_point
@@ -25,11 +26,14 @@ from hyperflow.components.interrupt import (
     current_stop_event,
     init_trial_worker,
     set_current_stop_event,
+    stop_on_signals,
+    terminate_workers,
 )
 from hyperflow.components.lifecycle import finish_study, open_study, threads_per_trial
+from hyperflow.components.names import FAILED, INTERRUPTED
+from hyperflow.components.resume import resume_study
 from hyperflow.components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
-from hyperflow.components.training import TrialResult, TrialSpec
-from hyperflow.components.usermodule import uses_builtin_data
+from hyperflow.components.trial import TrialResult, TrialSpec
 from hyperflow.flows.prefect_api import ephemeral_api_url
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
@@ -60,8 +64,12 @@ def _infrastructure_only(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
 def prepare_data(config: ExperimentConfig) -> Dataset | None:
-    """Load, split and standardise the data set (None: a user's DataModule or function brings its own)."""
-    if not uses_builtin_data(config):
+    """Load, split and standardise the data set (None: a user's DataModule or function brings its own).
+
+    In the process that checked the config first (`hyperflow run`, `hyperflow.search`), the data
+    set preflight loaded is reused.
+    """
+    if not config_adapter(config).needs_dataset:
         return None
     return load_dataset(config.data, config.seed)
 
@@ -77,7 +85,7 @@ def prepare_data(config: ExperimentConfig) -> Dataset | None:
 def train_trial_task(data: Dataset | None, plan: TrialPlan, spec: TrialSpec) -> TrialResult:
     """One trial: train, log to its MLflow run, end it. A failed trial fails this task run."""
     result = execute_trial(data, plan, spec, stop_event=current_stop_event())
-    if result.state == "failed":
+    if result.state == FAILED:
         raise TrialError(result.error or "trial failed", result)
     return result
 
@@ -113,23 +121,9 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
             yield runner
         finally:
             if STOP.is_set():
-                _terminate_workers(runner)
-
-
-def _terminate_workers(runner: TaskRunner[Any]) -> None:
-    """After a stop request, end worker processes that did not stop by themselves (e.g. still starting).
-
-    Prefect's process pool waits for running tasks on exit; a worker still importing torch would
-    hold the exit for many seconds. The processes are the executor's, reached through private
-    attributes of Prefect's runner and of ProcessPoolExecutor.
-    """
-    procs = getattr(getattr(runner, "_executor", None), "_processes", None)
-    processes = list(procs.values()) if isinstance(procs, dict) else []
-    for proc in processes:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in processes:
-        proc.join(timeout=5)
+                # Prefect's process pool waits for running tasks on exit; a worker that did not stop
+                # by itself (still importing torch) would hold it. Its executor is a private attribute.
+                terminate_workers(getattr(runner, "_executor", None))
 
 
 def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> None:
@@ -179,24 +173,23 @@ def hyperparameter_search(config: ExperimentConfig) -> StudyResult:
 
 
 def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
-    from prefect.runtime import flow_run
-
     data = prepare_data(config)
     flow_run_id = str(flow_run.id) if flow_run.id else None
     if resume_run_id:
-        from hyperflow.components.resume import resume_study
-
         study = resume_study(config, data, resume_run_id, flow_run_id=flow_run_id)
     else:
         study = open_study(config, data, flow_run_id=flow_run_id)
     try:
-        with _graceful_signals(), _task_runner(config) as runner:
+        # Prefect's engine installs a SIGTERM handler that raises at once, which would leave trials
+        # training in worker processes and runs RUNNING: while trials run, a signal sets STOP instead,
+        # and the loop below ends every open run as KILLED and re-raises.
+        with stop_on_signals(STOP), _task_runner(config) as runner:
             _run_trials(study, runner, data)
     except BaseException as exc:
-        study.abort("interrupted" if STOP.is_set() else "failed", f"{type(exc).__name__}: {exc}")
+        study.abort(INTERRUPTED if STOP.is_set() else FAILED, f"{type(exc).__name__}: {exc}")
         raise
     if STOP.is_set():
-        study.abort("interrupted")
+        study.abort(INTERRUPTED)
         if STOP.signum == signal.SIGTERM:
             # Prefect's own exception for SIGTERM: its engine records the flow run accordingly.
             raise TerminationSignal(signal=signal.SIGTERM)
@@ -204,33 +197,8 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
     try:
         return log_best(study, data)
     except BaseException as exc:  # e.g. the store failed while the model was logged: no run stays RUNNING
-        study.abort("failed", f"{type(exc).__name__}: {exc}")
+        study.abort(FAILED, f"{type(exc).__name__}: {exc}")
         raise
-
-
-@contextmanager
-def _graceful_signals() -> Iterator[None]:
-    """While trials run, Ctrl-C and SIGTERM ask them to stop (within a batch) instead of raising.
-
-    Prefect's engine installs a SIGTERM handler that raises at once, which would leave trials
-    training in worker processes and runs RUNNING; ours sets STOP, the search loop then ends every
-    open run as KILLED and re-raises. A second signal raises at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if STOP.is_set():
-            raise KeyboardInterrupt
-        STOP.set(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @flow(name="hyperparameter-search", log_prints=True)

@@ -7,27 +7,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hyperflow.components.config import (
-    ConfigError,
-    ExperimentConfig,
-    apply_overrides,
-    load_config,
-    validate_config,
-)
-from hyperflow.components.preflight import PreflightError, preflight
-from hyperflow.components.study import StudyResult
-from hyperflow.components.usermodule import Reporter, TrialPruned, UserCodeError, registered
-
-__all__ = [
-    "ConfigError",
-    "ExperimentConfig",
-    "PreflightError",
-    "Reporter",
-    "StudyResult",
-    "TrialPruned",
-    "UserCodeError",
-    "search",
-]
+# The names the `hyperflow` package exports (its `__all__`) come from here: `X as X` re-exports them.
+from hyperflow.components.adapters import Reporter
+from hyperflow.components.config import ConfigError as ConfigError
+from hyperflow.components.config import ExperimentConfig, apply_overrides, load_config, validate_config
+from hyperflow.components.preflight import PreflightError as PreflightError
+from hyperflow.components.preflight import preflight
+from hyperflow.components.study import StudyResult as StudyResult
+from hyperflow.components.trial import TrialPruned as TrialPruned
+from hyperflow.components.usercode import UserCodeError as UserCodeError
+from hyperflow.components.usercode import registered
 
 Overrides = Sequence[str] | Mapping[str, Any]
 

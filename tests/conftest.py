@@ -56,6 +56,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stop(server.proc)
 
 
+@pytest.fixture(scope="session")
+def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real MLflow store (SQLite) for the unit tests that need one: creating a store costs seconds.
+
+    Tests that share it keep apart by their own experiment and model names.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow-store') / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)  # creates the tables
+    return uri
+
+
 def small_config(tmp_path: Path, **sections: Any) -> Any:
     """A shrunken digits config (few trials, short epochs, small nets) writing under tmp_path."""
     from hyperflow.components.config import validate_config

@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -22,22 +25,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def poll(
+    what: str,
+    check: Callable[[], T],
+    deadline_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Call `check` until it returns something truthy, and return that: the tests' one way to wait.
+
+    Exceptions of `check` count as not yet (the last one is reported). Waiting ends with an
+    AssertionError when `proc` exits first or the deadline passes; `detail()` adds to its message
+    (e.g. a server's log).
+    """
+    deadline = time.monotonic() + deadline_s
+    last: BaseException | None = None
+    while True:
+        try:
+            value = check()
+        except Exception as exc:
+            last, value = exc, None  # type: ignore[assignment]
+        if value:
+            return value
+        extra = f":\n{detail()}" if detail is not None else ""
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited with {proc.returncode} while waiting for {what}{extra}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {deadline_s:.0f} s waiting for {what} (last error: {last!r}){extra}"
+            )
+        time.sleep(0.25)
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], deadline_s: float, log: Path | None = None) -> None:
     """Poll `url` until it answers 200, the process dies, or the deadline passes."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise TimeoutError(f"{url} did not answer within {deadline_s:.0f} s:\n{tail}")
+
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+
+    def tail() -> str:
+        return log.read_text()[-3000:] if log and log.exists() else ""
+
+    poll(f"{url} to answer", answers, deadline_s, proc, detail=tail)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:

@@ -17,18 +17,12 @@ import yaml
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
+from hyperflow.components.adapters import LightningAdapter
 from hyperflow.components.config import ConfigError, load_config, validate_config
 from hyperflow.components.curves import StopPolicy
-from hyperflow.components.training import TrialSpec, build_module, train_trial
-from hyperflow.components.usermodule import (
-    TrialPruned,
-    UserCodeError,
-    check_user_code,
-    evaluate_user_module,
-    import_object,
-    registered,
-    run_objective,
-)
+from hyperflow.components.training import build_module, train_trial
+from hyperflow.components.trial import TrialPruned, TrialSpec
+from hyperflow.components.usercode import UserCodeError, check_user_code, import_object, registered
 
 EXAMPLE = ROOT / "examples" / "digits_cnn" / "config.yaml"
 HYPERFLOW = str(Path(sys.executable).parent / "hyperflow")
@@ -129,7 +123,7 @@ def test_example_trains_with_its_own_metrics_and_rebuilds_without_data() -> None
     }
     assert result.param_count == sum(p.numel() for p in module.parameters())
     module.load_state_dict(result.state_dict)  # what resume does with weights/state_dict.pt
-    test = evaluate_user_module(module, None, spec, CNN_PARAMS)
+    test = LightningAdapter(spec).evaluate(module, None, CNN_PARAMS)
     assert test["test_accuracy"] > 0.5 and "test_loss" in test
 
 
@@ -219,7 +213,7 @@ def test_a_function_gets_params_reports_and_is_pruned_through_report() -> None:
 
     spec = _spec(objective)
     logged: list[tuple[int, dict[str, float]]] = []
-    done = run_objective({"quality": 0.5}, spec, seed=1, on_epoch=lambda e, m: logged.append((e, m)))
+    done = train_trial(None, {"quality": 0.5}, spec, seed=1, on_epoch=lambda e, m: logged.append((e, m)))
     assert done.state == "completed" and done.value == pytest.approx(3.0)
     assert seen == [{"scale": 2.0, "max_epochs": 6, "quality": 0.5}]
     assert [e for e, _ in logged] == list(range(6))
@@ -230,7 +224,7 @@ def test_a_function_gets_params_reports_and_is_pruned_through_report() -> None:
         kind="median", metric="score", mode="max", min_epochs=2, completed=(tuple(done.curve),), best=3.0
     )
     epochs.clear()
-    pruned = run_objective({"quality": 0.1}, spec, seed=2, stop_policy=policy)
+    pruned = train_trial(None, {"quality": 0.1}, spec, seed=2, stop_policy=policy)
     assert pruned.state == "pruned" and pruned.stop_reason and pruned.stop_reason.startswith("median")
     assert epochs == [0, 1], "report raised: the function stopped at the epoch the rule said"
     assert pruned.value == pytest.approx(0.2) and pruned.epochs_trained == 2
@@ -248,7 +242,7 @@ def test_a_function_that_catches_trialpruned_to_clean_up_is_still_pruned() -> No
     policy = StopPolicy(
         kind="median", metric="score", mode="max", min_epochs=2, completed=((1.0,) * 6,), best=1.0
     )
-    result = run_objective({"quality": 0.5}, _spec(objective), seed=0, stop_policy=policy)
+    result = train_trial(None, {"quality": 0.5}, _spec(objective), seed=0, stop_policy=policy)
     assert result.state == "pruned" and result.value == 0.5 and result.epochs_trained == 2
 
 
@@ -265,7 +259,7 @@ def test_a_function_that_catches_trialpruned_to_clean_up_is_still_pruned() -> No
 def test_a_failing_function_fails_its_trial_only(body: str, state: str, error: str | None) -> None:
     scope: dict[str, Any] = {}
     exec(f"def objective(params, report):\n    {body}\n", scope)
-    result = run_objective({"quality": 0.5}, _spec(scope["objective"]), seed=0)
+    result = train_trial(None, {"quality": 0.5}, _spec(scope["objective"]), seed=0)
     assert result.state == state
     assert (result.error is None) if error is None else (error in (result.error or ""))
 
@@ -278,7 +272,7 @@ def test_a_closure_travels_to_worker_processes_by_value_and_may_return_its_model
         return params["quality"], weight
 
     spec = cloudpickle.loads(cloudpickle.dumps(_spec(objective)))  # what Prefect does for process pools
-    result = run_objective({"quality": 0.25}, spec, seed=0)
+    result = train_trial(None, {"quality": 0.25}, spec, seed=0)
     assert result.state == "completed" and result.value == 0.25
     assert result.param_names == ["weight", "bias"] and result.param_count == 8
     assert result.state_dict is not None and torch.equal(result.state_dict["weight"], weight.weight)

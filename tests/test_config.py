@@ -11,12 +11,11 @@ from hyperflow.components.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
-    config_hash,
-    flatten,
     load_config,
     metric_mode,
     validate_config,
 )
+from hyperflow.components.fingerprint import config_hash, flatten
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -31,7 +30,7 @@ def test_every_shipped_config_validates(path: Path) -> None:
 def test_shipped_configs_cover_every_strategy_and_a_regression() -> None:
     configs = [load_config(p) for p in CONF.glob("*.yaml")]
     assert {c.search.strategy for c in configs} == {"grid", "random", "bayes", "genetic"}
-    assert any(c.data.source == "diabetes" and c.search.direction == "min" for c in configs)
+    assert any(c.data.source == "diabetes" and c.search.mode == "min" for c in configs)
     assert load_config(CONF / "digits.yaml").search.strategy == "bayes"
 
 
@@ -219,8 +218,8 @@ def test_mode_defaults_from_the_metric_name() -> None:
     assert metric_mode("val_rmse") == "min"
     assert metric_mode("val_accuracy") == "max"
     cfg = validate_config({"search": {"metric": "val_loss"}})
-    assert cfg.search.direction == "min"
-    assert validate_config({"search": {"metric": "val_loss", "mode": "max"}}).search.direction == "max"
+    assert cfg.search.mode == "min"
+    assert validate_config({"search": {"metric": "val_loss", "mode": "max"}}).search.mode == "max"
 
 
 def test_flatten_uses_dots() -> None:

@@ -583,3 +583,31 @@ def test_explicit_classification_of_diabetes_names_the_rare_classes() -> None:
 def test_load_arrays_checks_the_file_too(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^data\.path: .*nope\.parquet: no such file"):
         load_arrays(_file_cfg(tmp_path / "nope.parquet", target="y"))
+
+
+def test_a_run_reads_its_data_file_once_and_a_changed_file_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """preflight loads the data before any run exists; the flow's prepare-data gets the same data set."""
+    import os
+
+    import hyperflow.components.datafiles as data_module
+    from hyperflow.components.config import validate_config
+    from hyperflow.components.preflight import preflight
+
+    path = tmp_path / "rows.csv"
+    pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7, "y": np.resize([0, 1, 2], 40)}).to_csv(
+        path, index=False
+    )
+    reads: list[Path] = []
+    read_frame = data_module._read_frame
+    monkeypatch.setattr(
+        data_module, "_read_frame", lambda p, nrows=None: reads.append(p) or read_frame(p, nrows)
+    )
+    cfg = validate_config({"data": {"source": "file", "path": str(path), "target": "y"}})
+    checked = preflight(cfg, check_tracking=False)
+    assert load_dataset(cfg.data, cfg.seed) is checked and len(reads) == 1, "prepare-data reuses it"
+    assert load_dataset(cfg.data, cfg.seed + 1) is not checked, "another split is another data set"
+    before = len(reads)
+    pd.read_csv(path).head(30).to_csv(path, index=False)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    changed = load_dataset(cfg.data, cfg.seed + 1)
+    assert len(reads) == before + 1 and sum(changed.describe()["n_rows"].values()) == 30

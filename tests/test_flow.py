@@ -14,8 +14,8 @@ import torch
 from conftest import ROOT, small_config
 from mlflow.tracking import MlflowClient
 
-from hyperflow.components.config import config_hash, flatten
 from hyperflow.components.data import load_dataset
+from hyperflow.components.fingerprint import config_hash, flatten
 from hyperflow.components.model import expected_param_count
 
 
@@ -316,7 +316,7 @@ def test_prefect_retries_infrastructure_errors_only() -> None:
     from prefect.states import Completed, Failed
 
     from hyperflow.components.study import TrialError
-    from hyperflow.components.training import TrialResult
+    from hyperflow.components.trial import TrialResult
     from hyperflow.flows.search_flow import _infrastructure_only
 
     failed_trial = TrialError("nan", TrialResult(params={}, seed=0, state="failed"))

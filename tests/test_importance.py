@@ -114,7 +114,7 @@ def test_a_finished_study_logs_importances_and_their_plots(tmp_path: Path, n_tri
     from hyperflow.components.config import validate_config
     from hyperflow.components.lifecycle import finish_study, open_study
     from hyperflow.components.study import execute_trial
-    from hyperflow.components.usermodule import registered
+    from hyperflow.components.usercode import registered
 
     with registered("toy_importance:objective", _objective):
         cfg = validate_config(

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import ROOT, small_config
 from mlflow.tracking import MlflowClient
-from servers import BIN, Server, base_env, free_port, stop
+from servers import BIN, Server, base_env, free_port, poll, stop
 
 from hyperflow.flows.deploy import ScheduleError, check_cron
 
@@ -38,23 +38,6 @@ def trial_runs(client: MlflowClient, study_run_id: str) -> list[Any]:
 def write_config(path: Path, cfg: Any) -> Path:
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return path
-
-
-def poll(what: str, check: Any, deadline_s: float, proc: subprocess.Popen[bytes] | None = None) -> Any:
-    """Call `check` until it returns something truthy (its exceptions count as not yet)."""
-    deadline = time.monotonic() + deadline_s
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the process exited with {proc.returncode} while waiting for {what}")
-        try:
-            value = check()
-        except Exception as exc:
-            last, value = exc, None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"{what} within {deadline_s:.0f} s (last error: {last!r})")
 
 
 def new_children(before: set[int]) -> dict[int, str]:
@@ -566,7 +549,15 @@ def test_dockerfile_is_the_container_job() -> None:
     (user,) = [a for k, a in stage if k == "USER"]
     assert user.split(":")[0] not in ("root", "0")
     env = image_env()
+    # The image repeats hyperflow's runtime defaults for what runs before hyperflow is imported (a
+    # Prefect worker, a Dask worker): the same values as RUNTIME_DEFAULTS, the one list of them.
+    from hyperflow import RUNTIME_DEFAULTS
+
     assert env["DO_NOT_TRACK"] == "true" and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert {"DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED"} <= env.keys()
+    assert {k: v for k, v in env.items() if k in RUNTIME_DEFAULTS} == {
+        k: RUNTIME_DEFAULTS[k] for k in env if k in RUNTIME_DEFAULTS
+    }
     assert "MLFLOW_TRACKING_URI" not in env and "PREFECT_API_URL" not in env, "set at `docker run`"
 
     proc = subprocess.run(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import small_config
 from mlflow.tracking import MlflowClient
-from servers import start_mlflow_server, stop
+from servers import poll, start_mlflow_server, stop
 
 from hyperflow.components.config import validate_config
 from hyperflow.components.resume import recorded_trials
@@ -39,17 +39,6 @@ def runs_of(uri: str) -> list:
     client = MlflowClient(uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(exps, "") if exps else []
-
-
-def wait_for(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the search ended (rc {proc.returncode}) before {what}")
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def peek(uri: str) -> list[tuple[str, str | None, str | None]]:
@@ -273,12 +262,12 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
         [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
     )
     try:
-        wait_for(lambda: epoch_logged(uri), 300, "a trial training", proc)
+        poll("a trial training", lambda: epoch_logged(uri), 300, proc)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
         took = time.monotonic() - sent
-        wait_for(lambda: not group_alive(proc.pid), 10, "the process group to be gone")
+        poll("the process group to be gone", lambda: not group_alive(proc.pid), 10)
     finally:
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -407,12 +396,12 @@ def test_a_tracking_server_outage_loses_nothing(prefect_server, tmp_path: Path) 
         [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
     )
     try:
-        wait_for(lambda: epoch_logged(server.url), 240, "a trial logging to the server", proc)
+        poll("a trial logging to the server", lambda: epoch_logged(server.url), 240, proc)
         stop(server.proc)
         refusing = RefusingServer(port)
         try:
             # The outage lasts until the search has failed to write a few times.
-            wait_for(lambda: refusing.requests >= 3, 120, "writes refused during the outage", proc)
+            poll("writes refused during the outage", lambda: refusing.requests >= 3, 120, proc)
         finally:
             refusing.close()
         server = start_mlflow_server(tmp_path / "server", port=port)
@@ -497,7 +486,7 @@ def test_ctrl_c_stops_the_trial_within_a_batch_and_kills_the_runs(prefect_server
     sent: list[float] = []
 
     def interrupt_when_training() -> None:
-        wait_for(lambda: epoch_logged(uri), 120, "a trial training")
+        poll("a trial training", lambda: epoch_logged(uri), 120)
         sent.append(time.monotonic())
         os.kill(os.getpid(), signal.SIGINT)
 

@@ -10,12 +10,13 @@ import yaml
 from conftest import small_config
 from mlflow.tracking import MlflowClient
 
-from hyperflow.components.config import config_hash, legacy_config_hash, validate_config
+from hyperflow.components.config import validate_config
 from hyperflow.components.data import load_dataset
+from hyperflow.components.fingerprint import config_hash, legacy_config_hash
 from hyperflow.components.lifecycle import open_study
+from hyperflow.components.names import TAG_CONFIG_HASH
 from hyperflow.components.resume import ResumeError, load_study_config, resume_study
 from hyperflow.components.study import Study, execute_trial
-from hyperflow.components.tracking import TAG_CONFIG_HASH
 
 
 def run_trials(study: Study, data: Any, n: int) -> None:
@@ -25,8 +26,9 @@ def run_trials(study: Study, data: Any, n: int) -> None:
         study.record(plan, execute_trial(data, plan, study.spec))
 
 
-def interrupted_study(tmp_path: Path) -> tuple[Any, Any, str]:
-    cfg = small_config(tmp_path, model={"max_epochs": 2}, search={"n_trials": 3})
+def interrupted_study(tmp_path: Path, store: str) -> tuple[Any, Any, str]:
+    # The session's store: creating one per test costs seconds.
+    cfg = small_config(tmp_path, model={"max_epochs": 2}, search={"n_trials": 3}, tracking={"uri": store})
     data = load_dataset(cfg.data, cfg.seed)
     study = open_study(cfg, data)
     run_trials(study, data, 1)
@@ -76,8 +78,8 @@ def test_a_key_added_to_the_schema_with_a_default_keeps_every_hash(tmp_path: Pat
     assert config_hash(newer) == config_hash(ExperimentConfig.model_validate(raw))
 
 
-def test_a_study_recorded_without_a_key_the_code_now_has_resumes(tmp_path: Path) -> None:
-    cfg, data, run_id = interrupted_study(tmp_path)
+def test_a_study_recorded_without_a_key_the_code_now_has_resumes(tmp_path: Path, sqlite_store: str) -> None:
+    cfg, data, run_id = interrupted_study(tmp_path, sqlite_store)
     client = MlflowClient(cfg.tracking.uri)
 
     def drop_keys(raw: dict[str, Any]) -> None:
@@ -97,8 +99,8 @@ def test_a_study_recorded_without_a_key_the_code_now_has_resumes(tmp_path: Path)
     assert study.n_finished == 3
 
 
-def test_a_study_with_the_old_hash_resumes_and_gets_the_new_one(tmp_path: Path) -> None:
-    cfg, data, run_id = interrupted_study(tmp_path)
+def test_a_study_with_the_old_hash_resumes_and_gets_the_new_one(tmp_path: Path, sqlite_store: str) -> None:
+    cfg, data, run_id = interrupted_study(tmp_path, sqlite_store)
     client = MlflowClient(cfg.tracking.uri)
     raw = yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml")).read_text())
     client.set_tag(run_id, TAG_CONFIG_HASH, legacy_config_hash(raw))
@@ -117,8 +119,7 @@ def test_the_old_hash_is_what_the_first_version_recorded(tmp_path: Path) -> None
     import hashlib
     import json
 
-    from hyperflow.components.config import flatten
-    from hyperflow.components.lifecycle import config_yaml
+    from hyperflow.components.fingerprint import config_yaml, flatten
 
     cfg = small_config(tmp_path, search={"initial_points": [{"learning_rate": 0.02}]})
     # The first version's formula, on the config object; resume has only its config.yaml.

@@ -349,7 +349,7 @@ def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: 
     from hyperflow.components.lifecycle import open_study
     from hyperflow.components.resume import resume_study
     from hyperflow.components.study import Study, execute_trial
-    from hyperflow.components.usermodule import registered
+    from hyperflow.components.usercode import registered
 
     def run(study: Study, n: int) -> None:
         for _ in range(n):

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from hyperflow.components.config import ExperimentConfig, validate_config
-from hyperflow.components.training import TrialResult, TrialSpec, train_trial
+from hyperflow.components.training import train_trial
+from hyperflow.components.trial import TrialResult, TrialSpec
 
 
 def spec_for(cfg: dict[str, Any] | None = None) -> TrialSpec:
@@ -128,3 +129,54 @@ def test_a_trial_runs_in_a_worker_process_and_its_result_pickles(digits) -> None
     assert remote.state == "completed"
     assert remote.history == local.history
     assert pickle.loads(pickle.dumps(local)).history == local.history
+
+
+def _function_spec() -> TrialSpec:
+    from hyperflow.components.usercode import registered
+
+    def objective(params: dict[str, Any], report: Any) -> float:
+        for epoch in range(params["max_epochs"]):
+            report(epoch, 0.5)
+        return 0.5
+
+    with registered("guarded:objective", objective):
+        cfg = validate_config(
+            {"model": {"module": "guarded:objective", "max_epochs": 3}, "search": {"metric": "score"}}
+        )
+        return TrialSpec.from_config(cfg, num_threads=1)
+
+
+@pytest.mark.parametrize(
+    ("budget", "state", "message"),
+    [
+        ({"stop_event": type("Set", (), {"is_set": lambda self: True})()}, "interrupted", "interrupted"),
+        ({"deadline": 0.0}, "failed", "the trial ran past search.trial_timeout_minutes"),
+        ({"stop_at": 0.0}, "interrupted", "the study's time budget (search.timeout_minutes) is spent"),
+    ],
+)
+def test_one_guard_ends_a_module_and_a_function_alike(
+    digits, budget: dict[str, Any], state: str, message: str
+) -> None:
+    for data, spec in ((digits, spec_for()), (None, _function_spec())):
+        result = train_trial(data, {"max_epochs": 3}, spec, seed=0, **budget)
+        assert (result.state, result.error) == (state, message)
+        assert result.epochs_trained == 0 and result.state_dict is None
+
+
+def test_the_mlp_adapter_rebuilds_evaluates_and_exports_raw_rows(digits) -> None:
+    from hyperflow.components.adapters import MLPAdapter, adapter_for
+
+    spec = spec_for()
+    adapter = adapter_for(spec)
+    assert isinstance(adapter, MLPAdapter) and adapter.needs_dataset and adapter.exports_model
+    trained = train_trial(digits, {"max_epochs": 3}, spec, seed=0)
+    assert trained.state_dict is not None
+    module = adapter.rebuild(digits, {"max_epochs": 3}, trained.state_dict)
+    metrics = adapter.evaluate(module, digits, {})
+    assert set(metrics) == {"test_loss", "test_accuracy"} and metrics["test_accuracy"] > 0.5
+    model, example = adapter.export(module, digits, {})
+    assert example.shape == (5, digits.n_features)
+    with torch.no_grad():
+        scores = model(torch.as_tensor(example))
+        expected = module(torch.as_tensor(digits.X_test[:5]))
+    assert torch.allclose(scores, expected, atol=1e-4), "raw rows in: the standardisation is inside"

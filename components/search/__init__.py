@@ -49,7 +49,7 @@ def make_strategy(cfg: ExperimentConfig, space: SearchSpace | None = None) -> St
                 f"search.initial_points.{i}: no value for {exc.args[0]!r}; give it in the point "
                 "or as a fixed model value"
             ) from exc
-    common: dict[str, Any] = {"mode": search.direction, "seed": cfg.seed, "initial_points": initial}
+    common: dict[str, Any] = {"mode": search.mode, "seed": cfg.seed, "initial_points": initial}
     # Each strategy's own section has the names of its constructor's keyword arguments.
     if search.strategy == "grid":
         return GridStrategy(space, **common, **search.grid.model_dump())

@@ -5,17 +5,19 @@ from __future__ import annotations
 import abc
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, TypedDict
 
 import numpy as np
 
+from hyperflow.components.names import COMPLETED, FAILED, PRUNED, FinishedState, Mode
 from hyperflow.components.search._space import SearchSpace, params_key
 
-__all__ = ["Observation", "Strategy", "derive_seed"]
+__all__ = ["Observation", "Proposer", "Strategy", "StrategyOptions", "derive_seed"]
 
-State = Literal["completed", "pruned", "failed"]
+# propose(position, is_free) -> a new point, or None when there is none left
+Proposer = Callable[[int, Callable[[Mapping[str, Any]], bool]], "dict[str, Any] | None"]
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -30,7 +32,15 @@ class Observation:
 
     params: dict[str, Any]
     value: float | None
-    state: State
+    state: FinishedState
+
+
+class StrategyOptions(TypedDict, total=False):
+    """The keyword arguments every strategy takes: what `Strategy.__init__` takes besides the space."""
+
+    mode: Mode
+    seed: int
+    initial_points: Sequence[Mapping[str, Any]]
 
 
 class Strategy(abc.ABC):
@@ -53,7 +63,7 @@ class Strategy(abc.ABC):
         self,
         space: SearchSpace,
         *,
-        mode: Literal["max", "min"] = "max",
+        mode: Mode = "max",
         seed: int = 0,
         initial_points: Sequence[Mapping[str, Any]] = (),
     ) -> None:
@@ -105,7 +115,7 @@ class Strategy(abc.ABC):
             self.tell_failed(point)
             return
         self._forget_pending(point)
-        obs = Observation(point, float(value), "pruned" if pruned else "completed")
+        obs = Observation(point, float(value), PRUNED if pruned else COMPLETED)
         self.history.append(obs)
         self._seen.add(params_key(point))
         self._observe(point, self._loss(float(value)))
@@ -114,7 +124,7 @@ class Strategy(abc.ABC):
         """Record a failed trial: the search goes on and no NaN reaches the optimiser."""
         point = self.space.coerce(params)
         self._forget_pending(point)
-        self.history.append(Observation(point, None, "failed"))
+        self.history.append(Observation(point, None, FAILED))
         self._seen.add(params_key(point))
         self._observe_failed(point)
 
@@ -133,7 +143,7 @@ class Strategy(abc.ABC):
     @property
     def best(self) -> Observation | None:
         """The best completed trial so far (pruned and failed trials never count)."""
-        done = [o for o in self.history if o.state == "completed" and o.value is not None]
+        done = [o for o in self.history if o.state == COMPLETED and o.value is not None]
         if not done:
             return None
         return min(done, key=lambda o: self._loss(o.value))  # type: ignore[arg-type]
@@ -168,6 +178,28 @@ class Strategy(abc.ABC):
     def _is_new(self, point: Mapping[str, Any]) -> bool:
         key = params_key(point)
         return key not in self._seen and key not in self._pending
+
+    def _collect(self, n: int, propose: Proposer) -> list[dict[str, Any]]:
+        """Up to `n` points from `propose(position, is_free)`, stopping at the first None.
+
+        `position` is the suggestion's place in the study (trials told plus pending, plus its index
+        here), for a position-seeded generator; `is_free(point)` holds for a point that is neither
+        told, pending nor already collected.
+        """
+        start = self.n_told + len(self._pending)
+        taken: set[str] = set()
+
+        def is_free(point: Mapping[str, Any]) -> bool:
+            return self._is_new(point) and params_key(point) not in taken
+
+        out: list[dict[str, Any]] = []
+        for i in range(n):
+            point = propose(start + i, is_free)
+            if point is None:
+                break
+            out.append(point)
+            taken.add(params_key(point))
+        return out
 
     @abc.abstractmethod
     def _suggest(self, n: int) -> list[dict[str, Any]]:

@@ -9,15 +9,15 @@ it lets the population be a deterministic function of the told sequence, which r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Unpack
 
 import numpy as np
 
-from hyperflow.components.search._base import Strategy
+from hyperflow.components.search._base import Strategy, StrategyOptions
 from hyperflow.components.search._random import sample_new, space_exhausted
-from hyperflow.components.search._space import SearchSpace, params_key
+from hyperflow.components.search._space import SearchSpace
 
 __all__ = ["GeneticStrategy", "Member"]
 
@@ -62,15 +62,13 @@ class GeneticStrategy(Strategy):
         self,
         space: SearchSpace,
         *,
-        mode: Literal["max", "min"] = "max",
-        seed: int = 0,
-        initial_points: Sequence[Mapping[str, Any]] = (),
         population_size: int = 12,
         crossover_rate: float = 0.8,
         mutation_rate: float = 0.2,
         elite: int = 2,
         tournament_size: int = 3,
         mutation_scale: float = 0.1,
+        **options: Unpack[StrategyOptions],
     ) -> None:
         problems = []
         if population_size < 2:
@@ -87,7 +85,7 @@ class GeneticStrategy(Strategy):
                 problems.append(f"{rate_name} must be in [0, 1], not {rate}")
         if problems:
             raise ValueError("search.genetic: " + "; ".join(problems))
-        super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
+        super().__init__(space, **options)
         self.population_size = population_size
         self.crossover_rate = crossover_rate
         self.mutation_rate = mutation_rate
@@ -131,23 +129,12 @@ class GeneticStrategy(Strategy):
     # ---------------------------------------------------------------- breeding
 
     def _suggest(self, n: int) -> list[dict[str, Any]]:
-        start = self.n_told + len(self._pending)
-        taken: set[str] = set()
-
-        def is_free(point: Mapping[str, Any]) -> bool:
-            return self._is_new(point) and params_key(point) not in taken
-
-        out: list[dict[str, Any]] = []
-        for i in range(n):
-            rng = self._rng("child" if self._parents else "sample", start + i)
+        def propose(position: int, is_free: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any] | None:
+            rng = self._rng("child" if self._parents else "sample", position)
             point = self._breed(rng, is_free) if self._parents else None
-            if point is None:
-                point = sample_new(self.space, rng, is_free)
-            if point is None:
-                break
-            out.append(point)
-            taken.add(params_key(point))
-        return out
+            return point if point is not None else sample_new(self.space, rng, is_free)
+
+        return self._collect(n, propose)
 
     def _tournament(self, rng: np.random.Generator) -> Member:
         size = min(self.tournament_size, len(self._parents))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Unpack
 
-from hyperflow.components.search._base import Strategy
+from hyperflow.components.search._base import Strategy, StrategyOptions
 from hyperflow.components.search._space import SearchSpace
 
 __all__ = ["GridStrategy"]
@@ -25,19 +24,13 @@ class GridStrategy(Strategy):
     name = "grid"
 
     def __init__(
-        self,
-        space: SearchSpace,
-        *,
-        mode: Literal["max", "min"] = "max",
-        seed: int = 0,
-        initial_points: Sequence[Mapping[str, Any]] = (),
-        points_per_dimension: int = 3,
+        self, space: SearchSpace, *, points_per_dimension: int = 3, **options: Unpack[StrategyOptions]
     ) -> None:
         if points_per_dimension < 1:
             raise ValueError(
                 f"search.grid.points_per_dimension must be at least 1, not {points_per_dimension}"
             )
-        super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
+        super().__init__(space, **options)
         self.points_per_dimension = points_per_dimension
         self.axes: list[list[Any]] = [d.grid(points_per_dimension) for d in space]
         self.size = math.prod(len(axis) for axis in self.axes)

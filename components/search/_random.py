@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from hyperflow.components.search._base import Strategy
-from hyperflow.components.search._space import SearchSpace, params_key
+from hyperflow.components.search._space import SearchSpace
 
 __all__ = ["RandomStrategy", "finite_size", "sample_new", "space_exhausted"]
 
@@ -101,32 +101,11 @@ class RandomStrategy(Strategy):
 
     name = "random"
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        *,
-        mode: Literal["max", "min"] = "max",
-        seed: int = 0,
-        initial_points: Sequence[Mapping[str, Any]] = (),
-    ) -> None:
-        super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
-
     @property
     def exhausted(self) -> bool:
         return space_exhausted(self)
 
     def _suggest(self, n: int) -> list[dict[str, Any]]:
-        start = self.n_told + len(self._pending)
-        out: list[dict[str, Any]] = []
-        taken: set[str] = set()
-
-        def is_free(point: Mapping[str, Any]) -> bool:
-            return self._is_new(point) and params_key(point) not in taken
-
-        for i in range(n):
-            point = sample_new(self.space, self._rng("sample", start + i), is_free)
-            if point is None:
-                break
-            out.append(point)
-            taken.add(params_key(point))
-        return out
+        return self._collect(
+            n, lambda position, is_free: sample_new(self.space, self._rng("sample", position), is_free)
+        )

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from hyperflow.components.config import ChoiceSpec, ModelConfig
+
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
 
@@ -155,8 +157,6 @@ class SearchSpace:
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> SearchSpace:
         """Build the space from a validated config; int fields (and `type: int`) give int dims."""
-        from hyperflow.components.config import ChoiceSpec, ModelConfig
-
         dims: list[Dimension] = []
         for name, spec in cfg.search.space.items():
             if isinstance(spec, ChoiceSpec):

@@ -1,0 +1,339 @@
+"""The cross-field checks of a config, on the plain dict, so that they also run when the file has other errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "BUILTIN_TASKS",
+    "FILE_SUFFIXES",
+    "NOT_SEARCHABLE",
+    "ModelFields",
+    "coerce_to_fields",
+    "data_file_problem",
+    "semantic_problems",
+]
+
+# The model section's fields by name (`ModelConfig.model_fields`): what the checks test values against.
+ModelFields = Mapping[str, FieldInfo]
+
+# Built-in data sets and the task each one is (diabetes has whole-number targets but is regression).
+BUILTIN_TASKS: dict[str, str] = {
+    "digits": "classification",
+    "breast_cancer": "classification",
+    "wine": "classification",
+    "iris": "classification",
+    "diabetes": "regression",
+}
+
+# Metrics the built-in model logs, by task.
+BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("val_accuracy", "val_loss", "train_loss"),
+    "regression": ("val_rmse", "val_loss", "train_loss"),
+}
+
+# What `data.path` may name (`source: file`).
+FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
+
+# `package.module:Name` (or `package.module.Name`): user code named in model.module / data.module.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[:.][^\s:]+$")
+
+# Model fields that are not hyperparameters of the network and can never be searched.
+NOT_SEARCHABLE = {"module", "args"}
+
+
+def _field_adapter(fields: ModelFields, name: str) -> TypeAdapter[Any] | None:
+    field = fields.get(name)
+    if field is None or field.annotation is None or name in NOT_SEARCHABLE:
+        return None
+    return TypeAdapter(field.annotation)
+
+
+def _is_numeric_field(fields: ModelFields, name: str) -> bool:
+    field = fields.get(name)
+    return field is not None and field.annotation in (int, float)
+
+
+def coerce_to_fields(raw: dict[str, Any], fields: ModelFields) -> dict[str, Any]:
+    """`raw` with the search's choices and initial points brought to their model field's type where they fit.
+
+    YAML 1.1 reads 1e-4 as a string; what does not fit is left for `semantic_problems` to name.
+    """
+    search = raw.get("search")
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if not isinstance(search, dict) or (isinstance(model, dict) and model.get("module")):
+        return raw
+    search = dict(search)
+    space = search.get("space")
+    if isinstance(space, dict):
+        new_space: dict[str, Any] = {}
+        for key, spec in space.items():
+            adapter = _field_adapter(fields, key)
+            if adapter is not None and isinstance(spec, dict) and isinstance(spec.get("choices"), list):
+                spec = dict(spec)
+                spec["choices"] = [_try_coerce(adapter, c) for c in spec["choices"]]
+            new_space[key] = spec
+        search["space"] = new_space
+    points = search.get("initial_points")
+    if isinstance(points, list):
+        search["initial_points"] = [
+            {k: _try_coerce(_field_adapter(fields, k), v) for k, v in p.items()} if isinstance(p, dict) else p
+            for p in points
+        ]
+    return {**raw, "search": search}
+
+
+def _try_coerce(adapter: TypeAdapter[Any] | None, value: Any) -> Any:
+    if adapter is None:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return value  # reported by semantic_problems with the field's name
+
+
+def _task_of(data: dict[str, Any]) -> str | None:
+    task = data.get("task", "auto")
+    if task in ("classification", "regression"):
+        return str(task)
+    if data.get("module"):
+        return None
+    return BUILTIN_TASKS.get(str(data.get("source", "digits")))
+
+
+def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[str, str]]:
+    """Problems that involve more than one field; tolerant of a malformed dict.
+
+    `fields` are the model section's fields: what may be searched, and the type of each value.
+    """
+    problems: list[tuple[str, str]] = []
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    search = cfg.get("search") if isinstance(cfg.get("search"), dict) else {}
+    assert isinstance(data, dict) and isinstance(model, dict) and isinstance(search, dict)
+    custom_model = bool(model.get("module"))
+
+    # user code: only the form of its import path here; preflight imports it and checks signatures
+    for section, entry in (("model", model), ("data", data)):
+        path = entry.get("module")
+        if isinstance(path, str) and not _IMPORT_PATH.match(path):
+            problems.append(
+                (f"{section}.module", f"{path!r} is not an import path 'package.module:ClassName'")
+            )
+    if data.get("module") and not custom_model:
+        problems.append(
+            (
+                "data.module",
+                "a DataModule needs a model.module too (the built-in MLP trains on the built-in data sets)",
+            )
+        )
+
+    # data
+    if not data.get("module"):
+        if data.get("source") == "file":
+            problem = data_file_problem(data.get("path"), data.get("target"))
+            if problem is not None:
+                problems.append(problem)
+        elif data.get("path") is not None:
+            problems.append(("data.path", f"only used with source 'file' (source is {data.get('source')!r})"))
+    vf, tf = data.get("val_fraction", 0.2), data.get("test_fraction", 0.2)
+    if isinstance(vf, int | float) and isinstance(tf, int | float) and vf + tf >= 1:
+        problems.append(
+            (
+                "data",
+                f"val_fraction + test_fraction = {vf + tf:g} leaves no training data (must be < 1)",
+            )
+        )
+
+    # metric against task
+    task = _task_of(data)
+    metric = search.get("metric", "val_accuracy")
+    if not custom_model and task is not None and isinstance(metric, str):
+        allowed = BUILTIN_METRICS[task]
+        if metric not in allowed:
+            problems.append(
+                (
+                    "search.metric",
+                    f"{metric!r} is not logged for a {task} task; use one of {', '.join(allowed)}",
+                )
+            )
+
+    # space against the model fields
+    space = search.get("space")
+    if isinstance(space, dict):
+        for key, spec in space.items():
+            problems.extend(_dimension_problems(fields, key, spec, custom_model))
+        if search.get("strategy") == "grid" and not space:
+            problems.append(("search.space", "grid search needs at least one dimension"))
+    elif space is not None:
+        problems.append(("search.space", "must be a mapping of model field to dimension"))
+
+    problems.extend(_halving_problems(cfg, model, space))
+
+    # initial points
+    points = search.get("initial_points")
+    if isinstance(points, list) and isinstance(space, dict):
+        for i, point in enumerate(points):
+            problems.extend(_initial_point_problems(i, point, space, model, custom_model))
+
+    return problems
+
+
+def data_file_problem(
+    path_text: Any, target: Any, columns: Callable[[Path], str] | None = None
+) -> tuple[str, str] | None:
+    """What keeps `data.path` (with `data.target`) of `source: file` from loading, by key; None: nothing.
+
+    `columns(path)` may add the file's columns to a missing target's message.
+    """
+    if not path_text:
+        return ("data.path", "required when data.source is 'file'")
+    path = Path(str(path_text)).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        return (
+            "data.path",
+            f"{path}: unsupported file type {suffix or '(none)'!r} (use .csv, .parquet or .npz)",
+        )
+    if not path.exists():
+        return ("data.path", f"{path}: no such file")
+    if not path.is_file():
+        return ("data.path", f"{path}: not a file")
+    if suffix != ".npz" and not target:
+        hint = columns(path) if columns is not None else ""
+        return ("data.target", f"required for a {suffix} file (the label column{hint})")
+    return None
+
+
+def _halving_problems(cfg: dict[str, Any], model: dict[str, Any], space: Any) -> list[tuple[str, str]]:
+    """asha and hyperband need a rung before the last epoch, and judge at their rungs only."""
+    es = cfg.get("early_stopping") if isinstance(cfg.get("early_stopping"), dict) else {}
+    assert isinstance(es, dict)
+    kind = es.get("kind")
+    if kind not in ("asha", "hyperband"):
+        return []
+    problems: list[tuple[str, str]] = []
+    every = es.get("every", 1)
+    if isinstance(every, int) and every != 1:
+        problems.append(
+            (
+                "early_stopping.every",
+                f"{kind} decides at its rungs only (min_epochs * reduction_factor^i); leave every at 1",
+            )
+        )
+    min_epochs = es.get("min_epochs", 5)
+    budget: Any = model.get("max_epochs", 30)
+    where = "model.max_epochs"
+    spec = _spec_dict(space.get("max_epochs")) if isinstance(space, dict) else None
+    if spec is not None:
+        # A searched max_epochs: rungs go up to the space's upper bound, and a trial whose own
+        # budget ends before a rung simply completes.
+        numbers = [c for c in spec.get("choices") or [] if isinstance(c, int | float)]
+        budget = spec.get("high") if "choices" not in spec else max(numbers, default=None)
+        where = "the upper bound of search.space.max_epochs"
+    if isinstance(min_epochs, int) and isinstance(budget, int | float) and min_epochs >= budget:
+        problems.append(
+            (
+                "early_stopping.min_epochs",
+                f"{kind} needs a rung before the last epoch: min_epochs ({min_epochs}) must be below "
+                f"{where} ({budget:g})",
+            )
+        )
+    return problems
+
+
+def _spec_dict(spec: Any) -> dict[str, Any] | None:
+    if isinstance(spec, BaseModel):
+        return spec.model_dump()
+    return spec if isinstance(spec, dict) else None
+
+
+def _dimension_problems(
+    fields: ModelFields, key: str, spec: Any, custom_model: bool
+) -> list[tuple[str, str]]:
+    path = f"search.space.{key}"
+    spec = _spec_dict(spec)
+    if spec is None:
+        return [(path, "must be {low, high[, log, type]} or {choices: [...]}")]
+    if key in NOT_SEARCHABLE:
+        return [(path, f"model.{key} cannot be searched")]
+    if custom_model:
+        return []  # checked against the module's constructor when it is imported
+    if key not in fields:
+        searchable = ", ".join(k for k in fields if k not in NOT_SEARCHABLE)
+        return [(path, f"unknown model field {key!r} (searchable: {searchable})")]
+    adapter = _field_adapter(fields, key)
+    assert adapter is not None
+    problems: list[tuple[str, str]] = []
+    if "choices" in spec:
+        for i, choice in enumerate(spec.get("choices") or []):
+            try:
+                adapter.validate_python(choice)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"]
+                problems.append((f"{path}.choices.{i}", f"{choice!r} is not a valid model.{key}: {msg}"))
+    else:
+        if not _is_numeric_field(fields, key):
+            problems.append((path, f"model.{key} is not numeric: search it with {{choices: [...]}}"))
+            return problems
+        field_type = fields[key].annotation
+        if spec.get("type") == "float" and field_type is int:
+            problems.append((f"{path}.type", f"model.{key} is an integer; use type: int"))
+        for bound in ("low", "high"):
+            value = spec.get(bound)
+            if isinstance(value, int | float):
+                as_type = int(value) if field_type is int and value == int(value) else value
+                if field_type is int and value != int(value):
+                    problems.append((f"{path}.{bound}", f"model.{key} is an integer; {value!r} is not"))
+                    continue
+                try:
+                    adapter.validate_python(as_type)
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"]
+                    problems.append((f"{path}.{bound}", f"{value!r} is not a valid model.{key}: {msg}"))
+    return problems
+
+
+def _in_dimension(value: Any, spec: dict[str, Any]) -> bool:
+    if "choices" in spec:
+        return any(value == c for c in spec["choices"])
+    try:
+        return bool(spec["low"] <= value <= spec["high"])
+    except TypeError:
+        return False
+
+
+def _initial_point_problems(
+    i: int, point: Any, space: dict[str, Any], model: dict[str, Any], custom_model: bool
+) -> list[tuple[str, str]]:
+    path = f"search.initial_points.{i}"
+    if not isinstance(point, dict):
+        return [(path, "must be a mapping of searched field to value")]
+    problems: list[tuple[str, str]] = []
+    for key, value in point.items():
+        spec = _spec_dict(space.get(key))
+        if spec is None:
+            problems.append((f"{path}.{key}", f"{key!r} is not in search.space"))
+            continue
+        if not _in_dimension(value, spec):
+            problems.append((f"{path}.{key}", f"{value!r} is outside search.space.{key}"))
+    for key, raw_spec in space.items():
+        spec = _spec_dict(raw_spec)
+        if key in point or spec is None:
+            continue
+        fixed = (model.get("args") or {}).get(key, model.get(key)) if custom_model else model.get(key)
+        if fixed is None or not _in_dimension(fixed, spec):
+            problems.append(
+                (
+                    f"{path}.{key}",
+                    f"missing, and the fixed value {fixed!r} is not in search.space.{key}",
+                )
+            )
+    return problems

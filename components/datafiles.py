@@ -1,0 +1,277 @@
+"""Reading a data set's raw arrays: a scikit-learn bundled set, or a csv, parquet or npz file."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from hyperflow.components.config import DataConfig
+from hyperflow.components.config_checks import BUILTIN_TASKS, data_file_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DataError", "RawData", "load_raw"]
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message names the config field (`data.path`, ...) or file."""
+
+
+class RawData(NamedTuple):
+    """Raw arrays before splitting, with what is needed to name them in errors."""
+
+    X: np.ndarray  # float64, 2-D
+    y: np.ndarray  # 1-D: numeric, bool, or unicode strings
+    feature_names: list[str]
+    name: str
+    source: str
+    label_field: str  # how errors name the labels: "data.target 'y'", "data.path x.npz: array 'y'"
+    origin: str  # how errors name the data: "data.path: /x/y.csv", "data.source: digits"
+    builtin: str | None  # the built-in set's name
+    class_names: list[str] | None  # built-in sets: the name of each integer label
+    digest: str
+
+
+def load_raw(cfg: DataConfig) -> RawData:
+    """The raw arrays `data` names, before any split; every problem a DataError naming its key or file."""
+    if cfg.module:
+        raise DataError(
+            f"data.module: {cfg.module!r} is a LightningDataModule; it loads its own data, "
+            "not through load_dataset"
+        )
+    if cfg.source != "file":
+        return _builtin(cfg.source)
+    problem = data_file_problem(cfg.path, cfg.target, columns=_columns_hint)
+    if problem is not None:
+        key, message = problem
+        raise DataError(f"{key}: {message}")
+    assert cfg.path is not None
+    path = Path(cfg.path).expanduser().resolve()
+    if path.suffix.lower() == ".npz":
+        return _from_npz(path, cfg.target)
+    assert cfg.target is not None
+    frame = _read_frame(path)
+    return _from_frame(frame, path, cfg.target)
+
+
+@functools.cache
+def _builtin(source: str) -> RawData:
+    """A scikit-learn bundled data set (read from disk, never downloaded); cached per process."""
+    from sklearn import datasets  # slow to import: only when a built-in set is asked for
+
+    if source not in BUILTIN_TASKS:
+        raise DataError(f"data.source: unknown data set {source!r}")
+    loader = getattr(datasets, f"load_{source}")
+    bunch = loader(scaled=False) if source == "diabetes" else loader()
+    X = np.ascontiguousarray(bunch.data, dtype=np.float64)
+    y = np.asarray(bunch.target)
+    names = [str(f) for f in bunch.feature_names]
+    class_names = None
+    if "target_names" in bunch:
+        class_names = [str(c) for c in bunch.target_names]
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return RawData(
+        X=X,
+        y=y,
+        feature_names=names,
+        name=source,
+        source=f"sklearn.datasets.load_{source}",
+        label_field=f"data.source {source!r}: the labels",
+        origin=f"data.source: {source}",
+        builtin=source,
+        class_names=class_names,
+        digest=_digest(X, y),
+    )
+
+
+def _columns_hint(path: Path) -> str:
+    try:
+        frame = _read_frame(path, nrows=0)
+    except DataError:
+        return ""
+    return f"; columns: {', '.join(map(str, frame.columns))}" if len(frame.columns) else ""
+
+
+def _read_frame(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    if path.stat().st_size == 0:
+        raise DataError(f"data.path: {path}: the file is empty")
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path, nrows=nrows)
+        if nrows == 0:
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(path).empty_table().to_pandas()
+        return pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data.path: {path}: the file is empty (no header, no rows)") from None
+    except Exception as exc:  # any reader failure is a bad file
+        raise DataError(f"data.path: {path}: cannot read the file: {exc}") from None
+
+
+def _from_frame(frame: pd.DataFrame, path: Path, target: str) -> RawData:
+    import pandas as pd
+
+    columns = [str(c) for c in frame.columns]
+    if target not in columns:
+        available = ", ".join(columns) if columns else "(none)"
+        raise DataError(f"data.target: {target!r} is not a column of {path} (columns: {available})")
+    if len(frame) == 0:
+        raise DataError(f"data.path: {path}: no rows (only a header)")
+    frame = frame.set_axis(columns, axis=1)
+    features = [c for c in columns if c != target]
+    if not features:
+        raise DataError(f"data.path: {path}: no feature columns besides the target {target!r}")
+
+    non_numeric = [
+        c
+        for c in features
+        if not pd.api.types.is_numeric_dtype(frame[c]) or isinstance(frame[c].dtype, pd.CategoricalDtype)
+    ]
+    if non_numeric:
+        raise DataError(
+            f"data.path: {path}: feature column(s) {_quoted(non_numeric)} are not numeric; "
+            "encode them as numbers first"
+        )
+    X = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
+    _check_features(X, features, path)
+
+    label_field = f"data.target {target!r}"
+    labels = frame[target]
+    missing = labels.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(labels) and not missing.any():
+        y = labels.to_numpy(dtype=bool)
+    elif pd.api.types.is_numeric_dtype(labels) and not isinstance(labels.dtype, pd.CategoricalDtype):
+        y = labels.to_numpy(dtype=np.float64, na_value=np.nan)
+        if pd.api.types.is_integer_dtype(labels) and not missing.any():
+            y = labels.to_numpy(dtype=np.int64)
+        missing = missing | ~np.isfinite(y.astype(np.float64))
+    else:
+        y = np.array(["" if m else str(v) for v, m in zip(labels.tolist(), missing, strict=True)])
+    _check_missing_labels(missing, label_field, path)
+    return _file_raw(X, y, features, path, label_field)
+
+
+def _from_npz(path: Path, target: str | None) -> RawData:
+    label_key = target or "y"
+    if path.stat().st_size == 0:
+        raise DataError(f"data.path: {path}: the file is empty")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"data.path: {path}: not an .npz archive (save it with np.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # any reader failure is a bad file
+        hint = "; store strings as a unicode array, not objects" if "pickle" in str(exc) else ""
+        raise DataError(f"data.path: {path}: cannot read the file: {exc}{hint}") from None
+    present = ", ".join(arrays) if arrays else "none"
+    if "X" not in arrays:
+        raise DataError(
+            f"data.path: {path}: no array 'X' (arrays: {present}); an .npz file needs arrays X and y"
+        )
+    if label_key not in arrays:
+        field = (
+            f"data.target: no array {label_key!r} in {path}"
+            if target
+            else (f"data.path: {path}: no array 'y'")
+        )
+        raise DataError(f"{field} (arrays: {present}); an .npz file needs arrays X and y")
+    X, y = arrays["X"], arrays[label_key]
+    label_field = f"data.path {path}: array {label_key!r}"
+    if X.ndim != 2:
+        raise DataError(f"data.path: {path}: X must be 2-D (rows x features), not shape {X.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{label_field} must be 1-D (one label per row), not shape {y.shape}")
+    if len(X) != len(y):
+        raise DataError(f"data.path: {path}: X has {len(X)} rows but {label_key} has {len(y)}")
+    if len(X) == 0:
+        raise DataError(f"data.path: {path}: no rows (X and {label_key} are empty)")
+    if X.shape[1] == 0:
+        raise DataError(f"data.path: {path}: X has no feature columns")
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"data.path: {path}: X is not numeric (dtype {X.dtype})")
+
+    names = [f"x{i}" for i in range(X.shape[1])]
+    if "feature_names" in arrays:
+        given = [str(v) for v in np.ravel(arrays["feature_names"])]
+        if len(given) != X.shape[1]:
+            raise DataError(
+                f"data.path: {path}: feature_names has {len(given)} names for {X.shape[1]} columns"
+            )
+        names = given
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    _check_features(X, names, path)
+
+    if y.dtype.kind == "S":
+        y = y.astype(str)
+    if y.dtype.kind in "iuf":
+        missing = ~np.isfinite(y.astype(np.float64))
+    elif y.dtype.kind in "bU":
+        missing = np.zeros(len(y), dtype=bool)
+    else:
+        raise DataError(f"{label_field}: unsupported label dtype {y.dtype}")
+    _check_missing_labels(missing, label_field, path)
+    return _file_raw(X, y, names, path, label_field)
+
+
+def _file_raw(X: np.ndarray, y: np.ndarray, names: list[str], path: Path, label_field: str) -> RawData:
+    return RawData(
+        X=X,
+        y=y,
+        feature_names=names,
+        name=path.stem,
+        source=str(path),
+        label_field=label_field,
+        origin=f"data.path: {path}",
+        builtin=None,
+        class_names=None,
+        digest=_digest(X, y),
+    )
+
+
+def _check_features(X: np.ndarray, names: list[str], path: Path) -> None:
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        cols = [names[i] for i in np.flatnonzero(bad.any(axis=0))]
+        raise DataError(
+            f"data.path: {path}: NaN or infinite values in {len(rows)} of {len(X)} rows "
+            f"(feature column(s) {_quoted(cols)}; first at row {int(rows[0])}); "
+            "fill or drop them first"
+        )
+
+
+def _check_missing_labels(missing: np.ndarray, label_field: str, path: Path) -> None:
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise DataError(
+            f"{label_field}: missing (NaN) or infinite labels in {len(rows)} of "
+            f"{len(missing)} rows of {path} (first at row {int(rows[0])})"
+        )
+
+
+def _quoted(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _digest(X: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{X.shape}|{y.dtype.kind}|".encode())
+    h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    if y.dtype.kind == "U":
+        h.update("\x1f".join(y.tolist()).encode())
+    else:
+        h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]

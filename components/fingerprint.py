@@ -1,0 +1,70 @@
+"""What a study records of its config: `config.yaml`, the flattened params, the hash that finds it again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from hyperflow.components.config import ExperimentConfig
+
+__all__ = ["config_hash", "config_yaml", "flatten", "legacy_config_hash"]
+
+
+def config_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (what `config.yaml` of the study run holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts with dots: {'model': {'optimizer': 'sgd'}} -> {'model.optimizer': 'sgd'}."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    if isinstance(value, dict) and value:
+        for key, child in value.items():
+            out.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+    else:
+        out[prefix] = value
+    return out
+
+
+# Fields that change how long or where a study runs, not what it is: excluded from the hash so
+# that `--resume` and `--n-trials` find the same study.
+_HASH_EXCLUDED = {
+    "search.n_trials",
+    "search.n_parallel",
+    "search.max_failures",
+    "search.timeout_minutes",
+    "tracking.uri",
+    "tracking.register_model",
+    "tracking.promote",
+    "runner.kind",
+    "runner.address",
+}
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A short stable hash of what defines the study (not its budget or where it runs).
+
+    Only values that differ from their defaults count, at every level (a dimension's `log: false`
+    as much as `model.dropout`), so that a key added to the schema later, with a default, leaves
+    the hash of every recorded study as it was.
+    """
+    flat = flatten(cfg.model_dump(mode="json", exclude_defaults=True))
+    # An empty section flattens to {"": {}} or {"model.args": {}}: nothing that defines a study.
+    return _hash_flat({k: v for k, v in flat.items() if v != {}})
+
+
+def legacy_config_hash(recorded: dict[str, Any]) -> str:
+    """The hash studies recorded before 0.2 carry: every key of their `config.yaml`, defaults included."""
+    return _hash_flat(flatten(recorded))
+
+
+def _hash_flat(flat: dict[str, Any]) -> str:
+    kept = {k: v for k, v in flat.items() if k not in _HASH_EXCLUDED}
+    blob = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

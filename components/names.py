@@ -1,0 +1,118 @@
+"""The one vocabulary: trial states, the optimisation mode, MLflow tag names, the champion alias."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+__all__ = [
+    "CHAMPION",
+    "COMPLETED",
+    "FAILED",
+    "FINISHED_STATES",
+    "INTERRUPTED",
+    "PRUNED",
+    "ROLE_STUDY",
+    "ROLE_TRIAL",
+    "RUNNING",
+    "RUN_STATUS",
+    "TAG_BEST_RUN_ID",
+    "TAG_BEST_TRIAL",
+    "TAG_CONFIG_HASH",
+    "TAG_ERROR",
+    "TAG_FLOW_RUN_ID",
+    "TAG_GIT_COMMIT",
+    "TAG_HOST",
+    "TAG_PARAMS",
+    "TAG_PARENT",
+    "TAG_PID",
+    "TAG_PREVIOUS_FLOW_RUN_IDS",
+    "TAG_RESUMED",
+    "TAG_ROLE",
+    "TAG_SEED",
+    "TAG_STATE",
+    "TAG_STOP_REASON",
+    "TAG_STRATEGY",
+    "TAG_STUDY_RUN",
+    "TAG_TEST_METRIC",
+    "TAG_TEST_VALUE",
+    "TAG_TRIAL",
+    "FinishedState",
+    "Mode",
+    "TrialState",
+    "champion_uri",
+    "test_metric_name",
+]
+
+# ---------------------------------------------------------------------------- trial states
+
+# What a trial ended as; `running` is only ever a tag on a trial run that has not ended yet.
+TrialState = Literal["completed", "pruned", "failed", "interrupted"]
+# The states a study counts (an interrupted trial is asked again, never counted).
+FinishedState = Literal["completed", "pruned", "failed"]
+
+COMPLETED: Final = "completed"
+PRUNED: Final = "pruned"
+FAILED: Final = "failed"
+INTERRUPTED: Final = "interrupted"
+RUNNING: Final = "running"
+FINISHED_STATES: Final[tuple[FinishedState, ...]] = (COMPLETED, PRUNED, FAILED)
+
+# The MLflow run status of each trial state.
+RUN_STATUS: Final[dict[str, str]] = {
+    COMPLETED: "FINISHED",
+    PRUNED: "FINISHED",
+    FAILED: "FAILED",
+    INTERRUPTED: "KILLED",
+}
+
+# ---------------------------------------------------------------------------- the direction
+
+# `search.mode`: whether the search metric is maximised or minimised (one name everywhere).
+Mode = Literal["max", "min"]
+
+# ---------------------------------------------------------------------------- MLflow tags
+
+TAG_ROLE: Final = "hyperflow.role"
+ROLE_STUDY: Final = "study"
+ROLE_TRIAL: Final = "trial"
+
+# study runs
+TAG_STRATEGY: Final = "hyperflow.strategy"
+TAG_CONFIG_HASH: Final = "hyperflow.config_hash"
+TAG_FLOW_RUN_ID: Final = "hyperflow.flow_run_id"
+TAG_PREVIOUS_FLOW_RUN_IDS: Final = "hyperflow.previous_flow_run_ids"
+TAG_RESUMED: Final = "hyperflow.resumed"
+TAG_BEST_TRIAL: Final = "hyperflow.best_trial"
+TAG_BEST_RUN_ID: Final = "hyperflow.best_run_id"
+TAG_GIT_COMMIT: Final = "mlflow.source.git.commit"
+
+# trial runs
+TAG_PARENT: Final = "mlflow.parentRunId"
+TAG_TRIAL: Final = "hyperflow.trial"
+TAG_SEED: Final = "hyperflow.seed"
+TAG_PARAMS: Final = "hyperflow.params"  # a trial's params as JSON, written when its run is created
+TAG_STATE: Final = "hyperflow.state"
+TAG_STOP_REASON: Final = "hyperflow.stop_reason"
+TAG_ERROR: Final = "hyperflow.error"
+TAG_HOST: Final = "hyperflow.host"
+TAG_PID: Final = "hyperflow.pid"
+
+# registered model versions
+TAG_TEST_METRIC: Final = "hyperflow.test_metric"
+TAG_TEST_VALUE: Final = "hyperflow.test_value"
+TAG_STUDY_RUN: Final = "hyperflow.study_run_id"
+
+# ---------------------------------------------------------------------------- the registry
+
+# The alias that marks the registered version to serve.
+CHAMPION: Final = "champion"
+
+
+def champion_uri(model_name: str) -> str:
+    """The model URI of a registered model's champion: `models:/NAME@champion`."""
+    return f"models:/{model_name}@{CHAMPION}"
+
+
+def test_metric_name(metric: str) -> str:
+    """The test-split counterpart of the search metric: val_accuracy -> test_accuracy."""
+    return "test_" + metric.removeprefix("val_")
