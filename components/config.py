@@ -23,10 +23,12 @@ from pydantic import (
     model_validator,
 )
 
+from hyperflow.components.architecture import DEFAULT_HIDDEN_LAYERS, hidden_layer_sizes
 from hyperflow.components.config_checks import (
     BUILTIN_METRICS,
     BUILTIN_TASKS,
     coerce_to_fields,
+    effective_value,
     semantic_problems,
 )
 from hyperflow.components.names import Mode
@@ -108,7 +110,14 @@ class ModelConfig(_Strict):
     args: dict[str, Any] = Field(
         default_factory=dict, description="further fixed keyword arguments of model.module"
     )
-    hidden_layers: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [128, 64])
+    hidden_layers: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="widths of the hidden layers; null: from depth / width / width_decay"
+    )
+    depth: int | None = Field(None, ge=0, description="hidden layers (null: 2, unless hidden_layers is set)")
+    width: int | None = Field(None, gt=0, description="units of the first hidden layer (null: 128)")
+    width_decay: float | None = Field(
+        None, gt=0, description="hidden layer i has round(width * width_decay**i) units (null: 0.5)"
+    )
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "selu"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False
@@ -121,6 +130,36 @@ class ModelConfig(_Strict):
     batch_size: int = Field(64, gt=0)
     max_epochs: int = Field(30, gt=0)
     warmup_epochs: int = Field(0, ge=0)
+    lr_schedule: Literal["none", "step", "exponential", "cosine", "one_cycle"] = "none"
+    lr_decay: float = Field(
+        0.9, gt=0, le=1, description="step: x lr_decay every lr_step_epochs; exponential: every epoch"
+    )
+    lr_step_epochs: int = Field(10, ge=1)
+    momentum_schedule: Literal["constant", "linear_decay", "cosine"] = "constant"
+    momentum_final: float = Field(0.5, ge=0, lt=1)
+    l2_schedule: Literal["constant", "linear_decay", "cosine"] = "constant"
+    l2_final: float = Field(0.0, ge=0)
+
+    def fixed_values(self) -> dict[str, Any]:
+        """The values every trial starts from (its sampled ones override them).
+
+        Unset architecture keys (None) are left out, so that a searched `depth` or `width` composes
+        with the defaults of the others; a user's module still gets the default `hidden_layers`.
+        """
+        fixed = self.model_dump(exclude={"module", "args"}, exclude_none=True)
+        if self.module and "hidden_layers" not in fixed:
+            fixed["hidden_layers"] = list(DEFAULT_HIDDEN_LAYERS)
+        return fixed
+
+    def point_defaults(self) -> dict[str, Any]:
+        """What a partial initial point is completed with: every value as a trial would train it."""
+        values = self.model_dump()
+        return {key: effective_value(ModelConfig.model_fields, values, key) for key in values}
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """The hidden layers the built-in MLP gets from these values."""
+        return hidden_layer_sizes(self.hidden_layers, self.depth, self.width, self.width_decay)
 
 
 class RangeSpec(_Strict):
@@ -217,6 +256,11 @@ class SearchConfig(_Strict):
     trial_timeout_minutes: float | None = Field(None, gt=0)
     initial_points: list[dict[str, Any]] = Field(default_factory=list)
     space: dict[str, DimensionSpec] = Field(default_factory=dict)
+    heuristic_start: Literal["none", "lr_range_test"] = Field(
+        "none",
+        description="lr_range_test: run the LR range test once, narrow search.space.learning_rate, "
+        "evaluate its suggestion first",
+    )
     bayes: BayesConfig = Field(default_factory=BayesConfig)
     grid: GridConfig = Field(default_factory=GridConfig)
     genetic: GeneticConfig = Field(default_factory=GeneticConfig)

@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
+
+from hyperflow.components.architecture import (
+    ARCHITECTURE_KEYS,
+    DEFAULT_DEPTH,
+    DEFAULT_WIDTH,
+    DEFAULT_WIDTH_DECAY,
+    hidden_layer_sizes,
+)
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -18,6 +26,8 @@ __all__ = [
     "ModelFields",
     "coerce_to_fields",
     "data_file_problem",
+    "effective_value",
+    "numeric_field_type",
     "semantic_problems",
 ]
 
@@ -53,12 +63,42 @@ def _field_adapter(fields: ModelFields, name: str) -> TypeAdapter[Any] | None:
     field = fields.get(name)
     if field is None or field.annotation is None or name in NOT_SEARCHABLE:
         return None
-    return TypeAdapter(field.annotation)
+    # With the field's constraints (gt=0, le=1, ...): a searched value is checked as a fixed one is.
+    constrained: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    return TypeAdapter(constrained)
+
+
+def numeric_field_type(fields: ModelFields, name: str) -> type | None:
+    """`int` or `float` for a numeric model field (an optional one too, like `depth`), else None."""
+    field = fields.get(name)
+    if field is None:
+        return None
+    annotation = field.annotation
+    options = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    if len(options) == 1 and options[0] in (int, float):
+        return options[0]
+    return None
 
 
 def _is_numeric_field(fields: ModelFields, name: str) -> bool:
-    field = fields.get(name)
-    return field is not None and field.annotation in (int, float)
+    return numeric_field_type(fields, name) is not None
+
+
+def effective_value(fields: ModelFields, model: dict[str, Any], key: str) -> Any:
+    """A model value as the built-in MLP uses it: unset architecture keys take their defaults.
+
+    Tolerant of a malformed dict (None where a value cannot be worked out).
+    """
+    field = fields.get(key)
+    value = model.get(key, field.default if field is not None else None)
+    if value is not None:
+        return value
+    if key == "hidden_layers":
+        try:
+            return hidden_layer_sizes(None, *(model.get(k) for k in ARCHITECTURE_KEYS))
+        except (TypeError, ValueError):
+            return None
+    return {"depth": DEFAULT_DEPTH, "width": DEFAULT_WIDTH, "width_decay": DEFAULT_WIDTH_DECAY}.get(key)
 
 
 def coerce_to_fields(raw: dict[str, Any], fields: ModelFields) -> dict[str, Any]:
@@ -181,7 +221,14 @@ def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[st
     points = search.get("initial_points")
     if isinstance(points, list) and isinstance(space, dict):
         for i, point in enumerate(points):
-            problems.extend(_initial_point_problems(i, point, space, model, custom_model))
+            problems.extend(_initial_point_problems(fields, i, point, space, model, custom_model))
+
+    # the built-in model's architecture and schedules; the heuristic start
+    if not custom_model:
+        space_dict = {k: _spec_dict(v) for k, v in space.items()} if isinstance(space, dict) else {}
+        problems.extend(_architecture_problems(model, space_dict))
+        problems.extend(_schedule_problems(fields, model, space_dict))
+    problems.extend(_heuristic_start_problems(search, custom_model))
 
     return problems
 
@@ -249,6 +296,138 @@ def _halving_problems(cfg: dict[str, Any], model: dict[str, Any], space: Any) ->
     return problems
 
 
+def _architecture_problems(model: dict[str, Any], space: dict[str, Any]) -> list[tuple[str, str]]:
+    """hidden_layers, or depth / width / width_decay: one way of giving the architecture, not both."""
+    layers_fixed = model.get("hidden_layers") is not None
+    layers_searched = "hidden_layers" in space
+    if not (layers_fixed or layers_searched):
+        return []
+    given = [k for k in ARCHITECTURE_KEYS if k in space or model.get(k) is not None]
+    problems = []
+    for key in given:
+        path = f"search.space.{key}" if key in space else f"model.{key}"
+        other = "search.space.hidden_layers" if layers_searched else "model.hidden_layers"
+        hint = (
+            "remove it from the space"
+            if layers_searched
+            else "unset it (model.hidden_layers: null, or --set model.hidden_layers=null)"
+        )
+        problems.append(
+            (
+                path,
+                f"cannot be combined with {other}: give the layer list, or depth / width / width_decay, "
+                f"not both ({hint})",
+            )
+        )
+    return problems
+
+
+def _possible(
+    fields: ModelFields, key: str, model: dict[str, Any], space: dict[str, Any]
+) -> tuple[str, list[Any] | None]:
+    """Where a model value comes from (its dotted path) and the values it can take (None: a range)."""
+    spec = space.get(key)
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            return f"search.space.{key}", list(spec.get("choices") or [])
+        return f"search.space.{key}", None
+    default = fields[key].default
+    return f"model.{key}", [model.get(key, default)]
+
+
+def _schedule_problems(
+    fields: ModelFields, model: dict[str, Any], space: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Schedules that cannot combine, and searched schedule values that no trial would use."""
+    problems: list[tuple[str, str]] = []
+    lr_path, lr_values = _possible(fields, "lr_schedule", model, space)
+    lr_can = set(lr_values) if lr_values is not None else set()
+    warm_path, warm_values = _possible(fields, "warmup_epochs", model, space)
+    mom_path, mom_values = _possible(fields, "momentum_schedule", model, space)
+    opt_path, opt_values = _possible(fields, "optimizer", model, space)
+
+    def blame(first: str, second: str) -> str:
+        # The searched one is what to change; between two fixed values, the second named.
+        return first if first.startswith("search.") and not second.startswith("search.") else second
+
+    if "one_cycle" in lr_can:
+        warm_spec = space.get("warmup_epochs")
+        warms = (
+            warm_values is None and isinstance(warm_spec, dict) and _number(warm_spec.get("high")) > 0
+        ) or any(_number(w) > 0 for w in warm_values or [])
+        if warms:
+            problems.append(
+                (
+                    blame(lr_path, warm_path),
+                    "lr_schedule one_cycle brings its own warm-up (the first 30% of the steps); "
+                    "model.warmup_epochs must be 0 for it",
+                )
+            )
+        if any(m != "constant" for m in mom_values or []):
+            problems.append(
+                (
+                    blame(lr_path, mom_path),
+                    "lr_schedule one_cycle cycles the momentum itself (down to 0.85/0.95 of "
+                    "model.momentum at the peak learning rate); model.momentum_schedule must be constant for it",
+                )
+            )
+    if (
+        opt_values is not None
+        and all(o in ("adam", "adamw") for o in opt_values)
+        and any(m != "constant" for m in mom_values or [])
+    ):
+        problems.append(
+            (
+                mom_path,
+                f"schedules SGD's momentum; {opt_path} is {', '.join(map(str, opt_values))}, which has none",
+            )
+        )
+    # A searched value that only a schedule uses, while that schedule is fixed to one that does not.
+    used_by = {
+        "lr_decay": ("lr_schedule", ("step", "exponential")),
+        "lr_step_epochs": ("lr_schedule", ("step",)),
+        "momentum_final": ("momentum_schedule", ("linear_decay", "cosine")),
+        "l2_final": ("l2_schedule", ("linear_decay", "cosine")),
+    }
+    for key, (schedule, users) in used_by.items():
+        if key not in space:
+            continue
+        path, values = _possible(fields, schedule, model, space)
+        if values is not None and not any(v in users for v in values):
+            problems.append(
+                (
+                    f"search.space.{key}",
+                    f"no trial would use it: it applies to {schedule} {' or '.join(users)}, and {path} is "
+                    f"{', '.join(map(str, values))}",
+                )
+            )
+    return problems
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _heuristic_start_problems(search: dict[str, Any], custom_model: bool) -> list[tuple[str, str]]:
+    if search.get("heuristic_start", "none") != "lr_range_test":
+        return []
+    if custom_model:
+        return [
+            ("search.heuristic_start", "lr_range_test runs on the built-in model only (model.module is set)")
+        ]
+    space = search.get("space") if isinstance(search.get("space"), dict) else {}
+    assert isinstance(space, dict)
+    spec = _spec_dict(space.get("learning_rate"))
+    if spec is None or "choices" in spec:
+        return [
+            (
+                "search.heuristic_start",
+                "lr_range_test narrows search.space.learning_rate, which must be a range {low, high[, log]}",
+            )
+        ]
+    return []
+
+
 def _spec_dict(spec: Any) -> dict[str, Any] | None:
     if isinstance(spec, BaseModel):
         return spec.model_dump()
@@ -283,7 +462,7 @@ def _dimension_problems(
         if not _is_numeric_field(fields, key):
             problems.append((path, f"model.{key} is not numeric: search it with {{choices: [...]}}"))
             return problems
-        field_type = fields[key].annotation
+        field_type = numeric_field_type(fields, key)
         if spec.get("type") == "float" and field_type is int:
             problems.append((f"{path}.type", f"model.{key} is an integer; use type: int"))
         for bound in ("low", "high"):
@@ -311,7 +490,7 @@ def _in_dimension(value: Any, spec: dict[str, Any]) -> bool:
 
 
 def _initial_point_problems(
-    i: int, point: Any, space: dict[str, Any], model: dict[str, Any], custom_model: bool
+    fields: ModelFields, i: int, point: Any, space: dict[str, Any], model: dict[str, Any], custom_model: bool
 ) -> list[tuple[str, str]]:
     path = f"search.initial_points.{i}"
     if not isinstance(point, dict):
@@ -328,7 +507,11 @@ def _initial_point_problems(
         spec = _spec_dict(raw_spec)
         if key in point or spec is None:
             continue
-        fixed = (model.get("args") or {}).get(key, model.get(key)) if custom_model else model.get(key)
+        fixed = (
+            (model.get("args") or {}).get(key, model.get(key))
+            if custom_model
+            else effective_value(fields, model, key)
+        )
         if fixed is None or not _in_dimension(fixed, spec):
             problems.append(
                 (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from hyperflow.components.architecture import hidden_layer_sizes
+from hyperflow.components.config import ChoiceSpec
 from hyperflow.components.fingerprint import config_yaml
 from hyperflow.components.model import expected_param_count
 from hyperflow.components.search import SearchSpace
@@ -14,23 +16,61 @@ if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.data import Dataset
 
-__all__ = ["describe_config", "param_count_range"]
+__all__ = ["architectures", "describe_config", "param_count_range"]
+
+
+def _options(cfg: ExperimentConfig, key: str) -> list[Any]:
+    """The values a model field takes over the space: its choices, every int of a range (the ends
+    of a real one, enough where the count is monotonic in it), or its fixed value."""
+    spec = cfg.search.space.get(key)
+    if spec is None:
+        return [getattr(cfg.model, key)]
+    if isinstance(spec, ChoiceSpec):
+        return list(spec.choices)
+    if key == "depth":  # not monotonic: a narrow extra layer can shrink the count
+        return list(range(int(spec.low), int(spec.high) + 1))
+    return [spec.low, spec.high]
+
+
+def architectures(cfg: ExperimentConfig) -> list[list[int]]:
+    """Every hidden-layer list the searched architecture keys can give (built-in MLP), distinct."""
+    if "hidden_layers" in cfg.search.space or cfg.model.hidden_layers is not None:
+        return [list(h) for h in _options(cfg, "hidden_layers")]
+    combos = itertools.product(*(_options(cfg, k) for k in ("depth", "width", "width_decay")))
+    out: list[list[int]] = []
+    for depth, width, decay in combos:
+        layers = hidden_layer_sizes(None, depth, None if width is None else round(width), decay)
+        if layers not in out:
+            out.append(layers)
+    return out
 
 
 def param_count_range(cfg: ExperimentConfig, data: Dataset) -> tuple[int, int]:
     """The smallest and largest parameter count over the searched architectures (built-in MLP)."""
-    space = cfg.search.space
-    layers_options: list[Any] = [cfg.model.hidden_layers]
-    bn_options: list[Any] = [cfg.model.batch_norm]
-    if "hidden_layers" in space:
-        layers_options = list(getattr(space["hidden_layers"], "choices", layers_options))
-    if "batch_norm" in space:
-        bn_options = list(getattr(space["batch_norm"], "choices", bn_options))
     counts = [
-        expected_param_count(data.n_features, list(layers), data.n_outputs, bool(bn))
-        for layers, bn in itertools.product(layers_options, bn_options)
+        expected_param_count(data.n_features, layers, data.n_outputs, bool(bn))
+        for layers, bn in itertools.product(architectures(cfg), _options(cfg, "batch_norm"))
     ]
     return min(counts), max(counts)
+
+
+def _architecture_text(cfg: ExperimentConfig) -> str:
+    model, space = cfg.model, cfg.search.space
+    if "hidden_layers" in space:
+        return "hidden_layers searched"
+    if model.hidden_layers is not None:
+        return f"hidden_layers {model.hidden_layers}"
+    given = [k for k in ("depth", "width", "width_decay") if k in space or getattr(model, k) is not None]
+    if not given:
+        return f"hidden_layers {model.layer_sizes} (the default: depth 2, width 128, width_decay 0.5)"
+    shown = ", ".join(
+        f"{k} searched" if k in space else f"{k} {getattr(model, k)}"
+        for k in ("depth", "width", "width_decay")
+    )
+    layers = architectures(cfg)
+    if len(layers) == 1:
+        return f"hidden_layers {layers[0]} ({shown}; unset: depth 2, width 128, width_decay 0.5)"
+    return f"{shown} (unset: depth 2, width 128, width_decay 0.5), e.g. {layers[0]} to {layers[-1]}"
 
 
 def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
@@ -66,6 +106,7 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
             f"rows train/val/test, {data.n_features} features, {data.n_outputs} outputs"
         )
         if not cfg.model.module:
+            lines.append(f"architecture: {_architecture_text(cfg)}")
             low, high = param_count_range(cfg, data)
             lines.append(f"parameters: {low:,}" + (f" to {high:,}" if high != low else ""))
     lines.append(

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from hyperflow.components.architecture import DEFAULT_HIDDEN_LAYERS
 from hyperflow.components.config import ExperimentConfig
 
 __all__ = ["config_hash", "config_yaml", "flatten", "legacy_config_hash"]
@@ -55,6 +56,9 @@ def config_hash(cfg: ExperimentConfig) -> str:
     the hash of every recorded study as it was.
     """
     flat = flatten(cfg.model_dump(mode="json", exclude_defaults=True))
+    if flat.get("model.hidden_layers") == list(DEFAULT_HIDDEN_LAYERS):
+        # [128, 64] was hidden_layers' default before it could be left unset: the same study.
+        del flat["model.hidden_layers"]
     # An empty section flattens to {"": {}} or {"model.args": {}}: nothing that defines a study.
     return _hash_flat({k: v for k, v in flat.items() if v != {}})
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from hyperflow.components.adapters import adapter_for
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.fingerprint import config_hash, config_yaml, flatten
+from hyperflow.components.heuristic import start_config
 from hyperflow.components.importance import study_importances
 from hyperflow.components.names import (
     COMPLETED,
@@ -73,6 +74,8 @@ def open_study(
         config_yaml=config_yaml(cfg),
         flat_config=flatten(cfg),
     )
+    if cfg.search.heuristic_start != "none":  # e.g. the LR range test narrows the learning rate
+        strategy = make_strategy(start_config(cfg, data, tracker, run_id))
     return Study(
         cfg,
         strategy=strategy,

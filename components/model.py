@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -11,12 +12,16 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from hyperflow.components.architecture import hidden_layer_sizes
+
 __all__ = [
     "MLP",
     "MLPModule",
     "ScoringModel",
     "expected_param_count",
+    "lr_factor",
     "param_count",
+    "scheduled_value",
 ]
 
 Task = Literal["classification", "regression"]
@@ -120,6 +125,60 @@ _PLAIN_ATTRS = frozenset(
 )
 
 
+def lr_factor(
+    step: int,
+    *,
+    schedule: str,
+    steps_per_epoch: int,
+    max_epochs: int,
+    warmup_epochs: int = 0,
+    lr_decay: float = 0.9,
+    lr_step_epochs: int = 10,
+) -> float:
+    """The learning rate of a global step as a fraction of `learning_rate` (every schedule but one_cycle).
+
+    A linear warm-up per step over `warmup_epochs`, times the decay of the step's epoch counted from
+    the end of the warm-up (e' = epoch - warmup_epochs, over E' = max_epochs - warmup_epochs epochs):
+    step: lr_decay ** (e' // lr_step_epochs); exponential: lr_decay ** e'; cosine:
+    (1 + cos(pi e' / E')) / 2, which never reaches 0 within training; none: 1.
+    """
+    warmup_steps = warmup_epochs * steps_per_epoch
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    after = max(0, step // steps_per_epoch - warmup_epochs)
+    if schedule == "step":
+        decay = lr_decay ** (after // lr_step_epochs)
+    elif schedule == "exponential":
+        decay = lr_decay**after
+    elif schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * after / max(1, max_epochs - warmup_epochs)))
+    elif schedule == "none":
+        decay = 1.0
+    else:
+        raise ValueError(f"unknown lr_schedule {schedule!r}")
+    return warm * decay
+
+
+def scheduled_value(epoch: int, *, schedule: str, start: float, final: float, max_epochs: int) -> float:
+    """A momentum or L2 value of an epoch: from `start` at epoch 0 to `final` at the last epoch.
+
+    constant: start; linear_decay: a straight line; cosine: half a cosine wave.
+    """
+    if schedule == "constant" or max_epochs <= 1:
+        return start
+    t = min(1.0, epoch / (max_epochs - 1))
+    if schedule == "linear_decay":
+        return start + (final - start) * t
+    if schedule == "cosine":
+        return final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+# one_cycle's momentum at the peak learning rate, as a fraction of the momentum it starts and ends
+# with: torch's (and fastai's) defaults, 0.85 and 0.95.
+ONE_CYCLE_MOMENTUM_RATIO = 0.85 / 0.95
+ONE_CYCLE_PCT_START = 0.3
+
+
 class MLPModule(pl.LightningModule):
     """Trains an MLP; publishes train_loss, val_loss and val_accuracy / val_rmse once per epoch.
 
@@ -134,6 +193,10 @@ class MLPModule(pl.LightningModule):
       ~2.5 ms per call here); the trial's callback reads them together with `callback_metrics`.
     Set `batch_guard` to a callable(batch_idx, loss) to check every mini-batch (interruption,
     time budget, non-finite loss).
+
+    Schedules: the learning rate per step (`lr_factor`, or torch's OneCycleLR for `one_cycle`),
+    SGD's momentum and the L2 weight decay per epoch (`scheduled_value`); each epoch's starting
+    `learning_rate` and `momentum` (Adam: beta1) are published with its metrics.
     """
 
     def __init__(
@@ -141,7 +204,7 @@ class MLPModule(pl.LightningModule):
         in_features: int,
         out_features: int,
         task: Task = "classification",
-        hidden_layers: Sequence[int] = (128, 64),
+        hidden_layers: Sequence[int] | None = None,
         activation: str = "relu",
         dropout: float = 0.0,
         batch_norm: bool = False,
@@ -154,13 +217,23 @@ class MLPModule(pl.LightningModule):
         warmup_epochs: int = 0,
         steps_per_epoch: int = 1,
         target_std: float = 1.0,
+        depth: int | None = None,
+        width: int | None = None,
+        width_decay: float | None = None,
+        max_epochs: int = 30,
+        lr_schedule: str = "none",
+        lr_decay: float = 0.9,
+        lr_step_epochs: int = 10,
+        momentum_schedule: str = "constant",
+        momentum_final: float = 0.5,
+        l2_schedule: str = "constant",
+        l2_final: float = 0.0,
         **_ignored: Any,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.model = MLP(
-            in_features, out_features, list(hidden_layers), activation, dropout, batch_norm, init
-        )
+        self.hidden_layers = hidden_layer_sizes(hidden_layers, depth, width, width_decay)
+        self.model = MLP(in_features, out_features, self.hidden_layers, activation, dropout, batch_norm, init)
         self.task = task
         self.optimizer_name = optimizer
         self.learning_rate = learning_rate
@@ -169,6 +242,20 @@ class MLPModule(pl.LightningModule):
         self.l2 = l2
         self.warmup_epochs = warmup_epochs
         self.steps_per_epoch = max(1, steps_per_epoch)
+        self.max_epochs = max(1, max_epochs)
+        self.lr_schedule = lr_schedule
+        self.lr_decay = lr_decay
+        self.lr_step_epochs = max(1, lr_step_epochs)
+        self.momentum_schedule = momentum_schedule
+        self.momentum_final = momentum_final
+        self.l2_schedule = l2_schedule
+        self.l2_final = l2_final
+        if lr_schedule == "one_cycle" and (warmup_epochs > 0 or momentum_schedule != "constant"):
+            raise ValueError(
+                "lr_schedule one_cycle has its own warm-up and momentum cycle: "
+                "warmup_epochs must be 0 and momentum_schedule constant"
+            )
+        self._epoch_start: dict[str, float] = {}
         self.target_std = target_std
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
         self._weights = [m.weight for m in self.model.net if isinstance(m, nn.Linear)]
@@ -208,6 +295,33 @@ class MLPModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
+        self.apply_epoch_schedules(self.trainer.current_epoch, self._opt[0])
+
+    def apply_epoch_schedules(self, epoch: int, opt: torch.optim.Optimizer) -> None:
+        """Set the epoch's momentum (SGD) and weight decay, and note the values it starts with."""
+        decayed = opt.param_groups[0]  # the weights; the other group (biases, BN) never decays
+        if self.l2_schedule != "constant":
+            decayed["weight_decay"] = scheduled_value(
+                epoch,
+                schedule=self.l2_schedule,
+                start=self.l2,
+                final=self.l2_final,
+                max_epochs=self.max_epochs,
+            )
+        if self.momentum_schedule != "constant" and "momentum" in opt.defaults:
+            momentum = scheduled_value(
+                epoch,
+                schedule=self.momentum_schedule,
+                start=self.momentum,
+                final=self.momentum_final,
+                max_epochs=self.max_epochs,
+            )
+            for group in opt.param_groups:
+                group["momentum"] = momentum
+        self._epoch_start = {
+            "learning_rate": float(decayed["lr"]),
+            "momentum": float(decayed["momentum"] if "momentum" in decayed else decayed["betas"][0]),
+        }
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, list):  # a whole epoch of (x, y) mini-batches
@@ -260,28 +374,50 @@ class MLPModule(pl.LightningModule):
                 metrics.update(self.validation_metrics(*self._val))
             self.train(was_training)
         self.epoch_metrics = {k: float(v) for k, v in metrics.items()}
+        self.epoch_metrics.update(self._epoch_start)
 
-    def configure_optimizers(self) -> Any:
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer at the configured values, weight decay on the weights only; no schedule."""
         decay = [p for n, p in self.model.named_parameters() if n.endswith("weight") and p.ndim > 1]
         other = [p for n, p in self.model.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
         groups = [
             {"params": decay, "weight_decay": self.l2},
             {"params": other, "weight_decay": 0.0},
         ]
-        opt: torch.optim.Optimizer
         if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(groups, lr=self.learning_rate, momentum=self.momentum)
-        elif self.optimizer_name == "adam":
-            opt = torch.optim.Adam(groups, lr=self.learning_rate)
-        elif self.optimizer_name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=self.learning_rate)
+            return torch.optim.SGD(groups, lr=self.learning_rate, momentum=self.momentum)
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(groups, lr=self.learning_rate)
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(groups, lr=self.learning_rate)
+        raise ValueError(f"unknown optimizer {self.optimizer_name!r}")
+
+    def configure_optimizers(self) -> Any:
+        opt = self.make_optimizer()
+        schedule: torch.optim.lr_scheduler.LRScheduler
+        if self.lr_schedule == "one_cycle":
+            top = self.momentum if "momentum" in opt.defaults else float(opt.defaults["betas"][0])
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=self.learning_rate,
+                total_steps=self.max_epochs * self.steps_per_epoch,
+                pct_start=ONE_CYCLE_PCT_START,
+                base_momentum=top * ONE_CYCLE_MOMENTUM_RATIO,
+                max_momentum=top,
+            )
+        elif self.lr_schedule == "none" and self.warmup_epochs <= 0:
+            return opt  # a constant rate: no per-step scheduler call at all
         else:
-            raise ValueError(f"unknown optimizer {self.optimizer_name!r}")
-        if self.warmup_epochs <= 0:
-            return opt
-        warmup_steps = self.warmup_epochs * self.steps_per_epoch
-        # Linear warm-up per step, from lr/warmup_steps up to lr, then constant.
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup_steps))
+            factor = functools.partial(
+                lr_factor,
+                schedule=self.lr_schedule,
+                steps_per_epoch=self.steps_per_epoch,
+                max_epochs=self.max_epochs,
+                warmup_epochs=self.warmup_epochs,
+                lr_decay=self.lr_decay,
+                lr_step_epochs=self.lr_step_epochs,
+            )
+            schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

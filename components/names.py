@@ -11,6 +11,7 @@ __all__ = [
     "FINISHED_STATES",
     "INTERRUPTED",
     "PRUNED",
+    "ROLE_LR_RANGE_TEST",
     "ROLE_STUDY",
     "ROLE_TRIAL",
     "RUNNING",
@@ -75,6 +76,7 @@ Mode = Literal["max", "min"]
 TAG_ROLE: Final = "hyperflow.role"
 ROLE_STUDY: Final = "study"
 ROLE_TRIAL: Final = "trial"
+ROLE_LR_RANGE_TEST: Final = "lr_range_test"  # `hyperflow lr-find`'s run
 
 # study runs
 TAG_STRATEGY: Final = "hyperflow.strategy"

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from hyperflow.components.config import ConfigError, validate_config
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.fingerprint import config_hash, config_yaml, flatten, legacy_config_hash
+from hyperflow.components.heuristic import start_config
 from hyperflow.components.lifecycle import threads_per_trial
 from hyperflow.components.names import (
     COMPLETED,
@@ -228,13 +229,15 @@ def resume_study(
         )
     _complete_study_records(tracker, run, cfg, data)
     trials = recorded_trials(tracker, cfg, run)
+    # The heuristic start as recorded in the study run (a range test is never run again).
+    strategy = make_strategy(start_config(cfg, data, tracker, study_run_id))
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     finished = [t for t in trials if t.state in FINISHED_STATES and t.status != "RUNNING"]
     finished.sort(key=lambda t: (t.end_time or 0, t.number))
     history = [_record(tracker, cfg, trial, curve=stop_rule is not None) for trial in finished]
     study = Study(
         cfg,
-        strategy=make_strategy(cfg),
+        strategy=strategy,
         stop_rule=stop_rule,
         tracker=tracker,
         experiment_id=run.info.experiment_id,

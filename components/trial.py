@@ -65,7 +65,7 @@ class TrialSpec:
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, num_threads: int | None = None) -> TrialSpec:
-        fixed = cfg.model.model_dump(exclude={"module", "args"})
+        fixed = cfg.model.fixed_values()
         return cls(
             metric=cfg.search.metric,
             mode=cfg.search.mode,

@@ -1,4 +1,4 @@
-"""The `hyperflow` command: run, resume, validate, serve, ui."""
+"""The `hyperflow` command: run, resume, validate, serve, ui, lr-find."""
 
 from __future__ import annotations
 
@@ -266,6 +266,40 @@ def serve(
         soft_wrap=True,
     )
     serve_deployment(cfg, cron=cron, name=name, timezone=timezone)
+
+
+@app.command("lr-find")
+def lr_find(config: ConfigArg, overrides: SetOption = None) -> None:
+    """The learning-rate range test: print the suggested rate and range, log the plot to an MLflow run."""
+    _cli_defaults()
+    cfg, data = load_checked(config, overrides)
+    if cfg.model.module or data is None:
+        _fail(
+            "lr-find runs the range test on the built-in model and data (model.module is set)", EXIT_BAD_INPUT
+        )
+    from hyperflow.components.lr_find import find_learning_rate
+    from hyperflow.components.tracking import resolve_tracking_uri, ui_command
+
+    console.print("running the learning-rate range test ...", highlight=False)
+    found = find_learning_rate(cfg, data, resolve_tracking_uri(cfg.tracking.uri))
+    narrowed, low, high = found.narrowed, *found.narrowed.bounds
+    where = "search.space.learning_rate" if "learning_rate" in cfg.search.space else "the swept rates"
+    lines = [
+        "suggested  "
+        + (
+            "none (the loss diverged too early)"
+            if narrowed.raw_suggestion is None
+            else f"{narrowed.raw_suggestion:.4g}"
+        ),
+        f"range      [{narrowed.low:.4g}, {narrowed.high:.4g}]  within {where} [{low:.4g}, {high:.4g}]",
+    ]
+    if narrowed.note:
+        lines.append(f"[yellow]note[/]       {narrowed.note}")
+    lines.append(
+        f"swept      {found.result.min_lr:.3g} to {found.result.max_lr:.3g} over {len(found.result.lrs)} steps"
+    )
+    lines.append(f"open it    {ui_command(found.tracking_uri, found.experiment_id, found.run_id)}")
+    out.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @app.command()

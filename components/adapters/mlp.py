@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MLPAdapter"]
 
-# Model values that are the Trainer's and the batches', not the module's.
-_NOT_MODULE_ARGS = ("batch_size", "max_epochs")
+# Model values that are the batches', not the module's (max_epochs is both the Trainer's and the
+# module's: the length of its schedules).
+_NOT_MODULE_ARGS = ("batch_size",)
 
 
 class MLPAdapter(ModelAdapter):

@@ -39,7 +39,7 @@ def make_strategy(cfg: ExperimentConfig, space: SearchSpace | None = None) -> St
     """
     space = space if space is not None else SearchSpace.from_config(cfg)
     search = cfg.search
-    defaults = {**cfg.model.model_dump(), **cfg.model.args}
+    defaults = {**cfg.model.point_defaults(), **cfg.model.args}
     initial = []
     for i, point in enumerate(search.initial_points):
         try:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from hyperflow.components.config import ChoiceSpec, ModelConfig
+from hyperflow.components.config_checks import numeric_field_type
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -162,9 +163,8 @@ class SearchSpace:
             if isinstance(spec, ChoiceSpec):
                 dims.append(Dimension(name, "categorical", choices=tuple(spec.choices)))
                 continue
-            field_info = ModelConfig.model_fields.get(name)
             is_int = spec.type == "int" or (
-                spec.type is None and field_info is not None and field_info.annotation is int
+                spec.type is None and numeric_field_type(ModelConfig.model_fields, name) is int
             )
             dims.append(
                 Dimension(
