@@ -21,9 +21,11 @@ SCRIPTS = (
     "lightning_parity",
     "ask_cost",
     "early_stopping",
+    "schedule_curves",
     "overhead",
     "time_to_accuracy",
     "search_quality",
+    "training_recipe",
 )
 
 

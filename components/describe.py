@@ -5,7 +5,12 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from hyperflow.components.architecture import hidden_layer_sizes
+from hyperflow.components.architecture import (
+    DEFAULT_DEPTH,
+    DEFAULT_WIDTH,
+    DEFAULT_WIDTH_DECAY,
+    hidden_layer_sizes,
+)
 from hyperflow.components.config import ChoiceSpec
 from hyperflow.components.fingerprint import config_yaml
 from hyperflow.components.model import expected_param_count
@@ -60,17 +65,20 @@ def _architecture_text(cfg: ExperimentConfig) -> str:
         return "hidden_layers searched"
     if model.hidden_layers is not None:
         return f"hidden_layers {model.hidden_layers}"
-    given = [k for k in ("depth", "width", "width_decay") if k in space or getattr(model, k) is not None]
-    if not given:
-        return f"hidden_layers {model.layer_sizes} (the default: depth 2, width 128, width_decay 0.5)"
-    shown = ", ".join(
-        f"{k} searched" if k in space else f"{k} {getattr(model, k)}"
-        for k in ("depth", "width", "width_decay")
-    )
+    defaults = {"depth": DEFAULT_DEPTH, "width": DEFAULT_WIDTH, "width_decay": DEFAULT_WIDTH_DECAY}
+    parts = []
+    for key, default in defaults.items():
+        value = getattr(model, key)
+        parts.append(f"{key} searched" if key in space else f"{key} {default if value is None else value}")
+        if key not in space and value is None:
+            parts[-1] += " (unset)"
     layers = architectures(cfg)
-    if len(layers) == 1:
-        return f"hidden_layers {layers[0]} ({shown}; unset: depth 2, width 128, width_decay 0.5)"
-    return f"{shown} (unset: depth 2, width 128, width_decay 0.5), e.g. {layers[0]} to {layers[-1]}"
+    shown = (
+        f"hidden_layers {layers[0]}"
+        if len(layers) == 1
+        else f"{len(layers)} architectures, {layers[0]} to {layers[-1]}"
+    )
+    return f"{shown} from {', '.join(parts)}"
 
 
 def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:

@@ -78,7 +78,7 @@ def train_trial(
     guard = TrialGuard(
         metric=spec.metric,
         final_epoch=spec.max_epochs(params) - 1,
-        stop_policy=stop_policy,
+        stop_policy=None if stop_policy is None else adapter.stop_policy(stop_policy, params),
         on_epoch=on_epoch,
         stop_event=stop_event,
         deadline=deadline,

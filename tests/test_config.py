@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -235,3 +236,274 @@ def test_config_hash_ignores_budget_but_not_the_search() -> None:
     assert config_hash(base) == config_hash(validate_config({"search": {"n_trials": 99, "n_parallel": 2}}))
     assert config_hash(base) != config_hash(validate_config({"seed": 1}))
     assert config_hash(base) != config_hash(validate_config({"model": {"dropout": 0.1}}))
+
+
+# --------------------------------------------------------------------------------------------
+# The training recipe: schedules, depth and width, the heuristic start
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+RECIPE_KEYS = [
+    "model.hidden_layers",
+    "model.depth",
+    "model.width",
+    "model.width_decay",
+    "model.lr_schedule",
+    "model.lr_decay",
+    "model.lr_step_epochs",
+    "model.momentum_schedule",
+    "model.momentum_final",
+    "model.l2_schedule",
+    "model.l2_final",
+    "search.heuristic_start",
+]
+
+
+def test_every_recipe_key_is_in_the_readme_config_table() -> None:
+    import re
+
+    table = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    documented = {key for line in table for key in re.findall(r"`([\w.]+)`", line.split("|")[1])}
+    assert set(RECIPE_KEYS) <= documented, sorted(set(RECIPE_KEYS) - documented)
+    defaults = flatten(validate_config({}))
+    for key in RECIPE_KEYS:  # and each has a default
+        assert key in defaults
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "fragment"),
+    [
+        ({"model": {"lr_schedule": "linear"}}, "model.lr_schedule", "one_cycle"),
+        ({"model": {"lr_decay": 0}}, "model.lr_decay", "greater than 0"),
+        ({"model": {"lr_decay": 1.5}}, "model.lr_decay", "less than or equal to 1"),
+        ({"model": {"lr_step_epochs": 0}}, "model.lr_step_epochs", "greater than or equal to 1"),
+        ({"model": {"momentum_schedule": "step"}}, "model.momentum_schedule", "linear_decay"),
+        ({"model": {"momentum_final": 1.0}}, "model.momentum_final", "less than 1"),
+        ({"model": {"l2_schedule": "exponential"}}, "model.l2_schedule", "cosine"),
+        ({"model": {"l2_final": -0.1}}, "model.l2_final", "greater than or equal to 0"),
+        ({"model": {"depth": -1}}, "model.depth", "greater than or equal to 0"),
+        ({"model": {"width": 0}}, "model.width", "greater than 0"),
+        ({"model": {"width": 12.5}}, "model.width", "integer"),
+        ({"model": {"width_decay": 0}}, "model.width_decay", "greater than 0"),
+        ({"model": {"hidden_layers": [64, 0]}}, "model.hidden_layers.1", "greater than 0"),
+        ({"search": {"heuristic_start": "grid_scan"}}, "search.heuristic_start", "lr_range_test"),
+        # searched values validate like fixed ones
+        (
+            {"search": {"space": {"lr_schedule": {"choices": ["cosine", "linear"]}}}},
+            "search.space.lr_schedule.choices.1",
+            "'linear' is not a valid model.lr_schedule",
+        ),
+        ({"search": {"space": {"width": {"low": 16.5, "high": 64}}}}, "search.space.width.low", "integer"),
+        (
+            {"search": {"space": {"width": {"low": 16, "high": 64, "type": "float"}}}},
+            "search.space.width.type",
+            "int",
+        ),
+        ({"search": {"space": {"depth": {"low": -1, "high": 3}}}}, "search.space.depth.low", "not a valid"),
+        (
+            {"model": {"lr_schedule": "step"}, "search": {"space": {"lr_decay": {"low": 0.5, "high": 2}}}},
+            "search.space.lr_decay.high",
+            "not a valid model.lr_decay",
+        ),
+        (
+            {"search": {"space": {"momentum_schedule": {"choices": ["constant", "exp"]}}}},
+            "search.space.momentum_schedule.choices.1",
+            "not a valid",
+        ),
+        # both ways of giving the architecture
+        (
+            {"model": {"hidden_layers": [64], "depth": 3}},
+            "model.depth",
+            "cannot be combined with model.hidden_layers",
+        ),
+        ({"model": {"hidden_layers": [64], "width_decay": 0.5}}, "model.width_decay", "not both"),
+        (
+            {"model": {"width": 64}, "search": {"space": {"hidden_layers": {"choices": [[64], [32]]}}}},
+            "model.width",
+            "search.space.hidden_layers",
+        ),
+        (
+            {"model": {"hidden_layers": [64]}, "search": {"space": {"depth": {"low": 1, "high": 3}}}},
+            "search.space.depth",
+            "model.hidden_layers: null",
+        ),
+        # one_cycle brings its own warm-up and momentum cycle
+        ({"model": {"lr_schedule": "one_cycle", "warmup_epochs": 2}}, "model.warmup_epochs", "own warm-up"),
+        (
+            {
+                "model": {"warmup_epochs": 2},
+                "search": {"space": {"lr_schedule": {"choices": ["none", "one_cycle"]}}},
+            },
+            "search.space.lr_schedule",
+            "own warm-up",
+        ),
+        (
+            {
+                "model": {"lr_schedule": "one_cycle"},
+                "search": {"space": {"warmup_epochs": {"low": 0, "high": 3}}},
+            },
+            "search.space.warmup_epochs",
+            "own warm-up",
+        ),
+        (
+            {"model": {"lr_schedule": "one_cycle", "momentum_schedule": "cosine"}},
+            "model.momentum_schedule",
+            "cycles the momentum",
+        ),
+        (
+            {"model": {"optimizer": "adam", "momentum_schedule": "linear_decay"}},
+            "model.momentum_schedule",
+            "SGD",
+        ),
+        # a searched value that no trial would use
+        (
+            {"search": {"space": {"lr_decay": {"low": 0.5, "high": 0.99}}}},
+            "search.space.lr_decay",
+            "no trial",
+        ),
+        (
+            {
+                "model": {"lr_schedule": "exponential"},
+                "search": {"space": {"lr_step_epochs": {"low": 2, "high": 9}}},
+            },
+            "search.space.lr_step_epochs",
+            "no trial",
+        ),
+        (
+            {"search": {"space": {"momentum_final": {"low": 0.1, "high": 0.8}}}},
+            "search.space.momentum_final",
+            "no trial",
+        ),
+        (
+            {"search": {"space": {"l2_final": {"low": 0.0, "high": 0.01}}}},
+            "search.space.l2_final",
+            "no trial",
+        ),
+        # the heuristic start needs a learning-rate range on the built-in model
+        (
+            {
+                "search": {
+                    "heuristic_start": "lr_range_test",
+                    "space": {"momentum": {"low": 0.1, "high": 0.9}},
+                }
+            },
+            "search.heuristic_start",
+            "search.space.learning_rate",
+        ),
+        (
+            {
+                "search": {
+                    "heuristic_start": "lr_range_test",
+                    "space": {"learning_rate": {"choices": [0.1, 0.01]}},
+                }
+            },
+            "search.heuristic_start",
+            "must be a range",
+        ),
+        (
+            {
+                "model": {"module": "examples.digits_cnn.model:DigitsCNN"},
+                "search": {
+                    "heuristic_start": "lr_range_test",
+                    "space": {"learning_rate": {"low": 0.001, "high": 0.1}},
+                },
+            },
+            "search.heuristic_start",
+            "built-in model",
+        ),
+    ],
+)
+def test_each_recipe_problem_names_its_field(raw: dict, path: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw)
+    matching = [m for p, m in info.value.problems if p == path]
+    assert matching, f"no problem at {path}: {info.value.problems}"
+    assert any(fragment in m for m in matching), matching
+
+
+def test_setting_depth_over_a_file_with_hidden_layers_is_refused_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"hidden_layers": [64, 32]}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["model.width=96"])
+    assert [p for p, _ in info.value.problems] == ["model.width"]
+    cfg = load_config(path, ["model.hidden_layers=null", "model.width=96", "model.depth=3"])
+    assert cfg.model.layer_sizes == [96, 48, 24]
+
+
+def test_every_recipe_field_can_be_searched() -> None:
+    from hyperflow.components.search import SearchSpace, make_strategy
+
+    space = {
+        "depth": {"low": 1, "high": 4},
+        "width": {"low": 16, "high": 256, "log": True},
+        "width_decay": {"low": 0.25, "high": 1.0},
+        "lr_schedule": {"choices": ["none", "step", "exponential", "cosine", "one_cycle"]},
+        "lr_decay": {"low": 0.5, "high": 0.99},
+        "lr_step_epochs": {"low": 2, "high": 10},
+        "momentum_schedule": {"choices": ["constant", "linear_decay", "cosine"]},
+        "momentum_final": {"low": 0.1, "high": 0.8},
+        "l2_schedule": {"choices": ["constant", "linear_decay", "cosine"]},
+        "l2_final": {"low": 0.0, "high": 1e-3},
+    }
+    # one_cycle cycles the momentum itself: momentum_schedule is searched in a second config
+    momentum = {k: space.pop(k) for k in ("momentum_schedule", "momentum_final")}
+    both = {"lr_schedule": {"choices": ["none", "cosine"]}, **momentum}
+    assert validate_config({"search": {"space": both}}).search.space.keys() == both.keys()
+    cfg = validate_config({"search": {"strategy": "random", "space": space}})
+    kinds = {d.name: d.kind for d in SearchSpace.from_config(cfg)}
+    assert kinds == {
+        "depth": "int",
+        "width": "int",
+        "width_decay": "real",
+        "lr_schedule": "categorical",
+        "lr_decay": "real",
+        "lr_step_epochs": "int",
+        "l2_schedule": "categorical",
+        "l2_final": "real",
+    }
+    for point in make_strategy(cfg).ask(5):
+        assert isinstance(point["depth"], int) and isinstance(point["width"], int)
+        assert point["lr_schedule"] in space["lr_schedule"]["choices"]
+    # an initial point that leaves the architecture out takes the built-in default values
+    cfg = validate_config({"search": {"space": {"depth": {"low": 1, "high": 4}}, "initial_points": [{}]}})
+    assert make_strategy(cfg).ask(1) == [{"depth": 2}]
+
+
+def test_the_resolved_config_of_a_deployment_stays_valid() -> None:
+    from hyperflow.flows.deploy import deployment_parameters
+
+    for raw in (
+        {"model": {"depth": 3, "width": 64}, "search": {"space": {"width_decay": {"low": 0.3, "high": 1.0}}}},
+        {"model": {"hidden_layers": [32, 16], "lr_schedule": "one_cycle"}},
+        {},
+    ):
+        cfg = validate_config(raw)
+        params = deployment_parameters(cfg)["config"]
+        again = validate_config(params)
+        assert again == cfg and again.model.layer_sizes == cfg.model.layer_sizes
+        assert validate_config(yaml.safe_load(yaml.safe_dump(params))) == cfg
+
+
+def test_hidden_layers_128_64_hashes_as_left_unset() -> None:
+    # [128, 64] was the default before hidden_layers could be unset: studies recorded with it resume.
+    assert config_hash(validate_config({"model": {"hidden_layers": [128, 64]}})) == config_hash(
+        validate_config({})
+    )
+    assert config_hash(validate_config({"model": {"hidden_layers": [64]}})) != config_hash(
+        validate_config({})
+    )
+    assert config_hash(validate_config({"model": {"depth": 3}})) != config_hash(validate_config({}))
+
+
+def test_validate_shows_the_resolved_architecture(digits: Any) -> None:
+    from hyperflow.components.describe import describe_config
+
+    cfg = validate_config({"model": {"depth": 3, "width": 96}})
+    text = describe_config(cfg, digits)
+    resolved = yaml.safe_load(text.split("# search space")[0].removeprefix("# resolved config"))
+    assert resolved["model"]["hidden_layers"] is None and resolved["model"]["depth"] == 3
+    assert validate_config(resolved) == cfg
+    assert "architecture: hidden_layers [96, 48, 24] from depth 3, width 96, width_decay 0.5 (unset)" in text
+    assert f"parameters: {(64 + 1) * 96 + 97 * 48 + 49 * 24 + 25 * 10:,}" in text
+    searched = validate_config({"search": {"space": {"depth": {"low": 1, "high": 3}}}})
+    assert "3 architectures, [128] to [128, 64, 32]" in describe_config(searched, digits)

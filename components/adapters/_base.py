@@ -15,6 +15,7 @@ from hyperflow.components.model import ScoringModel
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
 
+    from hyperflow.components.curves import StopPolicy
     from hyperflow.components.data import Dataset
     from hyperflow.components.trial import TrialGuard, TrialSpec
 
@@ -46,6 +47,10 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def build(self, data: Dataset | None, params: Mapping[str, Any]) -> torch.nn.Module | None:
         """The untrained module for a parameter set (None where training makes its own, a function)."""
+
+    def stop_policy(self, policy: StopPolicy, params: Mapping[str, Any]) -> StopPolicy:
+        """The study's early-stopping rule as it judges this trial (by default, as it is)."""
+        return policy
 
     @abc.abstractmethod
     def fit(self, job: FitJob) -> Fitted:

@@ -13,10 +13,11 @@ import torch
 from hyperflow.components.adapters._base import FitJob, Fitted, ModelAdapter, raw_example, scoring_model
 from hyperflow.components.adapters._control import control_for
 from hyperflow.components.batches import TensorBatches, split_tensors
-from hyperflow.components.model import MLPModule
+from hyperflow.components.model import MLPModule, after_warmup
 from hyperflow.components.names import test_metric_name
 
 if TYPE_CHECKING:
+    from hyperflow.components.curves import StopPolicy
     from hyperflow.components.data import Dataset
 
 __all__ = ["MLPAdapter"]
@@ -42,6 +43,10 @@ class MLPAdapter(ModelAdapter):
             target_std=data.target_std if data.task == "regression" else 1.0,
             **{k: v for k, v in values.items() if k not in _NOT_MODULE_ARGS},
         )
+
+    def stop_policy(self, policy: StopPolicy, params: Mapping[str, Any]) -> StopPolicy:
+        """`median` never stops a trial while its learning rate still rises (warm-up, one_cycle)."""
+        return after_warmup(policy, self.spec.resolve(params))
 
     def fit(self, job: FitJob) -> Fitted:
         module, data = job.module, job.data
