@@ -53,9 +53,10 @@ def start_config(
 def narrowed_config(cfg: ExperimentConfig, narrowed: NarrowedRange) -> ExperimentConfig:
     """`cfg` with `search.space.learning_rate` narrowed and the suggestion as the first initial point.
 
-    The first point takes the other values of the first configured initial point (else the model
-    values); configured points, and the model's learning_rate where they leave it out, are clipped
-    into the narrowed range.
+    The first point takes the other values of the first configured initial point, else the model
+    values (clipped into a range; the first choice where the model's is not among the choices);
+    configured points, and the model's learning_rate where they leave it out, are clipped into the
+    narrowed range.
     """
     raw = cfg.model_dump(mode="json")
     search = raw["search"]
@@ -71,9 +72,28 @@ def narrowed_config(cfg: ExperimentConfig, narrowed: NarrowedRange) -> Experimen
     ]
     if narrowed.suggestion is not None:
         first = {**(points[0] if points else {}), "learning_rate": clip(narrowed.suggestion)}
-        points.insert(0, first)
+        points.insert(0, _complete(first, cfg))
     search["initial_points"] = points
     return validate_config(raw, "the heuristic start's narrowed config")
+
+
+def _complete(point: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
+    """Every searched value of a point: the model's where the point leaves it out, clipped into a
+    range; a model value that is not among a dimension's choices gives way to the first choice."""
+    from hyperflow.components.search import SearchSpace
+
+    defaults = cfg.model.point_defaults()
+    out = dict(point)
+    for d in SearchSpace.from_config(cfg):
+        if d.name in out:
+            continue
+        value = defaults.get(d.name)
+        if d.kind == "categorical":
+            out[d.name] = value if value is not None and d.contains(value) else d.choices[0]
+        else:
+            value = (d.low + d.high) / 2 if value is None else min(max(value, d.low), d.high)
+            out[d.name] = d.coerce(value)
+    return out
 
 
 def describe_start(cfg: ExperimentConfig, params: dict[str, str]) -> str | None:

@@ -133,10 +133,12 @@ def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyR
         PROGRESS_LISTENERS.remove(progress)
 
 
-def _print_summary(result: StudyResult) -> None:
+def _print_summary(result: StudyResult, cfg: ExperimentConfig | None = None) -> None:
     from hyperflow.components.tracking import ui_command
 
     lines = [f"[bold]study run[/]  {result.study_run_id}  ({result.status})"]
+    if cfg is not None and cfg.search.heuristic_start != "none":
+        lines.append(f"start      {_heuristic_start_line(cfg, result)}")
     lines.append(
         f"trials     {result.n_completed} completed, {result.n_pruned} pruned, {result.n_failed} failed"
         + (f"  (stopped: {result.stop_reason})" if result.stop_reason else "")
@@ -157,6 +159,19 @@ def _print_summary(result: StudyResult) -> None:
         lines.append(f"[red]error[/]      {err}")
     lines.append(f"open it    {ui_command(result.tracking_uri, result.experiment_id, result.study_run_id)}")
     out.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+def _heuristic_start_line(cfg: ExperimentConfig, result: StudyResult) -> str:
+    """What the study's heuristic start did, as its study run records it."""
+    from mlflow.tracking import MlflowClient
+
+    from hyperflow.components.heuristic import describe_start
+
+    try:
+        params = MlflowClient(result.tracking_uri).get_run(result.study_run_id).data.params
+    except Exception as exc:  # the summary goes on without it
+        return f"{cfg.search.heuristic_start} (not read back: {type(exc).__name__})"
+    return describe_start(cfg, dict(params)) or f"{cfg.search.heuristic_start} (not recorded)"
 
 
 def _fmt(value: Any) -> str:
@@ -184,7 +199,7 @@ def run(
         if resume_run_id is None:
             console.print("[yellow]no unfinished study of this config: starting a new one[/]")
     result = _run_flow(cfg, resume_run_id)
-    _print_summary(result)
+    _print_summary(result, cfg)
     if result.status != "FINISHED":
         raise typer.Exit(EXIT_FAILED)
 
@@ -217,7 +232,7 @@ def resume(
     except TrackingError as exc:
         _fail(str(exc), EXIT_TRACKING)
     result = _run_flow(cfg, study_run_id)
-    _print_summary(result)
+    _print_summary(result, cfg)
     if result.status != "FINISHED":
         raise typer.Exit(EXIT_FAILED)
 

@@ -164,12 +164,14 @@ def test_a_study_with_the_heuristic_start_narrows_evaluates_the_suggestion_first
     assert params["search.space.learning_rate.low"] == "0.0001"  # the configured bounds stay recorded
     artifacts = {a.path for a in client.list_artifacts(study.study_run_id)}
     assert {"lr_range_test.json", "plots"} <= artifacts
-    first, second = (r.params for r in sorted(study.records, key=lambda r: r.number))
-    assert first == {
-        "learning_rate": suggestion,
-        "momentum": 0.5,
-    }  # the suggestion first, with the point's rest
-    assert second == {"learning_rate": low, "momentum": 0.5}  # the configured point, clipped into the range
+    first, second = sorted(study.records, key=lambda r: r.number)
+    # the suggestion first, with the rest of the configured point; then that point, clipped into the range
+    assert first.params == {"learning_rate": suggestion, "momentum": 0.5}
+    assert second.params == {"learning_rate": low, "momentum": 0.5}
+    # each epoch's learning rate and momentum are trial metrics at step = epoch
+    history = sorted(client.get_metric_history(first.run_id, "learning_rate"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(0, suggestion), (1, suggestion)]
+    assert [m.value for m in client.get_metric_history(first.run_id, "momentum")] == [0.5, 0.5]
 
     def rerun(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the range test ran again on resume")
@@ -181,3 +183,95 @@ def test_a_study_with_the_heuristic_start_narrows_evaluates_the_suggestion_first
     lrs = [r.params["learning_rate"] for r in resumed.records]
     assert all(low <= lr <= high for lr in lrs), (lrs, low, high)
     assert len(set(lrs)) == 4
+
+
+@pytest.mark.slow
+def test_the_flow_runs_the_recipe_end_to_end(prefect_server: Any, tmp_path: Path) -> None:
+    """Through the real flow: the heuristic start, schedules and depth / width searched, the best model exported."""
+    from hyperflow.flows.search_flow import run_search
+
+    cfg = small_config(
+        tmp_path,
+        model={"hidden_layers": None, "max_epochs": 4},
+        search={
+            "strategy": "random",
+            "n_trials": 3,
+            "heuristic_start": "lr_range_test",
+            "space": {
+                "learning_rate": {"low": 1e-3, "high": 0.5, "log": True},
+                "lr_schedule": {"choices": ["cosine", "one_cycle", "step"]},
+                "depth": {"low": 1, "high": 3},
+                "width": {"low": 16, "high": 64},
+            },
+        },
+    )
+    result = run_search(cfg)
+    assert result.status == "FINISHED" and result.n_completed + result.n_pruned == 3
+    client = MlflowClient(cfg.tracking.uri)
+    study = client.get_run(result.study_run_id)
+    low, high = float(study.data.params["lr_range_test.low"]), float(study.data.params["lr_range_test.high"])
+    exp = study.info.experiment_id
+    trials = sorted(
+        client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{result.study_run_id}'"),
+        key=lambda r: int(r.data.tags["hyperflow.trial"]),
+    )
+    first = trials[0]
+    assert float(first.data.params["learning_rate"]) == pytest.approx(
+        float(study.data.params["lr_range_test.suggestion"])
+    )
+    for trial in trials:
+        assert low <= float(trial.data.params["learning_rate"]) <= high
+        assert {"learning_rate", "momentum", "val_accuracy"} <= set(trial.data.metrics)
+    assert result.model_uri is not None and result.test_metrics["test_accuracy"] > 0.5
+
+
+def test_the_narrowed_config_puts_the_suggestion_first_and_clips_the_rest() -> None:
+    from hyperflow.components.config import validate_config
+    from hyperflow.components.heuristic import narrowed_config
+
+    space = {
+        "learning_rate": {"low": 1e-3, "high": 0.5, "log": True},
+        "lr_schedule": {"choices": ["cosine", "one_cycle", "none"]},
+        "depth": {"low": 1, "high": 3},
+    }
+    cfg = validate_config(
+        {
+            "search": {
+                "heuristic_start": "lr_range_test",
+                "initial_points": [{"learning_rate": 0.3, "depth": 3}, {"depth": 1}],
+                "space": space,
+            },
+        }
+    )
+    got = narrowed_config(cfg, narrow(0.02, (1e-3, 0.5)))
+    spec = got.search.space["learning_rate"]
+    assert (spec.low, spec.high, spec.log) == pytest.approx((0.002, 0.06, True))  # type: ignore[union-attr]
+    assert got.search.initial_points == [
+        {"learning_rate": 0.02, "depth": 3, "lr_schedule": "none"},  # the suggestion, the first point's rest
+        {"learning_rate": 0.06, "depth": 3},  # 0.3 clipped into the range
+        {"depth": 1, "learning_rate": 0.01},  # the model's learning_rate, inside the range
+    ]
+    # Without initial points the model's values fill the first: clipped into a range, or the first choice.
+    alone = validate_config(
+        {
+            "model": {"max_epochs": 4},
+            "search": {
+                "heuristic_start": "lr_range_test",
+                "space": {
+                    **space,
+                    "lr_schedule": {"choices": ["cosine", "step"]},
+                    "width": {"low": 16, "high": 64},
+                    "max_epochs": {"low": 10, "high": 20},
+                },
+            },
+        }
+    )
+    (first,) = narrowed_config(alone, narrow(0.02, (1e-3, 0.5))).search.initial_points
+    assert first == {
+        "learning_rate": 0.02,
+        "lr_schedule": "cosine",
+        "depth": 2,
+        "width": 64,
+        "max_epochs": 10,
+    }
+    assert narrowed_config(alone, narrow(None, (1e-3, 0.5))).search.initial_points == []  # no suggestion
