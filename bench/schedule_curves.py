@@ -293,7 +293,7 @@ def main() -> None:
         print()
     verdict(
         ok_all,
-        "median and curve_fit (after_warmup) keep the best within 0.5 pp (median over orders) on schedule curves"
+        "median (after_warmup) and curve_fit keep the best within 0.5 pp (median over orders) on schedule curves"
         + (": " + "; ".join(notes) if notes else ""),
     )
 

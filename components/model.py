@@ -196,7 +196,7 @@ def after_warmup(policy: P, values: Mapping[str, Any]) -> P:
     Measured on schedule curves (bench/schedule_curves.py, digits): while one_cycle's rate still
     rises, `median` stops the eventual best one_cycle trial in 5 of 11 search orders; waiting for
     the end of the rise keeps it in all. curve_fit keeps the best there without waiting (it would
-    train 6-14% more epochs), so it is left as it is.
+    train 3-14% more epochs), so it is left as it is.
     """
     epochs = rising_epochs(values)
     min_epochs = getattr(policy, "min_epochs", 0)
