@@ -100,14 +100,16 @@ def search(cfg: Any, data: Any, seed: int) -> Search:
     sign = 1.0 if cfg.search.direction == "max" else -1.0
     for number in range(cfg.search.n_trials):
         (params,) = strategy.ask(1)
-        result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=rule.snapshot())
+        result = train_trial(
+            data, params, spec, seed=trial_seed(seed, number), stop_policy=rule.snapshot(number)
+        )
         ok = result.state in ("completed", "pruned") and result.value is not None
         state = result.state if ok else "failed"
         if state == "failed":
             strategy.tell_failed(params)
         else:
             strategy.tell(params, result.value, pruned=state == "pruned")
-        rule.record(result.curve, state)
+        rule.record(result.curve, state, number=number)
         out.epochs += result.epochs_trained
         out.pruned += state == "pruned"
         out.schedules.append(str(params.get("lr_schedule", cfg.model.lr_schedule)))
