@@ -64,7 +64,7 @@ def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
         runs = []
         start = time.perf_counter()
         strategy = RandomStrategy(
-            space, mode=cfg.search.direction, seed=cfg.seed + 1
+            space, mode=cfg.search.mode, seed=cfg.seed + 1
         )  # not early_stopping's draws
         for i, params in enumerate(strategy.ask(n_configs)):
             if "max_epochs" in params:  # every curve runs the same length (schedules span it)
@@ -93,7 +93,7 @@ def record(n_configs: int = CONFIGS, epochs: int = EPOCHS) -> dict[str, Any]:
         table["experiments"][name] = {
             "config": path,
             "metric": cfg.search.metric,
-            "mode": cfg.search.direction,
+            "mode": cfg.search.mode,
             "min_epochs": cfg.early_stopping.min_epochs,
             "threshold": cfg.early_stopping.threshold,
             "seconds": round(time.perf_counter() - start, 1),
@@ -127,8 +127,8 @@ def replay(
     """One sequential search over the recorded runs in `order` with the rule `kind`.
 
     As a trial does: the rule's snapshot before the trial, asked after each epoch but the last;
-    `warmup_aware` applies what `train_trial` now does for the built-in model (`after_warmup`: no
-    stop while the trial's learning rate still rises).
+    `warmup_aware` applies what the built-in model's adapter does to the rule a trial gets
+    (`MLPAdapter.stop_policy`, `after_warmup`: no stop while the trial's learning rate still rises).
     """
     from hyperflow.components.curves import StopRule
     from hyperflow.components.model import after_warmup

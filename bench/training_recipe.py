@@ -80,8 +80,9 @@ def search(cfg: Any, data: Any, seed: int) -> Search:
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.heuristic import narrowed_config
     from hyperflow.components.lr_find import configured_bounds, narrow, range_test
+    from hyperflow.components.names import PRUNED
     from hyperflow.components.search import make_strategy
-    from hyperflow.components.study import trial_seed
+    from hyperflow.components.study import TrialLedger, TrialRecord, trial_seed
     from hyperflow.components.training import train_trial
     from hyperflow.components.trial import TrialSpec
 
@@ -95,26 +96,32 @@ def search(cfg: Any, data: Any, seed: int) -> Search:
         searched = narrowed_config(cfg, narrowed)
         out.range_test_seconds = time.perf_counter() - start
         out.narrowed, out.suggestion = (narrowed.low, narrowed.high), narrowed.suggestion
-    strategy, rule = make_strategy(searched), make_stop_rule(cfg)
+    rule = make_stop_rule(cfg)
+    # The study's ledger tells the strategy and the stop rule, as Study.record does.
+    ledger = TrialLedger(make_strategy(searched), rule, cfg.search.mode)
     spec = TrialSpec.from_config(cfg, num_threads=1)
-    sign = 1.0 if cfg.search.direction == "max" else -1.0
     for number in range(cfg.search.n_trials):
-        (params,) = strategy.ask(1)
-        result = train_trial(
-            data, params, spec, seed=trial_seed(seed, number), stop_policy=rule.snapshot(number)
+        (params,) = ledger.strategy.ask(1)
+        seed_of_trial = trial_seed(seed, number)
+        result = train_trial(data, params, spec, seed=seed_of_trial, stop_policy=rule.snapshot(number))
+        record = TrialRecord.finished(
+            number=number,
+            params=params,
+            seed=seed_of_trial,
+            run_id="",
+            state=result.state,
+            value=result.value,
+            curve=result.curve,
+            epochs_trained=result.epochs_trained,
+            error=result.error,
         )
-        ok = result.state in ("completed", "pruned") and result.value is not None
-        state = result.state if ok else "failed"
-        if state == "failed":
-            strategy.tell_failed(params)
-        else:
-            strategy.tell(params, result.value, pruned=state == "pruned")
-        rule.record(result.curve, state, number=number)
+        ledger.add(record)
         out.epochs += result.epochs_trained
-        out.pruned += state == "pruned"
+        out.pruned += record.state == PRUNED
         out.schedules.append(str(params.get("lr_schedule", cfg.model.lr_schedule)))
-        if state == "completed" and (out.best is None or sign * result.value > sign * out.best):
-            out.best, out.best_params = result.value, params
+    best = ledger.best
+    if best is not None:  # completed trials only
+        out.best, out.best_params = best.value, best.params
     out.seconds = time.perf_counter() - start
     return out
 
