@@ -112,9 +112,7 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     }
     best = study.best
     if best is not None and best.value is not None:
-        # At the last trial's number, after the running best (logged by trial number): MLflow's latest
-        # `best_<metric>` is the study's best also when parallel trials finished out of order.
-        tracker.log_metrics(run_id, {f"best_{metric}": best.value}, step=max(r.number for r in study.records))
+        study.log_final_best()
         result.best_params, result.best_value = best.params, best.value
         result.best_trial, result.best_run_id = best.number, best.run_id
         tracker.set_tags(run_id, {TAG_BEST_TRIAL: str(best.number), TAG_BEST_RUN_ID: best.run_id})

@@ -7,6 +7,7 @@ from typing import Final, Literal
 __all__ = [
     "CHAMPION",
     "COMPLETED",
+    "EXPERIMENT_KIND",
     "FAILED",
     "FINISHED_STATES",
     "INTERRUPTED",
@@ -16,10 +17,12 @@ __all__ = [
     "ROLE_TRIAL",
     "RUNNING",
     "RUN_STATUS",
+    "SHARED_VIEW",
     "TAG_BEST_RUN_ID",
     "TAG_BEST_TRIAL",
     "TAG_CONFIG_HASH",
     "TAG_ERROR",
+    "TAG_EXPERIMENT_KIND",
     "TAG_FLOW_RUN_ID",
     "TAG_GIT_COMMIT",
     "TAG_HOST",
@@ -29,6 +32,7 @@ __all__ = [
     "TAG_PREVIOUS_FLOW_RUN_IDS",
     "TAG_RESUMED",
     "TAG_ROLE",
+    "TAG_RUN_NAME",
     "TAG_SEED",
     "TAG_STATE",
     "TAG_STOP_REASON",
@@ -37,11 +41,14 @@ __all__ = [
     "TAG_TEST_METRIC",
     "TAG_TEST_VALUE",
     "TAG_TRIAL",
+    "WEIGHT_HISTOGRAMS",
+    "WEIGHT_NEAR_ZERO",
     "FinishedState",
     "Mode",
     "TrialState",
     "champion_uri",
     "test_metric_name",
+    "trial_run_name",
 ]
 
 # ---------------------------------------------------------------------------- trial states
@@ -73,6 +80,14 @@ Mode = Literal["max", "min"]
 
 # ---------------------------------------------------------------------------- MLflow tags
 
+# experiments: MLflow 3's UI opens an experiment of this kind as model training, not GenAI.
+TAG_EXPERIMENT_KIND: Final = "mlflow.experimentKind"
+EXPERIMENT_KIND: Final = "custom_model_development"
+# An experiment tag `mlflow.sharedViewState.<key>` holds a run-list view (columns, sort, expanded
+# rows) that the UI opens at `#/experiments/<id>?viewStateShareKey=<key>`.
+SHARED_VIEW: Final = "mlflow.sharedViewState."
+
+TAG_RUN_NAME: Final = "mlflow.runName"
 TAG_ROLE: Final = "hyperflow.role"
 ROLE_STUDY: Final = "study"
 ROLE_TRIAL: Final = "trial"
@@ -99,6 +114,12 @@ TAG_ERROR: Final = "hyperflow.error"
 TAG_HOST: Final = "hyperflow.host"
 TAG_PID: Final = "hyperflow.pid"
 
+# A weight whose magnitude is below this counts as near zero (trial metric weights/<name>/near_zero).
+WEIGHT_NEAR_ZERO: Final = 1e-3
+
+# A trial's histogram figure, at the root of its run (MLflow's compare view shows root files only).
+WEIGHT_HISTOGRAMS: Final = "weight_histograms.png"
+
 # registered model versions
 TAG_TEST_METRIC: Final = "hyperflow.test_metric"
 TAG_TEST_VALUE: Final = "hyperflow.test_value"
@@ -113,6 +134,11 @@ CHAMPION: Final = "champion"
 def champion_uri(model_name: str) -> str:
     """The model URI of a registered model's champion: `models:/NAME@champion`."""
     return f"models:/{model_name}@{CHAMPION}"
+
+
+def trial_run_name(number: int, state: str | None = None) -> str:
+    """A trial run's name: `trial-7` while it runs, `trial-7 · pruned` once it ended (the run list shows it)."""
+    return f"trial-{number}" if state is None else f"trial-{number} · {state}"
 
 
 def test_metric_name(metric: str) -> str:

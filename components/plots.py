@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
+import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hyperflow.components.interrupt import terminate_workers
-from hyperflow.components.names import COMPLETED, FAILED, PRUNED
+from hyperflow.components.names import COMPLETED, FAILED, PRUNED, WEIGHT_NEAR_ZERO
 
 if TYPE_CHECKING:
     from hyperflow.components.search import SearchSpace
@@ -33,7 +35,7 @@ __all__ = [
 
 
 def weight_histograms(tensors: Mapping[str, Any], bins: int = 30) -> dict[str, dict[str, Any]]:
-    """Per parameter tensor: shape, bin edges, counts, mean and std (what histograms.json holds)."""
+    """Per parameter tensor: shape, bin edges, counts, mean, std and the fraction near zero (histograms.json)."""
     out: dict[str, dict[str, Any]] = {}
     for name, tensor in tensors.items():
         values = np.asarray(tensor.detach().cpu() if hasattr(tensor, "detach") else tensor, dtype=np.float64)
@@ -49,6 +51,7 @@ def weight_histograms(tensors: Mapping[str, Any], bins: int = 30) -> dict[str, d
             "counts": [int(c) for c in counts],
             "mean": float(flat.mean()) if flat.size else 0.0,
             "std": float(flat.std()) if flat.size else 0.0,
+            "near_zero": float(np.mean(np.abs(flat) < WEIGHT_NEAR_ZERO)) if flat.size else 0.0,
         }
     return out
 
@@ -269,6 +272,27 @@ def _init_plot_worker() -> None:
     matplotlib.use("Agg")
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start spawned processes without running the user's script again in them.
+
+    A spawned child imports the parent's `__main__` (a user's script calling `hyperflow.search`)
+    unless it has no `__file__` / `__spec__`; the plot worker needs nothing from it, and a script
+    without an `if __name__ == "__main__":` guard would otherwise start a second search in it.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None  # what multiprocessing reads to find the module; absent would break others
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 Uploader = Callable[[str, bytes], None]
 
 
@@ -296,10 +320,11 @@ class PlotQueue:
 
     def start(self) -> None:
         """Start the worker now (its imports overlap the first trial)."""
-        self._executor().submit(_warm_up)
+        with _main_script_hidden():
+            self._executor().submit(_warm_up)
 
     def histograms(self, run_id: str, hist: dict[str, Any]) -> None:
-        """Queue `weights/histograms.png` for a trial run, and upload what is already drawn."""
+        """Queue `weight_histograms.png` for a trial run, and upload what is already drawn."""
         self._futures.append((run_id, self._executor().submit(_draw_histograms_png, hist)))
         self.drain()
 
@@ -315,7 +340,7 @@ class PlotQueue:
                 if self.upload is not None:
                     self.upload(run_id, png)
             except Exception as exc:  # a plot never fails a study; the error is reported
-                self.errors.append(f"weights/histograms.png of run {run_id}: {type(exc).__name__}: {exc}")
+                self.errors.append(f"weight_histograms.png of run {run_id}: {type(exc).__name__}: {exc}")
         self._futures = pending
 
     def wait(self, timeout: float | None = None) -> list[str]:

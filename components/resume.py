@@ -252,7 +252,10 @@ def resume_study(
         if trial.status == "RUNNING" or trial.state in (RUNNING, INTERRUPTED):
             if trial.status == "RUNNING":
                 tracker.mark_trial(
-                    trial.run_id, INTERRUPTED, "the study's process ended while this trial ran"
+                    trial.run_id,
+                    INTERRUPTED,
+                    "the study's process ended while this trial ran",
+                    number=trial.number,
                 )
             if len(trial.params) == len(study.strategy.space):
                 study.requeue(trial.params)

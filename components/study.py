@@ -19,6 +19,7 @@ from hyperflow.components.names import (
     FAILED,
     INTERRUPTED,
     PRUNED,
+    WEIGHT_HISTOGRAMS,
     FinishedState,
     Mode,
     champion_uri,
@@ -196,11 +197,11 @@ class TrialLedger:
 
 
 def histogram_queue(tracker: StudyTracker) -> PlotQueue:
-    """The study's plot worker, started: it draws each trial's `weights/histograms.png` and the
-    tracker logs it."""
+    """The study's plot worker, started: it draws each trial's `weight_histograms.png` and the
+    tracker logs it, at the run's root, where MLflow's compare view lists the files runs share."""
 
     def upload(run_id: str, png: bytes) -> None:
-        tracker.log_png(run_id, png, "weights", "histograms.png")
+        tracker.log_png(run_id, png, None, WEIGHT_HISTOGRAMS)
 
     queue = PlotQueue(upload=upload)
     queue.start()
@@ -338,7 +339,7 @@ class Study:
                 params=params,
                 seed=seed,
                 run_id=run_id,
-                logger=TrialLogger(self.tracker.uri, run_id),
+                logger=TrialLogger(self.tracker.uri, run_id, number=number),
                 policy=self.stop_rule.snapshot(number) if self.stop_rule is not None else None,
                 timeout_seconds=timeout,
                 stop_at=stop_at,
@@ -386,7 +387,7 @@ class Study:
         """A trial whose process or task failed before it could report: failed, logged here."""
         result = TrialResult(params=plan.params, seed=plan.seed, state=FAILED, error=error)
         with contextlib.suppress(Exception):  # the store may be what failed; the study goes on
-            self.tracker.mark_trial(plan.run_id, FAILED, error)
+            self.tracker.mark_trial(plan.run_id, FAILED, error, number=plan.number)
         record = self.record(plan, result)
         assert record is not None
         return record
@@ -413,19 +414,37 @@ class Study:
         """
         for plan in list(self.in_flight.values()):
             with contextlib.suppress(Exception):
-                self.tracker.mark_trial(plan.run_id, INTERRUPTED, error or "the study was interrupted")
+                self.tracker.mark_trial(
+                    plan.run_id, INTERRUPTED, error or "the study was interrupted", number=plan.number
+                )
             self.in_flight.pop(plan.number, None)
         self.plots.close(cancel=True)
         with contextlib.suppress(Exception):
             self.tracker.end_run(self.study_run_id, "KILLED" if state == INTERRUPTED else "FAILED")
 
     def _log_running_best(self, record: TrialRecord) -> None:
+        # One point each time the best improves, at step = trials finished so far - 1 (the trial
+        # number when trials run one at a time): strictly increasing steps, never a step-0 echo,
+        # and the latest point is the study's best also when parallel trials finish out of order.
         if record.value is None or record.value == self._best_logged:
             return
         self._best_logged = record.value
         self.tracker.log_metrics(
-            self.study_run_id, {f"best_{self.cfg.search.metric}": record.value}, step=record.number
+            self.study_run_id, {f"best_{self.cfg.search.metric}": record.value}, step=self.n_finished - 1
         )
+
+    def log_final_best(self) -> None:
+        """Make the latest `best_<metric>` the study's best (a resumed study's best may come from before)."""
+        best = self.best
+        if best is None or best.value is None:
+            return
+        name = f"best_{self.cfg.search.metric}"
+        history = self.tracker.client.get_metric_history(self.study_run_id, name)
+        last = max(history, key=lambda m: m.step, default=None)
+        if last is not None and last.value == best.value:
+            return
+        step = max(self.n_finished - 1, last.step + 1 if last is not None else 0)
+        self.tracker.log_metrics(self.study_run_id, {name: best.value}, step=step)
 
 
 # --------------------------------------------------------------------------------------------

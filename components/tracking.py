@@ -22,12 +22,15 @@ from mlflow.tracking import MlflowClient
 
 from hyperflow.components.faults import fault_point
 from hyperflow.components.names import (
+    EXPERIMENT_KIND,
     ROLE_STUDY,
     ROLE_TRIAL,
     RUN_STATUS,
     RUNNING,
+    SHARED_VIEW,
     TAG_CONFIG_HASH,
     TAG_ERROR,
+    TAG_EXPERIMENT_KIND,
     TAG_FLOW_RUN_ID,
     TAG_GIT_COMMIT,
     TAG_HOST,
@@ -35,11 +38,13 @@ from hyperflow.components.names import (
     TAG_PARENT,
     TAG_PID,
     TAG_ROLE,
+    TAG_RUN_NAME,
     TAG_SEED,
     TAG_STATE,
     TAG_STOP_REASON,
     TAG_STRATEGY,
     TAG_TRIAL,
+    trial_run_name,
 )
 
 if TYPE_CHECKING:
@@ -165,9 +170,11 @@ class StudyTracker:
         """The experiment's id, creating it (or restoring a deleted one of that name)."""
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
-            return str(self.client.create_experiment(name))
+            return str(self.client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}))
         if exp.lifecycle_stage == "deleted":
             self.client.restore_experiment(exp.experiment_id)
+        if TAG_EXPERIMENT_KIND not in exp.tags:  # made by an older version, or by hand
+            self.client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         return str(exp.experiment_id)
 
     def start_study(
@@ -199,6 +206,9 @@ class StudyTracker:
             tags[TAG_GIT_COMMIT] = commit
         run = self.client.create_run(experiment_id, tags=tags, run_name=f"study-{cfg.search.strategy}")
         run_id = run.info.run_id
+        self.client.set_experiment_tag(
+            experiment_id, SHARED_VIEW + run_id, json.dumps(run_list_view(cfg, run_id))
+        )
         fault_point("study-created")
         self.log_study_records(run_id, dataset, config_yaml=config_yaml, flat_config=flat_config)
         return experiment_id, run_id
@@ -279,7 +289,7 @@ class StudyTracker:
             TAG_PARAMS: json.dumps(dict(params), sort_keys=True, default=str),
             **(extra_tags or {}),
         }
-        run = self.client.create_run(experiment_id, tags=tags, run_name=f"trial-{number}")
+        run = self.client.create_run(experiment_id, tags=tags, run_name=trial_run_name(number))
         run_id = run.info.run_id
         fault_point("trial-created")
         self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
@@ -295,16 +305,20 @@ class StudyTracker:
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
-    def log_png(self, run_id: str, png: bytes, folder: str, name: str) -> None:
-        """A drawn figure as the run's artifact `folder/name`."""
+    def log_png(self, run_id: str, png: bytes, folder: str | None, name: str) -> None:
+        """A drawn figure as the run's artifact `folder/name` (at the run's root with folder None)."""
         with tempfile.TemporaryDirectory(prefix="hyperflow-plot-") as tmp:
             path = Path(tmp) / name
             path.write_bytes(png)
             self.client.log_artifact(run_id, str(path), folder)
 
-    def mark_trial(self, run_id: str, state: str, error: str | None = None) -> None:
+    def mark_trial(
+        self, run_id: str, state: str, error: str | None = None, *, number: int | None = None
+    ) -> None:
         """Set a trial's final state from the search loop (a crash the worker could not report)."""
         tags = {TAG_STATE: state}
+        if number is not None:
+            tags[TAG_RUN_NAME] = trial_run_name(number, state)
         if error:
             tags[TAG_ERROR] = error[:5000]
         self.set_tags(run_id, tags)
@@ -325,10 +339,18 @@ class TrialLogger:
     """
 
     def __init__(
-        self, uri: str, run_id: str, *, flush_seconds: float = 1.0, retries: int = 4, retry_delay: float = 2.0
+        self,
+        uri: str,
+        run_id: str,
+        *,
+        number: int | None = None,
+        flush_seconds: float = 1.0,
+        retries: int = 4,
+        retry_delay: float = 2.0,
     ) -> None:
         self.uri = uri
         self.run_id = run_id
+        self.number = number  # the trial number: its run is renamed `trial-N · <state>` at the end
         self.flush_seconds = flush_seconds
         self.retries = retries
         self.retry_delay = retry_delay
@@ -338,7 +360,10 @@ class TrialLogger:
         self._in_flight: list[tuple[Any, list[Metric]]] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("uri", "run_id", "flush_seconds", "retries", "retry_delay")}
+        return {
+            k: getattr(self, k)
+            for k in ("uri", "run_id", "number", "flush_seconds", "retries", "retry_delay")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         uri, run_id = state.pop("uri"), state.pop("run_id")
@@ -414,12 +439,20 @@ class TrialLogger:
         )
         if result.predicted_final is not None:
             self._pending.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
+        # A model a training function returned has weights only at the end: their summaries once.
+        last = max(result.epochs_trained - 1, 0)
+        for name, hist in (result.histograms or {}).items():
+            if len(hist.get("shape", ())) >= 2 and f"weights/{name}/mean" not in result.history:
+                for stat in ("mean", "std", "near_zero"):
+                    self._pending.append(Metric(f"weights/{name}/{stat}", float(hist[stat]), now, last))
         # Where the trial ran: a worker process, a Dask worker on another host.
         tags = [
             RunTag(TAG_STATE, result.state),
             RunTag(TAG_HOST, socket.gethostname()),
             RunTag(TAG_PID, str(os.getpid())),
         ]
+        if self.number is not None:
+            tags.append(RunTag(TAG_RUN_NAME, trial_run_name(self.number, result.state)))
         if result.stop_reason:
             tags.append(RunTag(TAG_STOP_REASON, result.stop_reason[:5000]))
         if result.error:
@@ -466,9 +499,32 @@ def _probe_server(uri: str, timeout: float) -> None:
         raise TrackingError(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
 
 
+def run_list_view(cfg: ExperimentConfig, study_run_id: str) -> dict[str, Any]:
+    """The run list a study opens with in MLflow's UI: its trials expanded, the searched params and
+    the search metric as columns (MLflow's own default shows none of them).
+
+    MLflow keeps a shared view in the experiment tag `mlflow.sharedViewState.<key>` and opens it
+    at `#/experiments/<id>?viewStateShareKey=<key>`; the key is the study run's id.
+    """
+    metric = cfg.search.metric
+    columns = [f"params.`{name}`" for name in cfg.search.space]
+    columns += [f"metrics.`{metric}`", f"metrics.`best_{metric}`", "metrics.`epochs_trained`"]
+    columns += ["attributes.`Duration`"]
+    return {
+        "selectedColumns": columns,
+        "runsExpanded": {study_run_id: True},
+        # The trials of this study, flat (their parent is filtered out), best first.
+        "searchFilter": f"tags.`{TAG_PARENT}` = '{study_run_id}'",
+        "orderByKey": f"metrics.`{metric}`",
+        "orderByAsc": cfg.search.mode == "min",
+    }
+
+
 def ui_command(uri: str, experiment_id: str, run_id: str, port: int = 5000) -> str:
-    """The exact command (or address) that shows a run in the MLflow UI."""
-    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    """The exact command (or address) that shows a study's run list in the MLflow UI."""
+    # MLflow 3.17's UI picks GenAI or model training from the URL (else the browser's last choice),
+    # not from the experiment's kind: the address says which.
+    path = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={run_id}"
     uri = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"

@@ -342,7 +342,8 @@ def test_the_example_searches_through_the_cli(prefect_server, tmp_path: Path) ->
         assert hist["features.0.weight"]["shape"] == [channels, 1, 3, 3]
         assert hist["features.3.weight"]["shape"] == [2 * channels, channels, 3, 3]
         assert sum(hist["features.3.weight"]["counts"]) == 2 * channels * channels * 9
-        assert (folder / "histograms.png").stat().st_size > 0
+        png = Path(client.download_artifacts(run.info.run_id, "weight_histograms.png", str(tmp_path / "png")))
+        assert png.stat().st_size > 0
     values = {r.info.run_id: r.data.metrics["val_accuracy"] for r in runs}
     assert study.data.tags["hyperflow.best_run_id"] == max(values, key=lambda run_id: values[run_id])
     assert study.data.metrics["best_val_accuracy"] == pytest.approx(max(values.values()))
@@ -501,3 +502,28 @@ def test_a_project_with_its_own_flows_and_components_packages_runs_in_parallel(
     runs = trial_runs(client, study.info.run_id)
     assert [r.data.tags["hyperflow.state"] for r in runs] == ["completed"] * 4
     assert len({r.data.tags["hyperflow.pid"] for r in runs}) == 2, "the trials ran in two worker processes"
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_runs_one_study(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The plot worker is a spawned process: it must not run the user's script again.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "tune.py").write_text(
+        "from hyperflow import search\n"
+        f"result = search({{'name': 'unguarded', 'model': {{'hidden_layers': [16], 'max_epochs': 2}},"
+        f" 'search': {{'strategy': 'random', 'n_trials': 2}}, 'early_stopping': {{'kind': 'none'}},"
+        f" 'tracking': {{'uri': {uri!r}}}}})\n"
+        "print('status', result.status)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "tune.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("status FINISHED") == 1
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("unguarded").experiment_id
+    assert len(client.search_runs([exp], "tags.`hyperflow.role` = 'study'")) == 1
+    for run in trial_runs(
+        client, client.search_runs([exp], "tags.`hyperflow.role` = 'study'")[0].info.run_id
+    ):
+        assert "weight_histograms.png" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from hyperflow.components.trial import TrialGuard
+from hyperflow.components.weights import weight_metrics
 
 __all__ = ["TrialControl", "control_for", "quiet_lightning"]
 
@@ -86,6 +87,7 @@ class TrialControl(EarlyStopping):
             if isinstance(v, torch.Tensor) and v.numel() == 1
         }
         metrics.update(getattr(pl_module, "epoch_metrics", None) or {})
+        metrics.update(weight_metrics(pl_module.named_parameters()))
         if self.trial_guard.epoch_end(trainer.current_epoch, metrics) is not None:
             trainer.should_stop = True
 
