@@ -358,6 +358,7 @@ class TrialLogger:
         self._pending: list[Metric] = []
         self._last_flush = 0.0
         self._in_flight: list[tuple[Any, list[Metric]]] = []
+        self._epoch_keys: set[str] = set()  # the names logged per epoch
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -379,6 +380,7 @@ class TrialLogger:
         """Queue an epoch's metrics at step=epoch; write the queue when a second has passed."""
         now = _now_ms()
         self._pending.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items())
+        self._epoch_keys.update(metrics)
         if self._last_flush == 0.0:
             self._last_flush = time.monotonic()
         elif time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -442,7 +444,7 @@ class TrialLogger:
         # A model a training function returned has weights only at the end: their summaries once.
         last = max(result.epochs_trained - 1, 0)
         for name, hist in (result.histograms or {}).items():
-            if len(hist.get("shape", ())) >= 2 and f"weights/{name}/mean" not in result.history:
+            if len(hist.get("shape", ())) >= 2 and f"weights/{name}/mean" not in self._epoch_keys:
                 for stat in ("mean", "std", "near_zero"):
                     self._pending.append(Metric(f"weights/{name}/{stat}", float(hist[stat]), now, last))
         # Where the trial ran: a worker process, a Dask worker on another host.

@@ -156,8 +156,13 @@ class TrialGuard:
         if not math.isfinite(loss):
             raise self.stop(TrialFailed(f"training loss became {loss} at epoch {epoch}, batch {batch_idx}"))
 
-    def epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> StopDecision | None:
+    def epoch_end(
+        self, epoch: int, metrics: Mapping[str, float], also_log: Mapping[str, float] | None = None
+    ) -> StopDecision | None:
         """Take an epoch's metrics; return the early-stopping rule's decision (None: train on).
+
+        `also_log` (the weight summaries) is logged with the epoch's metrics but is not part of the
+        trial's history of what the module reported.
 
         Raises:
             TrialFailed: the search metric is missing or not finite, or training diverges.
@@ -177,7 +182,7 @@ class TrialGuard:
         self.curve.append(value)
         self.last_epoch = epoch
         if self.on_epoch is not None:
-            self.on_epoch(epoch, dict(metrics))
+            self.on_epoch(epoch, {**metrics, **(also_log or {})})
         if self.stop_policy is not None and len(self.curve) - 1 < self.final_epoch:
             decision = self.stop_policy.check(self.curve, self.final_epoch)
             if decision is not None:

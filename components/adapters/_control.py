@@ -87,8 +87,8 @@ class TrialControl(EarlyStopping):
             if isinstance(v, torch.Tensor) and v.numel() == 1
         }
         metrics.update(getattr(pl_module, "epoch_metrics", None) or {})
-        metrics.update(weight_metrics(pl_module.named_parameters()))
-        if self.trial_guard.epoch_end(trainer.current_epoch, metrics) is not None:
+        weights = weight_metrics(pl_module.named_parameters())
+        if self.trial_guard.epoch_end(trainer.current_epoch, metrics, weights) is not None:
             trainer.should_stop = True
 
 
