@@ -33,8 +33,10 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# Every test on two pytest-xdist workers, a whole file to a worker (module fixtures are built once);
+# the session's one Prefect server and one MLflow server are shared by both (tests/conftest.py).
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fast lane: no servers, no flows, no searches through the CLI (under 2 minutes on 2 cores),
 # on two pytest-xdist workers: its tests share no server, so they may run side by side.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,44 @@ for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_PROFILE"):
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import Server, start_mlflow_server, start_prefect_server, stop  # noqa: E402
+from servers import Server, start_mlflow_server, start_prefect_server, stop_pid  # noqa: E402
+
+
+# One Prefect server and one MLflow server per test session, also under pytest-xdist (`make test`
+# runs two workers): the first worker that needs a server starts it under a file lock and writes
+# where it is into SHARED; the others read that; the controller process (the one that made SHARED,
+# after every worker has ended) stops each server by its PID in `pytest_unconfigure`.
+_OWNER = "HYPERFLOW_TEST_SHARED" not in os.environ
+if _OWNER:
+    os.environ["HYPERFLOW_TEST_SHARED"] = tempfile.mkdtemp(prefix="hyperflow-tests-shared-")
+SHARED = Path(os.environ["HYPERFLOW_TEST_SHARED"])
+
+
+def _shared_server(name: str, start: Callable[[Path], Server]) -> Server:
+    from filelock import FileLock
+
+    record = SHARED / f"{name}.json"
+    with FileLock(str(SHARED / f"{name}.lock")):
+        if record.exists():
+            known = json.loads(record.read_text())
+            return Server(known["url"], None, Path(known["home"]), known["pid"])
+        server = start(SHARED / name)
+        record.write_text(json.dumps({"url": server.url, "home": str(server.home), "pid": server.pid}))
+        return server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _OWNER or hasattr(config, "workerinput"):
+        return
+    for record in SHARED.glob("*.json"):
+        stop_pid(json.loads(record.read_text())["pid"])
+    shutil.rmtree(SHARED, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def prefect_server() -> Iterator[Server]:
     """One Prefect server for the whole session; in-process flows and subprocesses both use it."""
-    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    server = _shared_server("prefect-server", start_prefect_server)
     os.environ["PREFECT_API_URL"] = server.url
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -43,17 +75,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
         APILogWorker.drain_all(timeout=5)  # before the server goes, so no log is left to send to it
         os.environ.pop("PREFECT_API_URL", None)
-        stop(server.proc)
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def mlflow_server() -> Iterator[Server]:
     """One MLflow tracking server (SQLite backend, served artifacts) for the session."""
-    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
-    try:
-        yield server
-    finally:
-        stop(server.proc)
+    yield _shared_server("mlflow-server", start_mlflow_server)
 
 
 @pytest.fixture(scope="session")

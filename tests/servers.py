@@ -70,6 +70,21 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], deadline_s: float, log: P
     poll(f"{url} to answer", answers, deadline_s, proc, detail=tail)
 
 
+def stop_pid(pid: int, timeout: float = 15) -> None:
+    """Stop a server that another process started (its own process group) by its PID."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)  # raises ProcessLookupError once the group is gone
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
+                    break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
     """Stop a server and its children by the process group of its PID."""
     if proc.poll() is not None:
@@ -93,13 +108,19 @@ def base_env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class Server:
+    """A server's address and home; `proc` only in the process that started it."""
+
     url: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None
     home: Path
+    started_pid: int | None = None
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        if self.proc is not None:
+            return self.proc.pid
+        assert self.started_pid is not None
+        return self.started_pid
 
 
 def start_prefect_server(home: Path) -> Server:
