@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from servers import Server, start_mlflow_server, start_prefect_server, stop_pid  # noqa: E402
 
-
 # One Prefect server and one MLflow server per test session, also under pytest-xdist (`make test`
 # runs two workers): the first worker that needs a server starts it under a file lock and writes
 # where it is into SHARED; the others read that; the controller process (the one that made SHARED,
