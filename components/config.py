@@ -99,6 +99,12 @@ class DataConfig(_Strict):
         None, description="import path 'package.module:ClassName' of a LightningDataModule"
     )
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of data.module")
+    categorical: Literal["auto"] | list[str] = Field(
+        "auto", description="one-hot encoded columns: auto (string, boolean, category) or their names"
+    )
+    missing: Literal["impute", "drop", "error"] = Field(
+        "impute", description="gaps in the features: train-split median / most frequent, drop the rows, or refuse"
+    )
 
 
 class ModelConfig(_Strict):

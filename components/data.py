@@ -1,4 +1,4 @@
-"""Data sets: the raw arrays (datafiles.py) split by seed and standardised with the train statistics."""
+"""Data sets: the raw features (datafiles.py) split by seed and prepared (preparation.py) on the train split."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from hyperflow.components.config import BUILTIN_TASKS, DataConfig
 from hyperflow.components.datafiles import DataError, RawData, load_raw
+from hyperflow.components.preparation import Preparation, categorical_columns, fit_preparation
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "AUTO_MAX_CLASSES",
@@ -33,26 +37,32 @@ AUTO_MIN_ROWS_PER_CLASS = 5
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A data set split into train/val/test and standardised with the train statistics.
+    """A data set split into train/val/test and prepared with what the train split holds.
+
+    Features are prepared by `preparation`: gaps filled, categorical columns one-hot encoded,
+    everything standardised with the train statistics (one-hot columns are left 0/1).
 
     Attributes:
         name: the built-in set's name (`digits`) or the file's stem.
         source: `sklearn.datasets.load_digits`, or the file's absolute path.
         task: `classification` or `regression`.
-        X_train: float32 features, standardised with the train mean and std.
+        X_train: float32 prepared features (`feature_names`), standardised with the train mean and std.
         y_train: int64 class indices (classification) or float32 targets standardised with the
             train mean and std (regression).
         X_val: as X_train, for the validation split.
         y_val: as y_train, for the validation split.
         X_test: as X_train, for the held-out test split.
         y_test: as y_train, for the held-out test split.
-        feature_names: one name per feature column.
+        feature_names: one name per prepared feature column (`island_Dream` for a one-hot column).
         classes: the label of each class id as a string (classification), else None.
-        feature_mean: float32 per-feature train mean.
-        feature_std: float32 per-feature train std (1 for a constant feature).
+        feature_mean: float32 per-feature train mean (0 for a one-hot column).
+        feature_std: float32 per-feature train std (1 for a constant or one-hot feature).
         target_mean: the train target mean (regression); 0.0 for a classification.
         target_std: the train target std (regression); 1.0 for a classification.
         digest: a short sha256 over the raw features and labels, stable across runs.
+        preparation: the fitted preparation (its `spec` is what the served model applies).
+        test_rows: the raw feature rows of the test split, as read (strings and gaps included).
+        labels: the original label value of each class id (numbers, booleans or strings).
     """
 
     name: str
@@ -71,6 +81,9 @@ class Dataset:
     target_mean: float
     target_std: float
     digest: str
+    preparation: Preparation | None = None
+    test_rows: pd.DataFrame | None = None
+    labels: list[Any] | None = None
 
     @property
     def n_features(self) -> int:
@@ -83,7 +96,7 @@ class Dataset:
         return len(self.classes) if self.classes is not None else 1
 
     def raw_features(self, X: np.ndarray) -> np.ndarray:
-        """Undo the standardisation of features: the values in the units of the source."""
+        """Undo the standardisation of features: filled values in the units of the source, one-hot 0/1."""
         return np.asarray(X, dtype=np.float32) * self.feature_std + self.feature_mean
 
     def raw_targets(self, y: np.ndarray) -> np.ndarray:
@@ -105,6 +118,7 @@ class Dataset:
                 "test": len(self.y_test),
             },
             "n_features": self.n_features,
+            "n_columns": len(self.preparation.input_columns) if self.preparation else self.n_features,
             "n_outputs": self.n_outputs,
             "classes": list(self.classes) if self.classes is not None else None,
         }
@@ -121,15 +135,16 @@ def load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str], str
         cfg: the `data` section of the config.
 
     Returns:
-        `(X, y, feature_names, name, source)`: X as a 2-D float64 array, y as a 1-D array of the
-        original labels (numbers, booleans or strings), the feature names, the data set's name and
-        its source (the scikit-learn loader or the file's absolute path).
+        `(X, y, feature_names, name, source)`: X as a 2-D array (float64 when every column is a
+        number, else objects; gaps as NaN), y as a 1-D array of the original labels (numbers,
+        booleans or strings), the feature names, the data set's name and its source (the
+        scikit-learn loader or the file's absolute path).
 
     Raises:
         DataError: the file is missing, unreadable or holds unusable values.
     """
     raw = load_raw(cfg)
-    return raw.X.copy(), raw.y.copy(), list(raw.feature_names), raw.name, raw.source
+    return raw.X.to_numpy(copy=True), raw.y.copy(), list(raw.feature_names), raw.name, raw.source
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
@@ -185,12 +200,16 @@ def _split_and_scale(cfg: DataConfig, seed: int) -> Dataset:
         test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
 
     X = raw.X
-    mean = X[train].mean(axis=0)
-    std = X[train].std(axis=0)
-    std[np.ptp(X[train], axis=0) == 0] = 1.0  # a constant feature: centred, never divided by 0
+    prep = fit_preparation(
+        X.iloc[train],
+        categorical=categorical_columns(X, cfg.categorical),
+        layout="table" if raw.layout == "table" else "array",
+        n_missing={str(c): int(v) for c, v in X.isna().sum().items()},
+        missing=cfg.missing,
+    )
 
     def scale(rows: np.ndarray) -> np.ndarray:
-        return ((X[rows] - mean) / std).astype(np.float32)
+        return prep.transform(X.iloc[rows])
 
     if task == "classification":
         target_mean, target_std = 0.0, 1.0
@@ -202,6 +221,12 @@ def _split_and_scale(cfg: DataConfig, seed: int) -> Dataset:
             target_std = 1.0
         ys = [((y_all[rows] - target_mean) / target_std).astype(np.float32) for rows in (train, val, test)]
 
+    labels = _label_values(raw) if task == "classification" else None
+    prep.spec.update(
+        task=task,
+        n_dropped=raw.n_dropped,
+        target=_target_spec(raw, classes, labels),
+    )
     return Dataset(
         name=raw.name,
         source=raw.source,
@@ -212,14 +237,41 @@ def _split_and_scale(cfg: DataConfig, seed: int) -> Dataset:
         y_val=ys[1],
         X_test=scale(test),
         y_test=ys[2],
-        feature_names=list(raw.feature_names),
+        feature_names=prep.feature_names,
         classes=classes,
-        feature_mean=mean.astype(np.float32),
-        feature_std=std.astype(np.float32),
+        feature_mean=prep.feature_mean,
+        feature_std=prep.feature_std,
         target_mean=target_mean,
         target_std=target_std,
         digest=raw.digest,
+        preparation=prep,
+        test_rows=X.iloc[test].reset_index(drop=True),
+        labels=labels,
     )
+
+
+def _label_values(raw: RawData) -> list[Any]:
+    """Each class id's original label as JSON: int for whole numbers, bool, else str."""
+    out: list[Any] = []
+    for v in np.unique(raw.y).tolist():
+        if isinstance(v, bool):
+            out.append(v)
+        elif isinstance(v, int | float) and float(v).is_integer():
+            out.append(int(v))
+        elif isinstance(v, int | float):
+            out.append(float(v))
+        else:
+            out.append(str(v))
+    return out
+
+
+def _target_spec(raw: RawData, classes: list[str] | None, labels: list[Any] | None) -> dict[str, Any]:
+    name = raw.label_field
+    if classes is None or labels is None:
+        return {"field": name}
+    kinds = {type(v) for v in labels}
+    dtype = "bool" if kinds == {bool} else "int64" if kinds == {int} else "object"
+    return {"field": name, "classes": classes, "labels": labels, "label_dtype": dtype}
 
 
 # --------------------------------------------------------------------------------------------

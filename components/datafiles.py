@@ -1,4 +1,4 @@
-"""Reading a data set's raw arrays: a scikit-learn bundled set, or a csv, parquet or npz file."""
+"""Reading a data set's raw features and labels: a scikit-learn bundled set, or a csv, parquet or npz file."""
 
 from __future__ import annotations
 
@@ -6,15 +6,13 @@ import functools
 import hashlib
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from hyperflow.components.config import DataConfig
 from hyperflow.components.config_checks import BUILTIN_TASKS, data_file_problem
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = ["DataError", "RawData", "load_raw"]
 
@@ -24,9 +22,9 @@ class DataError(ValueError):
 
 
 class RawData(NamedTuple):
-    """Raw arrays before splitting, with what is needed to name them in errors."""
+    """Raw features and labels before splitting, with what is needed to name them in errors."""
 
-    X: np.ndarray  # float64, 2-D
+    X: pd.DataFrame  # the feature columns as read: numbers, strings, booleans; gaps as NaN
     y: np.ndarray  # 1-D: numeric, bool, or unicode strings
     feature_names: list[str]
     name: str
@@ -36,6 +34,8 @@ class RawData(NamedTuple):
     builtin: str | None  # the built-in set's name
     class_names: list[str] | None  # built-in sets: the name of each integer label
     digest: str
+    layout: str = "array"  # "table": named columns (csv, parquet); "array": positional (built-in, npz)
+    n_dropped: int = 0  # rows left out by `data.missing: drop`
 
 
 def load_raw(cfg: DataConfig) -> RawData:
@@ -54,10 +54,10 @@ def load_raw(cfg: DataConfig) -> RawData:
     assert cfg.path is not None
     path = Path(cfg.path).expanduser().resolve()
     if path.suffix.lower() == ".npz":
-        return _from_npz(path, cfg.target)
+        return _from_npz(path, cfg.target, cfg)
     assert cfg.target is not None
     frame = _read_frame(path)
-    return _from_frame(frame, path, cfg.target)
+    return _from_frame(frame, path, cfg.target, cfg)
 
 
 @functools.cache
@@ -77,8 +77,9 @@ def _builtin(source: str) -> RawData:
         class_names = [str(c) for c in bunch.target_names]
     X.setflags(write=False)
     y.setflags(write=False)
+    frame = pd.DataFrame(X, columns=names, copy=False)
     return RawData(
-        X=X,
+        X=frame,
         y=y,
         feature_names=names,
         name=source,
@@ -87,7 +88,7 @@ def _builtin(source: str) -> RawData:
         origin=f"data.source: {source}",
         builtin=source,
         class_names=class_names,
-        digest=_digest(X, y),
+        digest=_digest(frame, y),
     )
 
 
@@ -118,9 +119,7 @@ def _read_frame(path: Path, nrows: int | None = None) -> pd.DataFrame:
         raise DataError(f"data.path: {path}: cannot read the file: {exc}") from None
 
 
-def _from_frame(frame: pd.DataFrame, path: Path, target: str) -> RawData:
-    import pandas as pd
-
+def _from_frame(frame: pd.DataFrame, path: Path, target: str, cfg: DataConfig) -> RawData:
     columns = [str(c) for c in frame.columns]
     if target not in columns:
         available = ", ".join(columns) if columns else "(none)"
@@ -132,18 +131,9 @@ def _from_frame(frame: pd.DataFrame, path: Path, target: str) -> RawData:
     if not features:
         raise DataError(f"data.path: {path}: no feature columns besides the target {target!r}")
 
-    non_numeric = [
-        c
-        for c in features
-        if not pd.api.types.is_numeric_dtype(frame[c]) or isinstance(frame[c].dtype, pd.CategoricalDtype)
-    ]
-    if non_numeric:
-        raise DataError(
-            f"data.path: {path}: feature column(s) {_quoted(non_numeric)} are not numeric; "
-            "encode them as numbers first"
-        )
-    X = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
-    _check_features(X, features, path)
+    _check_categorical(frame[features], cfg, path, target)
+    X = frame[features].reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
 
     label_field = f"data.target {target!r}"
     labels = frame[target]
@@ -157,11 +147,13 @@ def _from_frame(frame: pd.DataFrame, path: Path, target: str) -> RawData:
         missing = missing | ~np.isfinite(y.astype(np.float64))
     else:
         y = np.array(["" if m else str(v) for v, m in zip(labels.tolist(), missing, strict=True)])
-    _check_missing_labels(missing, label_field, path)
-    return _file_raw(X, y, features, path, label_field)
+    X, y, dropped = _apply_missing(X, y, missing, cfg, path)
+    if not dropped:
+        _check_missing_labels(missing, label_field, path)
+    return _file_raw(X, y, features, path, label_field, layout="table", n_dropped=dropped)
 
 
-def _from_npz(path: Path, target: str | None) -> RawData:
+def _from_npz(path: Path, target: str | None, cfg: DataConfig) -> RawData:
     label_key = target or "y"
     if path.stat().st_size == 0:
         raise DataError(f"data.path: {path}: the file is empty")
@@ -210,8 +202,8 @@ def _from_npz(path: Path, target: str | None) -> RawData:
                 f"data.path: {path}: feature_names has {len(given)} names for {X.shape[1]} columns"
             )
         names = given
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    _check_features(X, names, path)
+    frame = pd.DataFrame(np.ascontiguousarray(X, dtype=np.float64), columns=names)
+    _check_categorical(frame, cfg, path, None)
 
     if y.dtype.kind == "S":
         y = y.astype(str)
@@ -221,11 +213,22 @@ def _from_npz(path: Path, target: str | None) -> RawData:
         missing = np.zeros(len(y), dtype=bool)
     else:
         raise DataError(f"{label_field}: unsupported label dtype {y.dtype}")
-    _check_missing_labels(missing, label_field, path)
-    return _file_raw(X, y, names, path, label_field)
+    frame, y, dropped = _apply_missing(frame, y, missing, cfg, path)
+    if not dropped:
+        _check_missing_labels(missing, label_field, path)
+    return _file_raw(frame, y, names, path, label_field, layout="array", n_dropped=dropped)
 
 
-def _file_raw(X: np.ndarray, y: np.ndarray, names: list[str], path: Path, label_field: str) -> RawData:
+def _file_raw(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    names: list[str],
+    path: Path,
+    label_field: str,
+    *,
+    layout: str,
+    n_dropped: int,
+) -> RawData:
     return RawData(
         X=X,
         y=y,
@@ -237,19 +240,70 @@ def _file_raw(X: np.ndarray, y: np.ndarray, names: list[str], path: Path, label_
         builtin=None,
         class_names=None,
         digest=_digest(X, y),
+        layout=layout,
+        n_dropped=n_dropped,
     )
 
 
-def _check_features(X: np.ndarray, names: list[str], path: Path) -> None:
-    bad = ~np.isfinite(X)
+def _check_categorical(X: pd.DataFrame, cfg: DataConfig, path: Path, target: str | None) -> None:
+    """`data.categorical` names feature columns, and with a list every string column is in it."""
+    if cfg.categorical == "auto":
+        return
+    names = [str(c) for c in X.columns]
+    unknown = [c for c in cfg.categorical if c not in names]
+    if unknown:
+        what = "the target, not a feature column" if target in unknown else "not feature column(s)"
+        raise DataError(
+            f"data.categorical: {_quoted(unknown)} are {what} of {path} (feature columns: {_quoted(names)})"
+        )
+    strings = [
+        c
+        for c in names
+        if c not in cfg.categorical
+        and (not pd.api.types.is_numeric_dtype(X[c]) or isinstance(X[c].dtype, pd.CategoricalDtype))
+    ]
+    if strings:
+        raise DataError(
+            f"data.categorical: feature column(s) {_quoted(strings)} of {path} are not numeric; "
+            "list them in data.categorical too, or set it to auto"
+        )
+
+
+def _gaps(X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell: a gap (NaN, None, empty) and an infinite number."""
+    gap = X.isna().to_numpy()
+    inf = np.zeros_like(gap)
+    for i, c in enumerate(X.columns):
+        if pd.api.types.is_float_dtype(X[c]):
+            inf[:, i] = np.isinf(X[c].to_numpy(dtype=np.float64, na_value=np.nan))
+    return gap, inf
+
+
+def _apply_missing(
+    X: pd.DataFrame, y: np.ndarray, label_missing: np.ndarray, cfg: DataConfig, path: Path
+) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Refuse infinite values (always) and gaps (`missing: error`); drop rows (`drop`); else keep them."""
+    names = [str(c) for c in X.columns]
+    gap, inf = _gaps(X)
+    bad = inf | gap if cfg.missing == "error" else inf
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         cols = [names[i] for i in np.flatnonzero(bad.any(axis=0))]
+        hint = "fill or drop them first, or set data.missing: impute or drop" if not inf.any() else "fill them"
         raise DataError(
             f"data.path: {path}: NaN or infinite values in {len(rows)} of {len(X)} rows "
-            f"(feature column(s) {_quoted(cols)}; first at row {int(rows[0])}); "
-            "fill or drop them first"
+            f"(feature column(s) {_quoted(cols)}; first at row {int(rows[0])}); {hint}"
         )
+    if cfg.missing != "drop":
+        return X, y, 0
+    drop = gap.any(axis=1) | label_missing
+    if drop.all():
+        raise DataError(
+            f"data.missing: drop leaves no rows of {path}: every row has a gap "
+            f"(columns with gaps: {_quoted([names[i] for i in np.flatnonzero(gap.any(axis=0))])})"
+        )
+    keep = ~drop
+    return X[keep].reset_index(drop=True), y[keep], int(drop.sum())
 
 
 def _check_missing_labels(missing: np.ndarray, label_field: str, path: Path) -> None:
@@ -266,10 +320,13 @@ def _quoted(names: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _digest(X: np.ndarray, y: np.ndarray) -> str:
+def _digest(X: pd.DataFrame, y: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{X.shape}|{y.dtype.kind}|".encode())
-    h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    if all(pd.api.types.is_numeric_dtype(X[c]) for c in X.columns):
+        h.update(np.ascontiguousarray(X.to_numpy(dtype=np.float64, na_value=np.nan)).tobytes())
+    else:  # strings: pandas' stable per-row hash of every column
+        h.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
     if y.dtype.kind == "U":
         h.update("\x1f".join(y.tolist()).encode())
     else:

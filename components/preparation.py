@@ -1,0 +1,204 @@
+"""Data preparation: impute, one-hot encode and standardise the features, fitted on the train split only.
+
+A scikit-learn ColumnTransformer prepares the training data; what it learnt (fill values,
+categories, means and scales) is kept as JSON (`Preparation.spec`), which the served model
+(`served_model.py`) applies to raw rows and the study logs as `data/preparation.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from hyperflow.components.served_model import category_strings, encode_rows
+
+__all__ = ["Preparation", "categorical_columns", "fit_preparation"]
+
+Layout = Literal["table", "array"]
+
+
+def categorical_columns(frame: pd.DataFrame, requested: str | list[str]) -> list[str]:
+    """The columns one-hot encoded: `auto` takes string, boolean and category columns; else the names."""
+    if requested != "auto":
+        return [c for c in frame.columns if c in set(requested)]
+    return [
+        str(c)
+        for c in frame.columns
+        if not pd.api.types.is_numeric_dtype(frame[c])
+        or pd.api.types.is_bool_dtype(frame[c])
+        or isinstance(frame[c].dtype, pd.CategoricalDtype)
+    ]
+
+
+@dataclass(frozen=True, eq=False)
+class Preparation:
+    """A fitted preparation: the ColumnTransformer and its JSON description.
+
+    Attributes:
+        transformer: the fitted `ColumnTransformer` (numeric: median imputation + standardisation;
+            categorical: most-frequent imputation + one-hot, unseen categories all zeros).
+        spec: the JSON-ready description (`columns`, `features`, `layout`, counts imputed) that the
+            served model applies; `task` and `target` are added by the data set.
+        feature_mean: float32 mean of each prepared column before scaling (0 for one-hot columns).
+        feature_std: float32 scale of each prepared column (1 for one-hot and constant columns).
+    """
+
+    transformer: Any
+    spec: dict[str, Any]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The prepared columns: numeric names, then `<column>_<category>` per category."""
+        return list(self.spec["features"])
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns the preparation reads, in the table's order."""
+        return [c["name"] for c in self.spec["columns"]]
+
+    def transform(self, rows: pd.DataFrame) -> np.ndarray:
+        """Prepared float32 rows (filled, encoded and standardised), through the fitted transformer."""
+        return np.asarray(self.transformer.transform(_normalised(rows, self.spec)), dtype=np.float32)
+
+    def encode(self, rows: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Filled and encoded rows before the scaling, from the JSON alone: what the served model does."""
+        return encode_rows(rows, self.spec)
+
+
+def fit_preparation(
+    train: pd.DataFrame,
+    *,
+    categorical: list[str],
+    layout: Layout,
+    n_missing: dict[str, int],
+    missing: str,
+) -> Preparation:
+    """Fit the ColumnTransformer on the training rows and describe it as JSON.
+
+    Args:
+        train: the raw feature columns of the training split.
+        categorical: the columns to one-hot encode; the others are numeric.
+        layout: `table` (named columns: csv/parquet) or `array` (positional: built-in sets, npz).
+        n_missing: gaps per column in the whole table (what `missing: impute` fills).
+        missing: the `data.missing` policy, recorded in the description.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    names = [str(c) for c in train.columns]
+    numeric = [c for c in names if c not in categorical]
+    cats = [c for c in names if c in categorical]
+    steps: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        steps.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                numeric,
+            )
+        )
+    if cats:
+        steps.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
+                        (
+                            "onehot",
+                            OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64),
+                        ),
+                    ]
+                ),
+                cats,
+            )
+        )
+    transformer = ColumnTransformer(steps, verbose_feature_names_out=False)
+    kinds = {c: ("categorical" if c in cats else "numeric") for c in names}
+    normalised = _normalised(train, {"columns": [{"name": c, "kind": kinds[c]} for c in names]})
+    transformer.fit(normalised)
+
+    columns: dict[str, dict[str, Any]] = {}
+    mean: list[float] = []
+    std: list[float] = []
+    if numeric:
+        pipe = transformer.named_transformers_["numeric"]
+        fills, scaler = pipe.named_steps["impute"].statistics_, pipe.named_steps["scale"]
+        for i, c in enumerate(numeric):
+            columns[c] = {
+                "name": c,
+                "kind": "numeric",
+                "dtype": "double",
+                "fill": float(fills[i]),
+                "mean": float(scaler.mean_[i]),
+                "std": float(scaler.scale_[i]),
+            }
+        mean += [float(v) for v in scaler.mean_]
+        std += [float(v) for v in scaler.scale_]
+    if cats:
+        pipe = transformer.named_transformers_["categorical"]
+        fills, encoder = pipe.named_steps["impute"].statistics_, pipe.named_steps["onehot"]
+        for i, c in enumerate(cats):
+            categories = [str(v) for v in encoder.categories_[i]]
+            columns[c] = {
+                "name": c,
+                "kind": "categorical",
+                "dtype": _served_dtype(train[c]),
+                "fill": str(fills[i]),
+                "categories": categories,
+            }
+            mean += [0.0] * len(categories)
+            std += [1.0] * len(categories)
+    for c in names:
+        columns[c]["n_missing"] = int(n_missing.get(c, 0))
+        columns[c]["treatment"] = (
+            "median fill, standardised" if kinds[c] == "numeric" else "most-frequent fill, one-hot"
+        )
+    spec: dict[str, Any] = {
+        "format": 1,
+        "layout": layout,
+        "missing": missing,
+        "columns": [columns[c] for c in names],
+        "features": [str(f) for f in transformer.get_feature_names_out()],
+        "n_imputed": int(sum(n_missing.values())) if missing == "impute" else 0,
+    }
+    return Preparation(
+        transformer=transformer,
+        spec=spec,
+        feature_mean=np.asarray(mean, dtype=np.float32),
+        feature_std=np.asarray(std, dtype=np.float32),
+    )
+
+
+def _served_dtype(values: pd.Series) -> str:
+    """The MLflow signature type of a categorical column: what a reader of the table gives back."""
+    if pd.api.types.is_bool_dtype(values):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
+        return "double"
+    return "string"
+
+
+def _normalised(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Numeric columns as float64, categorical ones as strings (NaN for gaps): the transformer's input."""
+    out: dict[str, Any] = {}
+    for col in spec["columns"]:
+        name = col["name"]
+        given = rows[name] if name in rows else pd.Series([np.nan] * len(rows), index=rows.index)
+        if col["kind"] == "numeric":
+            out[name] = pd.to_numeric(given, errors="coerce").astype(np.float64)
+        else:
+            out[name] = category_strings(given)
+    return pd.DataFrame(out, index=rows.index)

@@ -1,0 +1,118 @@
+"""The champion as MLflow logs it (models-from-code): raw rows → the stored preparation → the pt2 network.
+
+This file is copied into every `best_model/` and run by `mlflow.pyfunc.load_model` and
+`mlflow models serve`, so it imports nothing of hyperflow: only mlflow, numpy, pandas and torch.
+The preparation it applies is `preparation.json` (fill values and categories, no pickle), written
+from the scikit-learn ColumnTransformer that prepared the training data
+(`hyperflow.components.preparation`); the network (`network/model.pt2`, a torch.export program)
+standardises the numeric columns itself, so it also takes prepared rows on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+__all__ = ["ServedModel", "category_strings", "encode_rows", "format_outputs"]
+
+
+def category_strings(values: pd.Series) -> pd.Series:
+    """A categorical column as strings (gaps stay NaN); whole floats lose their `.0` (`3.0` → `3`).
+
+    Training and serving both go through this, so that `True`, `3` and `"3"` name one category
+    whichever way a reader typed the column.
+    """
+
+    def one(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            return np.nan
+        if isinstance(v, float | np.floating) and float(v).is_integer():
+            return str(int(v))
+        if isinstance(v, np.bool_):
+            return str(bool(v))
+        return str(v)
+
+    return pd.Series([one(v) for v in values.tolist()], index=values.index, dtype=object)
+
+
+def encode_rows(rows: pd.DataFrame | np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Fill gaps and one-hot encode raw rows as the network's float32 input (before its scaling).
+
+    Numeric columns come first, then each categorical column's categories in order: the layout of
+    the ColumnTransformer the data was prepared with. A gap takes the train split's fill value; a
+    category unseen in training encodes as none of the known ones (all zeros).
+    """
+    columns = spec["columns"]
+    if spec["layout"] == "array" or not isinstance(rows, pd.DataFrame):
+        array = np.asarray(rows.to_numpy() if isinstance(rows, pd.DataFrame) else rows)
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != len(columns):
+            raise ValueError(
+                f"expected rows of {len(columns)} features, got an array of shape {array.shape}"
+            )
+        frame = pd.DataFrame(array, columns=[c["name"] for c in columns])
+    else:
+        frame = rows
+    n = len(frame)
+    parts: list[np.ndarray] = []
+    for kind in ("numeric", "categorical"):
+        for col in columns:
+            if col["kind"] != kind:
+                continue
+            given = frame[col["name"]] if col["name"] in frame else pd.Series([np.nan] * n, index=frame.index)
+            if kind == "numeric":
+                x = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                parts.append(np.where(np.isnan(x), col["fill"], x)[:, None])
+            else:
+                s = category_strings(given).fillna(col["fill"]).to_numpy(dtype=object)
+                known = np.asarray(col["categories"], dtype=object)
+                parts.append((s[:, None] == known[None, :]).astype(np.float64))
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+
+
+def format_outputs(out: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
+    """The network's output as named columns: `label` and `probability_<class>`, or `value`."""
+    target = spec["target"]
+    if spec["task"] == "regression":
+        return pd.DataFrame({"value": np.asarray(out, dtype=np.float64).reshape(-1)})
+    logits = np.asarray(out, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    proba = shifted / shifted.sum(axis=1, keepdims=True)
+    labels = np.asarray(target["labels"], dtype=object)[proba.argmax(axis=1)]
+    frame = pd.DataFrame({"label": pd.Series(list(labels), dtype=target["label_dtype"])})
+    for i, name in enumerate(target["classes"]):
+        frame[f"probability_{name}"] = proba[:, i]
+    return frame
+
+
+class ServedModel(PythonModel):
+    """Raw rows (a DataFrame, or float/int arrays for array data) in; named outputs out."""
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        self.spec = json.loads(Path(context.artifacts["preparation"]).read_text())
+        program = torch.export.load(str(Path(context.artifacts["network"]) / "model.pt2"))
+        self.network = program.module()
+        self._torch = torch
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        # Annotated as a DataFrame, the input gets MLflow's signature checks only (no type-hint schema).
+        x = encode_rows(model_input, self.spec)
+        with self._torch.no_grad():
+            out = self.network(self._torch.from_numpy(x)).numpy()
+        return format_outputs(out, self.spec)
+
+
+# MLflow runs this file under a module name of its own; imported as part of hyperflow it sets nothing.
+if __name__ != "hyperflow.components.served_model":
+    set_model(ServedModel())
