@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from hyperflow.components.adapters import adapter_for
 from hyperflow.components.curves import make_stop_rule
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.data import Dataset
 
-__all__ = ["finish_study", "open_study", "threads_per_trial"]
+__all__ = ["finish_study", "open_study", "served_inputs", "threads_per_trial"]
 
 
 def threads_per_trial(cfg: ExperimentConfig) -> int:
@@ -140,7 +142,7 @@ def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord,
     module = adapter.rebuild(data, best.params, state_dict)
     result.test_metrics = adapter.evaluate(module, data, best.params)
     model, example = adapter.export(module, data, best.params)
-    model_uri = log_best_model(model, example, tracker.client, run_id)
+    model_uri = log_best_model(model, example, tracker.client, run_id, **served_inputs(data))
     if cfg.tracking.register_model:
         name = test_metric_name(cfg.search.metric)
         reg = register_best_model(
@@ -155,6 +157,18 @@ def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord,
         )
         result.model_name, result.model_version = reg.name, reg.version
         result.promoted, result.promotion_reason = reg.promoted, reg.reason
+
+
+def served_inputs(data: Dataset | None) -> dict[str, Any]:
+    """What makes `best_model` a pyfunc over raw rows: the preparation's spec and a few raw test rows.
+
+    Empty for a user's DataModule (no Dataset): the network alone is logged.
+    """
+    if data is None or data.preparation is None or data.test_rows is None:
+        return {}
+    rows = data.test_rows.iloc[:5]
+    example = rows if data.preparation.spec["layout"] == "table" else rows.to_numpy(dtype=np.float64)
+    return {"preparation": data.preparation.spec, "raw_example": example}
 
 
 def _log_study_plots(study: Study, importances: dict[str, float]) -> None:

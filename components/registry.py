@@ -1,11 +1,12 @@
-"""The best model in MLflow: logged as pt2, registered, the `champion` alias moved; its stored weights read back."""
+"""The best model in MLflow: logged (pyfunc over a pt2 network), registered, `champion` moved; weights read back."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,6 +15,8 @@ from hyperflow.components.faults import fault_point
 from hyperflow.components.names import CHAMPION, TAG_STUDY_RUN, TAG_TEST_METRIC, TAG_TEST_VALUE, champion_uri
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models import ModelSignature
     from mlflow.tracking import MlflowClient
 
 __all__ = [
@@ -26,33 +29,137 @@ __all__ = [
 # The model's own requirements, so that logging skips MLflow's slow requirement inference.
 PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
 
+# The served model's code (models-from-code): copied into best_model/ and run by mlflow.pyfunc.
+SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 
-def log_best_model(model: torch.nn.Module, example: np.ndarray, client: MlflowClient, run_id: str) -> str:
-    """Save `model` (eval mode) as a pt2 MLflow model with a signature and log it as `best_model/`.
 
-    `model` and `example` are what the study's adapter exports (`ModelAdapter.export`).
-    Returns the artifact URI of `best_model`.
+def log_best_model(
+    model: torch.nn.Module,
+    example: np.ndarray,
+    client: MlflowClient,
+    run_id: str,
+    *,
+    preparation: dict[str, Any] | None = None,
+    raw_example: pd.DataFrame | np.ndarray | None = None,
+) -> str:
+    """Log `model` (eval mode) as `best_model/`; returns its artifact URI.
+
+    `model` and `example` are what the study's adapter exports (`ModelAdapter.export`): the
+    network and a few of its input rows. With the data set's `preparation` (its JSON spec) and
+    `raw_example` (a few raw rows), `best_model/` is a pyfunc (`served_model.py`) that prepares raw
+    rows and runs the network, with the network also readable by `mlflow.pytorch.load_model`;
+    without them (a user's DataModule) it is the pt2 network alone.
     """
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
     model = model.eval()
-    with torch.no_grad():
-        output = model(torch.as_tensor(example)).numpy()
-    signature = infer_signature(example, output)
     with tempfile.TemporaryDirectory(prefix="hyperflow-model-") as tmp:
         path = Path(tmp) / "best_model"
-        mlflow.pytorch.save_model(
-            model,
-            str(path),
-            serialization_format="pt2",
-            signature=signature,
-            input_example=example,
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+        if preparation is None or raw_example is None:
+            _save_network_model(model, example, path)
+        else:
+            save_served_model(model, example, preparation, raw_example, path)
         fault_point("model-export")
         client.log_artifacts(run_id, str(path), "best_model")
     return f"runs:/{run_id}/best_model"
+
+
+def _save_network_model(model: torch.nn.Module, example: np.ndarray, path: Path) -> None:
+    """The network alone as an MLflow pytorch model in the pt2 format (tensor signature)."""
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        output = model(torch.as_tensor(example)).numpy()
+    mlflow.pytorch.save_model(
+        model,
+        str(path),
+        serialization_format="pt2",
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=PIP_REQUIREMENTS,
+    )
+
+
+def export_network(model: torch.nn.Module, example: np.ndarray, folder: Path) -> Path:
+    """torch.export `model` with a dynamic batch dimension into `folder/model.pt2` (no pickle)."""
+    from torch.export import Dim
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x = torch.as_tensor(example)
+    # More than one example row and Dim.AUTO keep the batch dimension dynamic (any batch size).
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: Dim.AUTO},))
+    target = folder / "model.pt2"
+    torch.export.save(program, str(target))
+    return target
+
+
+def save_served_model(
+    model: torch.nn.Module,
+    example: np.ndarray,
+    preparation: dict[str, Any],
+    raw_example: pd.DataFrame | np.ndarray,
+    path: Path,
+) -> None:
+    """Save the pyfunc `best_model`: `served_model.py`, `preparation.json`, the pt2 network.
+
+    The MLmodel also carries the `pytorch` flavor pointing at the network, so that
+    `mlflow.pytorch.load_model` gives torch users the network alone (prepared rows in).
+    """
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="hyperflow-served-") as tmp:
+        network = Path(tmp) / "network"
+        export_network(model, example, network)
+        spec_path = Path(tmp) / "preparation.json"
+        spec_path.write_text(json.dumps(preparation, indent=1))
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=str(SERVED_MODEL_CODE),
+            artifacts={"network": str(network), "preparation": str(spec_path)},
+            signature=served_signature(preparation),
+            input_example=raw_example,
+            pip_requirements=[*PIP_REQUIREMENTS, "pandas", f"mlflow=={mlflow.__version__}"],
+        )
+    meta = Model.load(str(path / "MLmodel"))
+    meta.add_flavor(
+        "pytorch",
+        model_data="artifacts/network",
+        pytorch_version=str(torch.__version__),
+        code=None,
+    )
+    meta.save(str(path / "MLmodel"))
+
+
+def served_signature(preparation: dict[str, Any]) -> ModelSignature:
+    """Inputs: the table's columns by name (numbers as double, categorical columns optional), or
+    positional doubles for array data; outputs: `label` and `probability_<class>`, or `value`."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from mlflow.types.schema import AnyType
+
+    def kind(column: dict[str, Any]) -> Any:
+        # MLflow's `double` refuses int64 columns (it upcasts ints of at most 6 bytes), which is
+        # what numpy, a CSV read and most pipelines give: numbers are declared Any, and the served
+        # model checks that they are numbers (an error names the column and row otherwise).
+        return AnyType() if column["dtype"] == "double" else column["dtype"]
+
+    columns = preparation["columns"]
+    if preparation["layout"] == "table":
+        inputs = Schema([ColSpec(kind(c), c["name"], required=c["kind"] == "numeric") for c in columns])
+    else:
+        inputs = Schema([ColSpec(kind(c)) for c in columns])
+    if preparation["task"] == "regression":
+        outputs = Schema([ColSpec("double", "value")])
+    else:
+        target = preparation["target"]
+        label_type = {"bool": "boolean", "int64": "long"}.get(target["label_dtype"], "string")
+        outputs = Schema(
+            [ColSpec(label_type, "label")]
+            + [ColSpec("double", f"probability_{name}") for name in target["classes"]]
+        )
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 @dataclass(frozen=True)

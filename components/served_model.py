@@ -68,13 +68,28 @@ def encode_rows(rows: pd.DataFrame | np.ndarray, spec: dict[str, Any]) -> np.nda
                 continue
             given = frame[col["name"]] if col["name"] in frame else pd.Series([np.nan] * n, index=frame.index)
             if kind == "numeric":
-                x = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                x = _numbers(given, col["name"])
                 parts.append(np.where(np.isnan(x), col["fill"], x)[:, None])
             else:
                 s = category_strings(given).fillna(col["fill"]).to_numpy(dtype=object)
                 known = np.asarray(col["categories"], dtype=object)
                 parts.append((s[:, None] == known[None, :]).astype(np.float64))
     return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+
+
+def _numbers(values: pd.Series, name: str) -> np.ndarray:
+    """A numeric column as float64 (gaps NaN); anything that is not a number is refused by name."""
+    if values.dtype == bool:
+        values = values.astype(np.float64)
+    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(x) & ~values.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"column {name!r} takes numbers, but row {i} holds {values.iloc[i]!r} "
+            f"({int(bad.sum())} such row(s))"
+        )
+    return x
 
 
 def format_outputs(out: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
