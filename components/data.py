@@ -118,7 +118,6 @@ class Dataset:
                 "test": len(self.y_test),
             },
             "n_features": self.n_features,
-            "n_columns": len(self.preparation.input_columns) if self.preparation else self.n_features,
             "n_outputs": self.n_outputs,
             "classes": list(self.classes) if self.classes is not None else None,
         }
@@ -208,8 +207,10 @@ def _split_and_scale(cfg: DataConfig, seed: int) -> Dataset:
         missing=cfg.missing,
     )
 
+    prepared = prep.transform(X)
+
     def scale(rows: np.ndarray) -> np.ndarray:
-        return prep.transform(X.iloc[rows])
+        return prepared[rows]
 
     if task == "classification":
         target_mean, target_std = 0.0, 1.0

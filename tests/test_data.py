@@ -467,11 +467,29 @@ ERROR_CASES = [
         id="length-mismatch",
     ),
     pytest.param(
-        _csv(_with(_with(_frame(30), "b", 4, np.nan), "c", 9, np.nan)),
+        _csv(_with(_with(_frame(30), "b", 4, np.nan), "c", 9, np.nan), missing="error"),
         r"^data\.path: .*bad\.csv: NaN or infinite values in 2 of 30 rows "
-        r"\(feature column\(s\) 'b', 'c'",
+        r"\(feature column\(s\) 'b', 'c'; first at row 4\); fill or drop them first, or set data\.missing",
         True,
-        id="nan-feature",
+        id="gaps-with-missing-error",
+    ),
+    pytest.param(
+        _csv(_with(_frame(30).assign(color="red").astype({"color": object}), "color", 7, None), missing="error"),
+        r"^data\.path: .*NaN or infinite values in 1 of 30 rows \(feature column\(s\) 'color'; first at row 7\)",
+        True,
+        id="string-gap-with-missing-error",
+    ),
+    pytest.param(
+        _csv(_frame(30).assign(b=np.nan), missing="drop"),
+        r"^data\.missing: drop leaves no rows of .*bad\.csv: every row has a gap \(columns with gaps: 'b'\)",
+        True,
+        id="drop-leaves-no-rows",
+    ),
+    pytest.param(
+        _csv(_frame(30), categorical=["a", "nope"]),
+        r"^data\.categorical: 'nope' are not feature column\(s\) of .*bad\.csv \(feature columns: 'a', 'b', 'c'\)",
+        True,
+        id="categorical-unknown-column",
     ),
     pytest.param(
         _npz(X=np.where(np.arange(90).reshape(30, 3) == 7, np.inf, _X), y=_Y),
@@ -493,10 +511,10 @@ ERROR_CASES = [
         id="nan-label-npz",
     ),
     pytest.param(
-        _csv(_frame(30).assign(color="red", size="L")),
-        r"^data\.path: .*feature column\(s\) 'color', 'size' are not numeric",
+        _csv(_frame(30).assign(color="red", size="L"), categorical=["a"]),
+        r"^data\.categorical: feature column\(s\) 'color', 'size' of .*bad\.csv are not numeric; list them",
         True,
-        id="non-numeric-features",
+        id="strings-left-out-of-categorical",
     ),
     pytest.param(_npz(X=_X.astype(str), y=_Y), r"^data\.path: .*X is not numeric", True, id="npz-X-strings"),
     pytest.param(
