@@ -1,0 +1,301 @@
+"""The champion as users score it: mlflow.pyfunc in-process and `mlflow models serve` over HTTP.
+
+Array data (digits) and a penguins-like table (two string columns, a string target, about 3% empty
+cells, written here from scikit-learn's iris) are prepared, trained for real, logged as the pyfunc
+`best_model` and scored with raw rows: float64, float32, int64, DataFrames, CSV and JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import mlflow.pytorch
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from servers import BIN, base_env, free_port, stop, wait_http
+
+from hyperflow.components.adapters._base import raw_example, scoring_model
+from hyperflow.components.config import DataConfig
+from hyperflow.components.data import Dataset, load_dataset
+from hyperflow.components.lifecycle import served_inputs
+from hyperflow.components.registry import save_served_model
+
+# --------------------------------------------------------------------------------------------
+# Data and models
+
+
+def penguins_like(path: Path, seed: int = 0) -> Path:
+    """iris as a field table: `island` and `sex` strings, `species` names, ~3% of feature cells empty."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    rng = np.random.default_rng(seed)
+    frame = iris.frame.drop(columns="target").set_axis(
+        ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"], axis=1
+    )
+    # island tells the species apart (a useful string column); sex is noise.
+    islands = np.array(["Torgersen", "Dream", "Biscoe"])[iris.target]
+    flip = rng.random(len(frame)) < 0.15
+    frame["island"] = np.where(flip, rng.choice(islands, len(frame)), islands)
+    frame["sex"] = rng.choice(["male", "female"], len(frame))
+    frame["body_mass_g"] = (frame["body_mass_g"] * 1000).round().astype("Int64")  # an int column
+    frame["species"] = iris.target_names[iris.target]
+    cells = rng.random((len(frame), 6)) < 0.03
+    for j, column in enumerate(frame.columns[:6]):
+        frame.loc[cells[:, j], column] = None
+    frame.to_csv(path, index=False)
+    return path
+
+
+def table_config(path: Path, **data: Any) -> DataConfig:
+    return DataConfig(source="file", path=str(path), target="species", **data)
+
+
+def fit_network(data: Dataset, epochs: int = 60) -> torch.nn.Module:
+    """A small MLP trained full-batch on the prepared train split: real training, a fraction of a second."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(data.n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, data.n_outputs))
+    x, y = torch.as_tensor(data.X_train), torch.as_tensor(data.y_train)
+    loss_fn = torch.nn.CrossEntropyLoss() if data.task == "classification" else torch.nn.MSELoss()
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(epochs):
+        opt.zero_grad()
+        out = net(x)
+        loss = loss_fn(out, y) if data.task == "classification" else loss_fn(out.squeeze(-1), y)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def save_model(data: Dataset, folder: Path) -> Path:
+    model = scoring_model(fit_network(data), data)
+    save_served_model(model, raw_example(data), path=folder, **served_inputs(data))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def digits_model(digits: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(digits, tmp_path_factory.mktemp("digits") / "best_model")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return load_dataset(table_config(penguins_like(tmp_path_factory.mktemp("table") / "penguins.csv")), 0)
+
+
+@pytest.fixture(scope="module")
+def table_model(table: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(table, tmp_path_factory.mktemp("table-model") / "best_model")
+
+
+def probabilities(frame: pd.DataFrame) -> np.ndarray:
+    return frame[[c for c in frame.columns if c.startswith("probability_")]].to_numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# The preparation
+
+
+def test_a_table_with_strings_and_gaps_is_prepared_on_the_train_split(table: Dataset) -> None:
+    spec = table.preparation.spec
+    columns = {c["name"]: c for c in spec["columns"]}
+    assert [c for c, v in columns.items() if v["kind"] == "categorical"] == ["island", "sex"]
+    assert columns["island"]["categories"] == ["Biscoe", "Dream", "Torgersen"]
+    assert table.feature_names[-5:] == ["island_Biscoe", "island_Dream", "island_Torgersen", "sex_female", "sex_male"]
+    assert table.n_features == 4 + 3 + 2
+    raw = pd.read_csv(table.source)
+    assert spec["n_imputed"] == int(raw.drop(columns="species").isna().sum().sum()) > 0
+    assert columns["bill_length_mm"]["n_missing"] == int(raw["bill_length_mm"].isna().sum())
+    assert table.classes == ["setosa", "versicolor", "virginica"] and table.labels == table.classes
+    # the fill value is the train split's median, not the whole table's
+    train_rows = table.preparation.transformer.named_transformers_["numeric"]
+    fills = dict(zip(train_rows.feature_names_in_, train_rows.named_steps["impute"].statistics_, strict=True))
+    assert columns["bill_length_mm"]["fill"] == pytest.approx(fills["bill_length_mm"])
+    assert np.isfinite(table.X_train).all() and np.isfinite(table.X_test).all()
+    numeric = table.X_train[:, :4]
+    np.testing.assert_allclose(numeric.mean(axis=0), 0, atol=1e-5)  # standardised on the train split
+    assert set(np.unique(table.X_train[:, 4:])) <= {0.0, 1.0}  # one-hot columns left 0/1
+
+
+def test_the_served_preparation_is_the_fitted_column_transformer(table: Dataset) -> None:
+    rows = table.test_rows.copy()
+    rows.loc[0, "island"] = "Atlantis"  # unseen in training
+    rows.loc[1, ["bill_length_mm", "sex"]] = [np.nan, None]
+    prep = table.preparation
+    served = (prep.encode(rows) - table.feature_mean) / table.feature_std
+    np.testing.assert_allclose(served, prep.transform(rows), atol=1e-5)
+    island = [i for i, f in enumerate(table.feature_names) if f.startswith("island_")]
+    assert served[0, island].tolist() == [0.0, 0.0, 0.0]  # none of the known islands
+    fill = next(c["fill"] for c in prep.spec["columns"] if c["name"] == "bill_length_mm")
+    assert prep.encode(rows)[1, 0] == pytest.approx(fill)
+
+
+def test_missing_drop_leaves_out_the_rows_with_gaps(table: Dataset, tmp_path: Path) -> None:
+    raw = pd.read_csv(table.source)
+    dropped = load_dataset(table_config(Path(table.source), missing="drop"), 0)
+    gaps = int(raw.drop(columns="species").isna().any(axis=1).sum())
+    assert dropped.preparation.spec["n_dropped"] == gaps > 0
+    assert sum(len(y) for y in (dropped.y_train, dropped.y_val, dropped.y_test)) == len(raw) - gaps
+
+
+def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table: Dataset) -> None:
+    from hyperflow.components.data import DataError
+
+    raw = pd.read_csv(table.source)
+    gap_rows = np.flatnonzero(raw.drop(columns="species").isna().any(axis=1))
+    with pytest.raises(DataError, match=rf"feature column\(s\) 'bill_length_mm'.*first at row {gap_rows[0]}\)"):
+        load_dataset(table_config(Path(table.source), missing="error"), 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The pyfunc in-process
+
+
+def test_the_pyfunc_takes_float64_float32_int64_arrays_and_dataframes(digits_model: Path, digits: Dataset) -> None:
+    model = mlflow.pyfunc.load_model(str(digits_model))
+    X = digits.test_rows.to_numpy(dtype=np.float64)
+    out = model.predict(X)
+    assert list(out.columns) == ["label"] + [f"probability_{c}" for c in digits.classes]
+    assert out["label"].dtype == np.int64
+    np.testing.assert_allclose(probabilities(out).sum(axis=1), 1.0, atol=1e-6)
+    assert (out["label"].to_numpy() == np.asarray(digits.labels)[digits.y_test]).mean() > 0.85
+    for same in (X.astype(np.float32), X.astype(np.int64), pd.DataFrame(X), digits.test_rows):
+        again = model.predict(same)
+        assert again["label"].tolist() == out["label"].tolist()
+        np.testing.assert_allclose(probabilities(again), probabilities(out), atol=1e-6)
+    alone = model.predict(X[7:8])
+    np.testing.assert_allclose(probabilities(alone), probabilities(out)[7:8], atol=1e-5)
+
+
+def test_the_pytorch_flavor_loads_the_network_alone(digits_model: Path, digits: Dataset) -> None:
+    network = mlflow.pytorch.load_model(str(digits_model))
+    X = np.array(digits.test_rows, dtype=np.float32)
+    with torch.no_grad():
+        logits = network(torch.as_tensor(X))
+    served = mlflow.pyfunc.load_model(str(digits_model)).predict(X)
+    np.testing.assert_allclose(torch.softmax(logits, dim=1).numpy(), probabilities(served), atol=1e-5)
+
+
+def test_the_table_pyfunc_scores_raw_rows_with_strings_gaps_and_unseen_categories(
+    table_model: Path, table: Dataset
+) -> None:
+    model = mlflow.pyfunc.load_model(str(table_model))
+    rows = table.test_rows
+    out = model.predict(rows)
+    assert set(out["label"]) <= set(table.classes) and out["label"].dtype == object
+    assert (out["label"].to_numpy() == np.asarray(table.labels)[table.y_test]).mean() > 0.8
+    assert rows.isna().any(axis=None), "the test rows hold gaps"
+    odd = rows.iloc[:3].copy()
+    odd["island"] = ["Atlantis", None, "Dream"]
+    odd["body_mass_g"] = odd["body_mass_g"].fillna(4000).astype(np.int64)  # an int64 column
+    scored = model.predict(odd)
+    assert len(scored) == 3 and np.isfinite(probabilities(scored)).all()
+    without_sex = model.predict(rows.drop(columns="sex"))  # an optional (categorical) column left out
+    assert len(without_sex) == len(rows)
+    bad = rows.iloc[:2].astype({"bill_depth_mm": object})
+    bad.loc[bad.index[1], "bill_depth_mm"] = "deep"
+    with pytest.raises(Exception, match=r"column 'bill_depth_mm' takes numbers, but row 1 holds 'deep'"):
+        model.predict(bad)
+
+
+def test_the_signature_names_the_table_columns_and_the_outputs(table_model: Path, table: Dataset) -> None:
+    signature = mlflow.models.Model.load(str(table_model / "MLmodel")).signature
+    inputs = {c.name: c for c in signature.inputs.inputs}
+    assert list(inputs) == table.preparation.input_columns
+    assert inputs["island"].type.name == "string" and not inputs["island"].required
+    assert inputs["bill_length_mm"].required
+    assert signature.outputs.input_names() == ["label"] + [f"probability_{c}" for c in table.classes]
+    spec = json.loads((table_model / "artifacts" / "preparation.json").read_text())
+    assert spec == json.loads(json.dumps(table.preparation.spec))
+
+
+def test_a_regression_pyfunc_returns_values_in_the_target_units(diabetes: Dataset, tmp_path: Path) -> None:
+    model = mlflow.pyfunc.load_model(str(save_model(diabetes, tmp_path / "best_model")))
+    out = model.predict(diabetes.test_rows.to_numpy())
+    assert list(out.columns) == ["value"]
+    rmse = float(np.sqrt(np.mean((out["value"].to_numpy() - diabetes.raw_targets(diabetes.y_test)) ** 2)))
+    assert rmse < 0.8 * float(np.std(diabetes.raw_targets(diabetes.y_test)))
+
+
+# --------------------------------------------------------------------------------------------
+# The scoring server
+
+
+def serve(model_uri: str, home: Path, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """`mlflow models serve --env-manager local` on a free port; returns its URL and process."""
+    port = free_port()
+    log = home / f"serve-{port}.log"
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    proc = subprocess.Popen(
+        command,
+        env=base_env(**env),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=home,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return f"http://127.0.0.1:{port}", proc
+
+
+def invoke(url: str, body: bytes, content_type: str) -> pd.DataFrame:
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return pd.DataFrame(json.loads(response.read())["predictions"])
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"HTTP {exc.code}: {exc.read().decode()[:2000]}") from None
+
+
+def requests(rows: pd.DataFrame, positional: bool) -> dict[str, tuple[bytes, str]]:
+    """One request per format the scoring server reads: CSV, `dataframe_split`, `inputs`."""
+    split = json.loads(rows.to_json(orient="split", index=False))
+    inputs = (
+        rows.to_numpy().tolist() if positional else {c: json.loads(rows[c].to_json(orient="values")) for c in rows}
+    )
+    buffer = io.StringIO()
+    rows.to_csv(buffer, index=False)
+    return {
+        "csv": (buffer.getvalue().encode(), "text/csv"),
+        "dataframe_split": (json.dumps({"dataframe_split": split}).encode(), "application/json"),
+        "inputs": (json.dumps({"inputs": inputs}).encode(), "application/json"),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["array", "table"])
+def test_the_scoring_server_answers_csv_dataframe_split_and_inputs_like_the_pyfunc(
+    layout: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    data: Dataset = request.getfixturevalue("digits" if layout == "array" else "table")
+    folder: Path = request.getfixturevalue("digits_model" if layout == "array" else "table_model")
+    rows = data.test_rows.iloc[:20].copy()
+    if layout == "table":
+        rows.loc[rows.index[0], "island"] = "Atlantis"
+    expected = mlflow.pyfunc.load_model(str(folder)).predict(rows)
+    url, proc = serve(str(folder), tmp_path)
+    try:
+        variants = {"float64": rows}
+        if layout == "array":
+            variants["int64"] = rows.astype(np.int64)  # digits' pixels are whole numbers
+        for dtype, variant in variants.items():
+            for fmt, (body, content_type) in requests(variant, positional=layout == "array").items():
+                got = invoke(url, body, content_type)
+                assert got["label"].tolist() == expected["label"].tolist(), (dtype, fmt)
+                np.testing.assert_allclose(probabilities(got), probabilities(expected), atol=1e-6, err_msg=f"{dtype} {fmt}")
+    finally:
+        stop(proc)
