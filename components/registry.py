@@ -137,19 +137,14 @@ def served_signature(preparation: dict[str, Any]) -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from mlflow.types.schema import AnyType
-
-    def kind(column: dict[str, Any]) -> Any:
-        # MLflow's `double` refuses int64 columns (it upcasts ints of at most 6 bytes), which is
-        # what numpy, a CSV read and most pipelines give: numbers are declared Any, and the served
-        # model checks that they are numbers (an error names the column and row otherwise).
-        return AnyType() if column["dtype"] == "double" else column["dtype"]
-
+    # Numbers are `double`: MLflow then takes floats, gaps (NaN) and ints of up to 32 bits as they
+    # are, and the scoring server casts CSV and JSON to it; in-process it refuses int64 (upcasting
+    # only ints of at most 6 bytes), so int64 arrays need `.astype(float)` there (README "Serving").
     columns = preparation["columns"]
     if preparation["layout"] == "table":
-        inputs = Schema([ColSpec(kind(c), c["name"], required=c["kind"] == "numeric") for c in columns])
+        inputs = Schema([ColSpec(c["dtype"], c["name"], required=c["kind"] == "numeric") for c in columns])
     else:
-        inputs = Schema([ColSpec(kind(c)) for c in columns])
+        inputs = Schema([ColSpec(c["dtype"]) for c in columns])
     if preparation["task"] == "regression":
         outputs = Schema([ColSpec("double", "value")])
     else:
