@@ -113,6 +113,8 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
             f"data: {data.name} ({data.task}), {len(data.X_train)}/{len(data.X_val)}/{len(data.X_test)} "
             f"rows train/val/test, {data.n_features} features, {data.n_outputs} outputs"
         )
+        if data.preparation is not None and data.preparation.spec["layout"] == "table":
+            lines.append(f"prepared: {preparation_text(data.preparation.spec)}")
         if not cfg.model.module:
             lines.append(f"architecture: {_architecture_text(cfg)}")
             low, high = param_count_range(cfg, data)
@@ -134,3 +136,18 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def preparation_text(spec: dict[str, Any]) -> str:
+    """One line on what the preparation does: columns in, prepared features out, gaps, categories."""
+    columns = spec["columns"]
+    cats = [c for c in columns if c["kind"] == "categorical"]
+    parts = [f"{len(columns)} columns -> {len(spec['features'])} features"]
+    if cats:
+        parts.append("one-hot " + ", ".join(f"{c['name']} ({len(c['categories'])})" for c in cats))
+    if spec.get("n_imputed"):
+        parts.append(f"{spec['n_imputed']} gaps filled (train median / most frequent)")
+    if spec.get("n_dropped"):
+        parts.append(f"{spec['n_dropped']} rows with gaps dropped")
+    return "; ".join(parts)
+

@@ -76,6 +76,9 @@ def open_study(
         config_yaml=config_yaml(cfg),
         flat_config=flatten(cfg),
     )
+    if data is not None and data.preparation is not None and data.preparation.spec["layout"] == "table":
+        # What the preparation did to the table: columns, treatment, gaps filled, categories.
+        tracker.client.log_dict(run_id, data.preparation.spec, "data/preparation.json")
     if cfg.search.heuristic_start != "none":  # e.g. the LR range test narrows the learning rate
         strategy = make_strategy(start_config(cfg, data, tracker, run_id))
     return Study(

@@ -306,3 +306,81 @@ def test_the_scoring_server_answers_csv_dataframe_split_and_inputs_like_the_pyfu
                 np.testing.assert_allclose(probabilities(got), probabilities(expected), atol=1e-6, err_msg=f"{dtype} {fmt}")
     finally:
         stop(proc)
+
+
+def test_validate_prints_the_prepared_feature_count(table: Dataset, tmp_path: Path) -> None:
+    from conftest import small_config
+
+    from hyperflow.components.describe import describe_config
+
+    cfg = small_config(tmp_path, data={"source": "file", "path": table.source, "target": "species"})
+    text = describe_config(cfg, table)
+    assert "9 features, 3 outputs" in text
+    assert f"prepared: 6 columns -> 9 features; one-hot island (3), sex (2); {table.preparation.spec['n_imputed']} gaps filled" in text
+
+
+# --------------------------------------------------------------------------------------------
+# The real flow on a table
+
+
+@pytest.fixture(scope="module")
+def table_study(prefect_server, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real search on the penguins-like CSV: two trials, a string target, gaps, two string columns."""
+    from conftest import small_config
+    from mlflow.tracking import MlflowClient
+
+    from hyperflow.flows.search_flow import run_search
+
+    tmp = tmp_path_factory.mktemp("table-study")
+    csv = penguins_like(tmp / "penguins.csv", seed=1)
+    cfg = small_config(
+        tmp,
+        data={"source": "file", "path": str(csv), "target": "species"},
+        model={"hidden_layers": [16], "max_epochs": 25, "optimizer": "adam", "batch_size": 32},
+        search={"n_trials": 2, "space": {"learning_rate": {"low": 0.01, "high": 0.05, "log": True}}},
+    )
+    result = run_search(cfg)
+    return cfg, result, MlflowClient(result.tracking_uri, registry_uri=result.tracking_uri)
+
+
+@pytest.mark.slow
+def test_a_table_with_strings_gaps_and_a_string_target_trains_and_its_champion_scores_raw_rows(
+    table_study,  # type: ignore[no-untyped-def]
+) -> None:
+    import mlflow
+
+    from hyperflow.components.model import expected_param_count
+
+    cfg, result, client = table_study
+    assert result.status == "FINISHED" and result.promoted and result.test_metrics["test_accuracy"] > 0.8
+    spec = client.download_artifacts(result.study_run_id, "data/preparation.json")
+    logged = json.loads(Path(spec).read_text())
+    assert [c["name"] for c in logged["columns"] if c["kind"] == "categorical"] == ["island", "sex"]
+    assert logged["n_imputed"] > 0 and len(logged["features"]) == 9
+    trials = client.search_runs(
+        [client.get_run(result.study_run_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{result.study_run_id}'",
+    )
+    assert {r.data.metrics["param_count"] for r in trials} == {expected_param_count(9, [16], 3)}
+
+    mlflow.set_tracking_uri(result.tracking_uri)
+    mlflow.set_registry_uri(result.tracking_uri)
+    champion = mlflow.pyfunc.load_model(f"models:/{cfg.name}@champion")
+    data = load_dataset(cfg.data, cfg.seed)
+    out = champion.predict(data.test_rows)
+    assert (out["label"].to_numpy() == np.asarray(data.labels)[data.y_test]).mean() == pytest.approx(
+        result.test_metrics["test_accuracy"], abs=1e-6
+    )
+    raw = pd.DataFrame(
+        {
+            "bill_length_mm": [5.1, None, 6.7],
+            "bill_depth_mm": [3.5, 3.0, None],
+            "flipper_length_mm": [1.4, 4.5, 5.8],
+            "body_mass_g": [200, 1500, None],
+            "island": ["Torgersen", "Atlantis", None],  # an unseen island, an empty cell
+            "sex": ["female", None, "male"],
+        }
+    )
+    scored = champion.predict(raw)
+    assert scored["label"].tolist()[0] == "setosa" and set(scored["label"]) <= {"setosa", "versicolor", "virginica"}
+    np.testing.assert_allclose(probabilities(scored).sum(axis=1), 1.0, atol=1e-6)
