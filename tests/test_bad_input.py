@@ -118,19 +118,22 @@ CASES: list[tuple[str, Any, list[str], str]] = [
     ),
     (
         "nan-features",
-        lambda tmp: file_source(csv_file(tmp, rows(60, lambda i: str(i % 2)) + "nan,1,0\n")),
+        lambda tmp: merge(
+            file_source(csv_file(tmp, rows(60, lambda i: str(i % 2)) + "nan,1,0\n")), {"data": {"missing": "error"}}
+        ),
         [],
         "NaN",
     ),
     ("single-class", lambda tmp: file_source(csv_file(tmp, rows(60, lambda i: "yes"))), [], "single class"),
     ("empty-file", lambda tmp: file_source(csv_file(tmp, "a,b,label\n")), [], "no rows"),
     (
-        "non-numeric-features",
-        lambda tmp: file_source(
-            csv_file(tmp, "a,b,label\n" + "".join(f"x{i},1,{i % 2}\n" for i in range(60)))
+        "categorical-not-a-column",
+        lambda tmp: merge(
+            file_source(csv_file(tmp, "a,b,label\n" + "".join(f"x{i},1,{i % 2}\n" for i in range(60)))),
+            {"data": {"categorical": ["colour"]}},
         ),
         [],
-        "'a' are not numeric",
+        "data.categorical: 'colour'",
     ),
     ("npz-without-x", lambda tmp: file_source(_npz(tmp, y=np.zeros(50)), target=None), [], "no array 'X'"),
     (
