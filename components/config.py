@@ -103,7 +103,8 @@ class DataConfig(_Strict):
         "auto", description="one-hot encoded columns: auto (string, boolean, category) or their names"
     )
     missing: Literal["impute", "drop", "error"] = Field(
-        "impute", description="gaps in the features: train-split median / most frequent, drop the rows, or refuse"
+        "impute",
+        description="gaps in the features: train-split median / most frequent, drop the rows, or refuse",
     )
 
 

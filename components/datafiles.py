@@ -289,7 +289,9 @@ def _apply_missing(
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         cols = [names[i] for i in np.flatnonzero(bad.any(axis=0))]
-        hint = "fill or drop them first, or set data.missing: impute or drop" if not inf.any() else "fill them"
+        hint = (
+            "fill or drop them first, or set data.missing: impute or drop" if not inf.any() else "fill them"
+        )
         raise DataError(
             f"data.path: {path}: NaN or infinite values in {len(rows)} of {len(X)} rows "
             f"(feature column(s) {_quoted(cols)}; first at row {int(rows[0])}); {hint}"

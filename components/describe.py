@@ -150,4 +150,3 @@ def preparation_text(spec: dict[str, Any]) -> str:
     if spec.get("n_dropped"):
         parts.append(f"{spec['n_dropped']} rows with gaps dropped")
     return "; ".join(parts)
-

@@ -135,7 +135,7 @@ def served_signature(preparation: dict[str, Any]) -> ModelSignature:
     """Inputs: the table's columns by name (numbers as double, categorical columns optional), or
     positional doubles for array data; outputs: `label` and `probability_<class>`, or `value`."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
     # Numbers are `double`: MLflow then takes floats, gaps (NaN) and ints of up to 32 bits as they
     # are, and the scoring server casts CSV and JSON to it; in-process it refuses int64 (upcasting
@@ -150,10 +150,9 @@ def served_signature(preparation: dict[str, Any]) -> ModelSignature:
     else:
         target = preparation["target"]
         label_type = {"bool": "boolean", "int64": "long"}.get(target["label_dtype"], "string")
-        outputs = Schema(
-            [ColSpec(label_type, "label")]
-            + [ColSpec("double", f"probability_{name}") for name in target["classes"]]
-        )
+        specs: list[ColSpec | TensorSpec] = [ColSpec(label_type, "label")]
+        specs += [ColSpec("double", f"probability_{name}") for name in target["classes"]]
+        outputs = Schema(specs)
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

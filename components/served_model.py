@@ -54,9 +54,7 @@ def encode_rows(rows: pd.DataFrame | np.ndarray, spec: dict[str, Any]) -> np.nda
         if array.ndim == 1:
             array = array[None, :]
         if array.ndim != 2 or array.shape[1] != len(columns):
-            raise ValueError(
-                f"expected rows of {len(columns)} features, got an array of shape {array.shape}"
-            )
+            raise ValueError(f"expected rows of {len(columns)} features, got an array of shape {array.shape}")
         frame = pd.DataFrame(array, columns=[c["name"] for c in columns])
     else:
         frame = rows

@@ -119,7 +119,8 @@ CASES: list[tuple[str, Any, list[str], str]] = [
     (
         "nan-features",
         lambda tmp: merge(
-            file_source(csv_file(tmp, rows(60, lambda i: str(i % 2)) + "nan,1,0\n")), {"data": {"missing": "error"}}
+            file_source(csv_file(tmp, rows(60, lambda i: str(i % 2)) + "nan,1,0\n")),
+            {"data": {"missing": "error"}},
         ),
         [],
         "NaN",

@@ -474,7 +474,9 @@ ERROR_CASES = [
         id="gaps-with-missing-error",
     ),
     pytest.param(
-        _csv(_with(_frame(30).assign(color="red").astype({"color": object}), "color", 7, None), missing="error"),
+        _csv(
+            _with(_frame(30).assign(color="red").astype({"color": object}), "color", 7, None), missing="error"
+        ),
         r"^data\.path: .*NaN or infinite values in 1 of 30 rows \(feature column\(s\) 'color'; first at row 7\)",
         True,
         id="string-gap-with-missing-error",

@@ -64,7 +64,9 @@ def table_config(path: Path, **data: Any) -> DataConfig:
 def fit_network(data: Dataset, epochs: int = 60) -> torch.nn.Module:
     """A small MLP trained full-batch on the prepared train split: real training, a fraction of a second."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(data.n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, data.n_outputs))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(data.n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, data.n_outputs)
+    )
     x, y = torch.as_tensor(data.X_train), torch.as_tensor(data.y_train)
     loss_fn = torch.nn.CrossEntropyLoss() if data.task == "classification" else torch.nn.MSELoss()
     opt = torch.optim.Adam(net.parameters(), lr=0.02)
@@ -111,7 +113,13 @@ def test_a_table_with_strings_and_gaps_is_prepared_on_the_train_split(table: Dat
     columns = {c["name"]: c for c in spec["columns"]}
     assert [c for c, v in columns.items() if v["kind"] == "categorical"] == ["island", "sex"]
     assert columns["island"]["categories"] == ["Biscoe", "Dream", "Torgersen"]
-    assert table.feature_names[-5:] == ["island_Biscoe", "island_Dream", "island_Torgersen", "sex_female", "sex_male"]
+    assert table.feature_names[-5:] == [
+        "island_Biscoe",
+        "island_Dream",
+        "island_Torgersen",
+        "sex_female",
+        "sex_male",
+    ]
     assert table.n_features == 4 + 3 + 2
     raw = pd.read_csv(table.source)
     assert spec["n_imputed"] == int(raw.drop(columns="species").isna().sum().sum()) > 0
@@ -153,7 +161,9 @@ def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table:
 
     raw = pd.read_csv(table.source)
     gap_rows = np.flatnonzero(raw.drop(columns="species").isna().any(axis=1))
-    with pytest.raises(DataError, match=rf"feature column\(s\) 'bill_length_mm'.*first at row {gap_rows[0]}\)"):
+    with pytest.raises(
+        DataError, match=rf"feature column\(s\) 'bill_length_mm'.*first at row {gap_rows[0]}\)"
+    ):
         load_dataset(table_config(Path(table.source), missing="error"), 0)
 
 
@@ -161,7 +171,9 @@ def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table:
 # The pyfunc in-process
 
 
-def test_the_pyfunc_takes_float64_float32_int64_arrays_and_dataframes(digits_model: Path, digits: Dataset) -> None:
+def test_the_pyfunc_takes_float64_float32_int64_arrays_and_dataframes(
+    digits_model: Path, digits: Dataset
+) -> None:
     model = mlflow.pyfunc.load_model(str(digits_model))
     X = digits.test_rows.to_numpy(dtype=np.float64)
     out = model.predict(X)
@@ -272,7 +284,9 @@ def requests(rows: pd.DataFrame, positional: bool) -> dict[str, tuple[bytes, str
     """One request per format the scoring server reads: CSV, `dataframe_split`, `inputs`."""
     split = json.loads(rows.to_json(orient="split", index=False))
     inputs = (
-        rows.to_numpy().tolist() if positional else {c: json.loads(rows[c].to_json(orient="values")) for c in rows}
+        rows.to_numpy().tolist()
+        if positional
+        else {c: json.loads(rows[c].to_json(orient="values")) for c in rows}
     )
     buffer = io.StringIO()
     rows.to_csv(buffer, index=False)
@@ -303,7 +317,9 @@ def test_the_scoring_server_answers_csv_dataframe_split_and_inputs_like_the_pyfu
             for fmt, (body, content_type) in requests(variant, positional=layout == "array").items():
                 got = invoke(url, body, content_type)
                 assert got["label"].tolist() == expected["label"].tolist(), (dtype, fmt)
-                np.testing.assert_allclose(probabilities(got), probabilities(expected), atol=1e-6, err_msg=f"{dtype} {fmt}")
+                np.testing.assert_allclose(
+                    probabilities(got), probabilities(expected), atol=1e-6, err_msg=f"{dtype} {fmt}"
+                )
     finally:
         stop(proc)
 
@@ -316,7 +332,10 @@ def test_validate_prints_the_prepared_feature_count(table: Dataset, tmp_path: Pa
     cfg = small_config(tmp_path, data={"source": "file", "path": table.source, "target": "species"})
     text = describe_config(cfg, table)
     assert "9 features, 3 outputs" in text
-    assert f"prepared: 6 columns -> 9 features; one-hot island (3), sex (2); {table.preparation.spec['n_imputed']} gaps filled" in text
+    assert (
+        f"prepared: 6 columns -> 9 features; one-hot island (3), sex (2); {table.preparation.spec['n_imputed']} gaps filled"
+        in text
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,5 +401,9 @@ def test_a_table_with_strings_gaps_and_a_string_target_trains_and_its_champion_s
         }
     )
     scored = champion.predict(raw)
-    assert scored["label"].tolist()[0] == "setosa" and set(scored["label"]) <= {"setosa", "versicolor", "virginica"}
+    assert scored["label"].tolist()[0] == "setosa" and set(scored["label"]) <= {
+        "setosa",
+        "versicolor",
+        "virginica",
+    }
     np.testing.assert_allclose(probabilities(scored).sum(axis=1), 1.0, atol=1e-6)
