@@ -148,6 +148,20 @@ def test_the_served_preparation_is_the_fitted_column_transformer(table: Dataset)
     assert prep.encode(rows)[1, 0] == pytest.approx(fill)
 
 
+def test_a_numeric_column_named_in_data_categorical_is_one_hot_by_its_values(table: Dataset) -> None:
+    cfg = table_config(Path(table.source), categorical=["island", "sex", "body_mass_g"])
+    prepared = load_dataset(cfg, 0)
+    column = next(c for c in prepared.preparation.spec["columns"] if c["name"] == "body_mass_g")
+    assert column["kind"] == "categorical" and column["dtype"] == "double"
+    masses = pd.read_csv(table.source)["body_mass_g"].dropna()
+    assert set(column["categories"]) <= {str(int(v)) for v in masses}  # 200, not 200.0
+    assert prepared.n_features == 3 + len(column["categories"]) + 3 + 2
+    rows = prepared.test_rows.iloc[:2].astype({"body_mass_g": np.float64})  # 200.0 is category "200"
+    np.testing.assert_allclose(
+        prepared.preparation.encode(rows), prepared.preparation.encode(prepared.test_rows.iloc[:2])
+    )
+
+
 def test_missing_drop_leaves_out_the_rows_with_gaps(table: Dataset, tmp_path: Path) -> None:
     raw = pd.read_csv(table.source)
     dropped = load_dataset(table_config(Path(table.source), missing="drop"), 0)
@@ -171,7 +185,7 @@ def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table:
 # The pyfunc in-process
 
 
-def test_the_pyfunc_takes_float64_float32_int64_arrays_and_dataframes(
+def test_the_pyfunc_takes_float64_float32_int32_arrays_and_dataframes(
     digits_model: Path, digits: Dataset
 ) -> None:
     model = mlflow.pyfunc.load_model(str(digits_model))
