@@ -32,6 +32,7 @@ from hyperflow.components.config_checks import (
     semantic_problems,
 )
 from hyperflow.components.names import Mode
+from hyperflow.components.yamlload import YamlProblem, load_yaml
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -79,7 +80,9 @@ _CROSS_CHECK = "cross-field problems:\n"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: `true` is no integer and `"3"` no number (every int, bool and float field);
+    # allow_inf_nan=False: every float field refuses .inf and .nan by its dotted path.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,27 +360,9 @@ class ExperimentConfig(_Strict):
 # Loading
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-4 (no dot) as a float, as YAML 1.2 and every user expect."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def parse_value(text: str) -> Any:
     """Parse an override value as a YAML scalar or list (`[64,32]`, `1e-3`, `true`, `null`)."""
-    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    return load_yaml(text)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -392,6 +377,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
             continue
         try:
             value = parse_value(text)
+        except YamlProblem as exc:
+            problems.append((".".join(filter(None, [key, exc.path])), exc.message))
+            continue
         except yaml.YAMLError as exc:
             problems.append((key, f"cannot parse {text!r}: {exc}"))
             continue
@@ -426,6 +414,8 @@ def _problems_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"].endswith("_type") or err["type"] == "finite_number":
+            msg += f", not {json.dumps(err['input'], default=repr)}"  # `true`, `"3"`, `Infinity`
         if msg.startswith(_CROSS_CHECK):
             continue  # validate_config adds semantic_problems() itself, also when fields fail
         problems.append((".".join(loc), msg))
@@ -471,7 +461,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise ConfigError([("", f"{path}: no such config file")], str(path))
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader
+        raw = load_yaml(path.read_text())
+    except YamlProblem as exc:
+        raise ConfigError([(exc.path, exc.message)], str(path)) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"not valid YAML: {exc}")], str(path)) from None
     if raw is None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from hyperflow.components.architecture import (
@@ -25,8 +27,10 @@ __all__ = [
     "NOT_SEARCHABLE",
     "ModelFields",
     "coerce_to_fields",
+    "credentials_problem",
     "data_file_problem",
     "effective_value",
+    "mlflow_name_problem",
     "numeric_field_type",
     "semantic_problems",
 ]
@@ -59,13 +63,18 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[:.][^\s:]+$")
 NOT_SEARCHABLE = {"module", "args"}
 
 
-def _field_adapter(fields: ModelFields, name: str) -> TypeAdapter[Any] | None:
+# As the config's own fields: no bool for an int, no string for a number, no .inf or .nan.
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+_LAX = ConfigDict(allow_inf_nan=False)
+
+
+def _field_adapter(fields: ModelFields, name: str, *, strict: bool = True) -> TypeAdapter[Any] | None:
     field = fields.get(name)
     if field is None or field.annotation is None or name in NOT_SEARCHABLE:
         return None
     # With the field's constraints (gt=0, le=1, ...): a searched value is checked as a fixed one is.
     constrained: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
-    return TypeAdapter(constrained)
+    return TypeAdapter(constrained, config=_STRICT if strict else _LAX)
 
 
 def numeric_field_type(fields: ModelFields, name: str) -> type | None:
@@ -118,19 +127,20 @@ def coerce_to_fields(raw: dict[str, Any], fields: ModelFields) -> dict[str, Any]
             adapter = _field_adapter(fields, key)
             if adapter is not None and isinstance(spec, dict) and isinstance(spec.get("choices"), list):
                 spec = dict(spec)
-                spec["choices"] = [_try_coerce(adapter, c) for c in spec["choices"]]
+                spec["choices"] = [_try_coerce(fields, key, c) for c in spec["choices"]]
             new_space[key] = spec
         search["space"] = new_space
     points = search.get("initial_points")
     if isinstance(points, list):
         search["initial_points"] = [
-            {k: _try_coerce(_field_adapter(fields, k), v) for k, v in p.items()} if isinstance(p, dict) else p
-            for p in points
+            {k: _try_coerce(fields, k, v) for k, v in p.items()} if isinstance(p, dict) else p for p in points
         ]
     return {**raw, "search": search}
 
 
-def _try_coerce(adapter: TypeAdapter[Any] | None, value: Any) -> Any:
+def _try_coerce(fields: ModelFields, key: str, value: Any) -> Any:
+    # Only a string is converted (a YAML 1.1 reader's "1e-4"); `true` stays a bool, refused for an int.
+    adapter = _field_adapter(fields, key, strict=not isinstance(value, str))
     if adapter is None:
         return value
     try:
@@ -159,6 +169,29 @@ def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[st
     search = cfg.get("search") if isinstance(cfg.get("search"), dict) else {}
     assert isinstance(data, dict) and isinstance(model, dict) and isinstance(search, dict)
     custom_model = bool(model.get("module"))
+
+    # names and the store: what MLflow would refuse only after every trial trained, and credentials
+    # that would be stored in plain text as the Prefect flow run's parameters
+    name = cfg.get("name")
+    if isinstance(name, str) and (name_problem := mlflow_name_problem(name)) is not None:
+        problems.append(("name", name_problem))
+    tracking = cfg.get("tracking") if isinstance(cfg.get("tracking"), dict) else {}
+    assert isinstance(tracking, dict)
+    if isinstance(tracking.get("uri"), str) and (uri_problem := credentials_problem(tracking["uri"])):
+        problems.append(("tracking.uri", uri_problem))
+    for section, entry in (("model", model), ("data", data)):
+        if entry.get("args") and not entry.get("module"):
+            problems.append(
+                (
+                    f"{section}.args",
+                    f"only used with {section}.module (keyword arguments of your own class); "
+                    + (
+                        "the built-in MLP takes none: set model fields directly"
+                        if section == "model"
+                        else "the built-in data sets take none"
+                    ),
+                )
+            )
 
     # user code: only the form of its import path here; preflight imports it and checks signatures
     for section, entry in (("model", model), ("data", data)):
@@ -231,6 +264,45 @@ def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[st
     problems.extend(_heuristic_start_problems(search, custom_model))
 
     return problems
+
+
+# MLflow's limit on an experiment's name; a registered model's name may hold no '/' or ':' and must
+# be its own normalised path (mlflow.utils.validation: importing it costs all of mlflow, ~1.3 s, so
+# the rules are repeated here and a test holds them to MLflow's).
+MAX_NAME_LENGTH = 500
+
+
+def mlflow_name_problem(name: str) -> str | None:
+    """Why MLflow would refuse `name` as an experiment or registered model name (None: it would not)."""
+    if not name.strip():
+        return "must not be blank"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long; MLflow allows at most {MAX_NAME_LENGTH}"
+    bad = sorted({c for c in name if c in "/:"})
+    if bad:
+        return (
+            f"{name!r} contains {' and '.join(repr(c) for c in bad)}, which MLflow refuses in a registered "
+            "model's name (the best model is registered under the experiment's name)"
+        )
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(".."):
+        return f"{name!r} would resolve to {norm!r} as a path, which MLflow refuses in a model's name"
+    return None
+
+
+def credentials_problem(uri: str) -> str | None:
+    """Why a URI must not be in the config: it carries a user or password (None: it carries neither)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return None  # not a URL: MLflow names the problem when the store is checked
+    if parts.username is None and parts.password is None:
+        return None
+    return (
+        "must not carry credentials (user:password@): the config is stored as the Prefect flow run's "
+        "parameter and in MLflow. Put them in the environment instead: MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+    )
 
 
 def data_file_problem(
@@ -501,6 +573,14 @@ def _initial_point_problems(
         if spec is None:
             problems.append((f"{path}.{key}", f"{key!r} is not in search.space"))
             continue
+        adapter = None if custom_model else _field_adapter(fields, key)
+        if adapter is not None:
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"]
+                problems.append((f"{path}.{key}", f"{value!r} is not a valid model.{key}: {msg}"))
+                continue
         if not _in_dimension(value, spec):
             problems.append((f"{path}.{key}", f"{value!r} is outside search.space.{key}"))
     for key, raw_spec in space.items():

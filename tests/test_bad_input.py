@@ -101,6 +101,30 @@ CASES: list[tuple[str, Any, list[str], str]] = [
     ("n-trials-zero", {"search": {"n_trials": 0}}, [], "search.n_trials"),
     ("n-parallel-zero", {"search": {"n_parallel": 0}}, [], "search.n_parallel"),
     ("metric-for-other-task", {"data": {"source": "diabetes"}}, [], "search.metric"),
+    # issue 15: each of these validated before and failed (or silently misbehaved) only once trials ran
+    ("bool-for-int", {"search": {"n_trials": True}}, [], "search.n_trials: Input should be a valid integer"),
+    ("bool-for-int-set", {}, ["--set", "model.max_epochs=true"], "model.max_epochs"),
+    ("int-for-bool", {"model": {"batch_norm": 1}}, [], "model.batch_norm: Input should be a valid boolean"),
+    ("infinite-float", {"model": {"l2": float("inf")}}, [], "model.l2: Input should be a finite number"),
+    ("nan-float-set", {}, ["--set", "data.val_fraction=.nan"], "data.val_fraction"),
+    ("infinite-choice", {"search": {"space": {"l1": {"choices": [0.0, float("inf")]}}}}, [], "choices.1"),
+    ("bool-choice", {"search": {"space": {"batch_size": {"choices": [32, True]}}}}, [], "choices.1"),
+    ("name-with-slash", {"name": "team/digits"}, [], "name: 'team/digits' contains '/'"),
+    ("name-with-colon", {}, ["--set", "name=digits:v2"], "contains ':'"),
+    ("name-as-path", {"name": ".."}, [], "would resolve to"),
+    ("name-blank", {"name": "   "}, [], "name: must not be blank"),
+    (
+        "args-without-module",
+        {"model": {"args": {"hidden": 8}}},
+        [],
+        "model.args: only used with model.module",
+    ),
+    (
+        "credentials-in-uri",
+        {"tracking": {"uri": "http://alice:s3cret@127.0.0.1:1"}},
+        [],
+        "MLFLOW_TRACKING_PASSWORD",
+    ),
     ("bad-override", {}, ["--set", "search.n_trails=3"], "search.n_trails"),
     (
         "initial-point-outside",
@@ -184,6 +208,7 @@ def test_bad_input_is_refused_before_any_run(
     assert result.exit_code == 2, output
     assert fragment in output, output
     assert "Traceback" not in output
+    assert "s3cret" not in output  # a refused credential is not echoed either
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists(), "a run was created"
 
 
@@ -213,3 +238,75 @@ def test_an_unreachable_tracking_server_is_reported_before_training(
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 3
     assert "cannot reach the MLflow tracking server" in result.stdout + result.stderr
+
+
+def _alias_bomb(levels: int, width: int = 10) -> str:
+    """`a: &a [1 x width]`, then each level `width` aliases of the one before: width**levels values."""
+    lines = ["    l0: &l0 [" + ", ".join(["1"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"    l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines)
+
+
+# (id, YAML text, --set args, fragment). A million values expanded would pass today and only cost
+# seconds; the bound (100,000) refuses it at once, and with it the 10**9 bombs of the issue.
+YAML_TRAPS: list[tuple[str, str, list[str], str]] = [
+    ("duplicate-top-key", "name: a\nseed: 1\nseed: 2\n", [], "seed: duplicate key (line 3; first at line 2)"),
+    ("duplicate-nested-key", "name: a\nmodel:\n  l2: 0.1\n  l2: 0.0\n", [], "model.l2: duplicate key"),
+    (
+        "duplicate-key-in-set",
+        "name: a\n",
+        ["--set", "search.bayes={surrogate: GP, surrogate: RF}"],
+        "search.bayes.surrogate: duplicate key",
+    ),
+    (
+        "alias-bomb-file",
+        "name: a\nmodel:\n  args:\n" + _alias_bomb(6) + "\n",
+        [],
+        "model.args.l4: expands to more than 100,000",
+    ),
+    (
+        "alias-bomb-set",
+        "name: a\n",
+        [
+            "--set",
+            "model.args={a: &a [1,1,1,1,1,1,1,1,1,1], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], f: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]}",
+        ],
+        "model.args.e: expands to more than",
+    ),
+    ("recursive-alias", "name: a\nmodel:\n  args: &x {self: *x}\n", [], "recursive alias"),
+    ("python-tag", "name: !!python/object/apply:os.getcwd []\n", [], "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "args", "fragment"), YAML_TRAPS, ids=[c[0] for c in YAML_TRAPS])
+def test_yaml_traps_are_refused_by_path_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, text: str, args: list[str], fragment: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(app, ["run", str(config), *args])
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    assert fragment in output, output
+    assert "Traceback" not in output
+    assert not (tmp_path / "mlflow.db").exists(), "a run was created"
+
+
+def test_a_merge_key_may_override_what_it_brings(tmp_path: Path) -> None:
+    # `<<: *base` then the same key is what a merge is for, not a duplicate.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "name: merged\nmodel: &base\n  l2: 0.1\n  max_epochs: 2\nsearch:\n  n_trials: 1\n"
+        "  space: {}\n  strategy: random\n"
+    )
+    from hyperflow.components.config import load_config
+
+    assert load_config(config, ["model.l2=0.2"]).model.l2 == 0.2
+    from hyperflow.components.yamlload import load_yaml
+
+    assert load_yaml("d: &d {l2: 0.1, max_epochs: 2}\nm:\n  <<: *d\n  l2: 0.3\n")["m"] == {
+        "l2": 0.3,
+        "max_epochs": 2,
+    }
