@@ -134,6 +134,14 @@ def _outcome(result: TrialResult, guard: TrialGuard, fitted: Fitted, error: str 
         result.state = COMPLETED
         if fitted.value is not None:
             result.value = fitted.value
+    if result.state in (COMPLETED, PRUNED) and result.value is None:
+        # Training that ended without one epoch reporting the metric (e.g. a DataModule whose
+        # dataloaders yield no batch) is no result: the trial fails, saying why.
+        result.state = FAILED
+        result.error = (
+            f"no epoch reported {guard.metric} ({result.epochs_trained} epochs trained): does the "
+            "training or validation dataloader yield any batch, and does the module log the metric?"
+        )
     module = fitted.module
     if module is not None and result.state in (COMPLETED, PRUNED):
         result.state_dict = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
