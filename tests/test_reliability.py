@@ -234,6 +234,29 @@ def test_resume_extends_a_finished_study(prefect_server, tmp_path: Path) -> None
 
     cfg = small_config(tmp_path, model={"max_epochs": 2})
     result = run_search(cfg)
+    client = MlflowClient(result.tracking_uri)
+    # Fewer trials than it has (or as many) would only re-test and re-register the same best model.
+    for fewer in ("2", "3"):
+        refused = subprocess.run(
+            [
+                HYPERFLOW,
+                "resume",
+                result.study_run_id,
+                "--tracking-uri",
+                result.tracking_uri,
+                "--n-trials",
+                fewer,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "the study already has 3 finished trials" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert len(client.search_model_versions(f"name = '{cfg.name}'")) == 1
+    assert client.get_run(result.study_run_id).info.status == "FINISHED"
     more = subprocess.run(
         [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, "--n-trials", "4"],
         cwd=tmp_path,
