@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 __all__ = [
     "StopSignal",
     "current_stop_event",
+    "die_with_parent",
     "init_trial_worker",
     "set_current_stop_event",
     "stop_on_signals",
@@ -96,6 +98,26 @@ def terminate_workers(executor: Executor | None, *, shutdown: bool = False) -> N
         proc.join(timeout=5)
 
 
+def die_with_parent() -> None:
+    """In a spawned worker process: end it as soon as the process that started it is gone.
+
+    A kill -9 of the search skips every clean-up, and a worker (or the plot worker) would train
+    on, holding multiprocessing's resource tracker open too. The parent's sentinel (a pipe only
+    the parent holds open) becomes readable when the parent dies, however it died; a daemon
+    thread waits on it: no polling. Not a spawned process: nothing to watch.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)  # no clean-up: whatever it would write belongs to a search that is gone
+
+    threading.Thread(target=watch, name="hyperflow-parent-watch", daemon=True).start()
+
+
 def set_current_stop_event(event: Any) -> None:
     """The event that trials started in this process check (see `current_stop_event`)."""
     global _current
@@ -116,6 +138,7 @@ def init_trial_worker(event: Any, threads: int | None, *, ignore_sigint: bool = 
     """
     if ignore_sigint and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     set_current_stop_event(event)
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from hyperflow.components.plots import (
     draw_parallel_coordinates,
 )
 from hyperflow.components.registry import load_state_dict_artifact, log_best_model, register_best_model
+from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import SearchSpace, make_strategy
 from hyperflow.components.study import Study, StudyResult, TrialRecord, histogram_queue
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
@@ -177,7 +177,7 @@ def served_inputs(data: Dataset | None) -> dict[str, Any]:
 def _log_study_plots(study: Study, importances: dict[str, float]) -> None:
     records = [CurveRecord(r.number, r.state, r.value, r.curve) for r in study.records]
     metric = study.cfg.search.metric
-    with tempfile.TemporaryDirectory(prefix="hyperflow-plots-") as tmp:
+    with scratch_dir("plots") as tmp:
         draw_optimization_history(
             records, metric, study.cfg.search.mode, Path(tmp) / "optimization_history.png"
         )

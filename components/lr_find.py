@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from hyperflow.components.adapters import MLPAdapter
 from hyperflow.components.adapters._control import quiet_lightning
 from hyperflow.components.batches import TensorBatches, split_tensors
 from hyperflow.components.model import MLPModule
+from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search._base import derive_seed
 from hyperflow.components.trial import TrialSpec
 
@@ -183,7 +183,7 @@ def range_test(
     min_lr, max_lr = sweep_bounds(cfg)
     spec = TrialSpec.from_config(cfg)
     seed = derive_seed("lr_range_test", cfg.seed) if seed is None else seed
-    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="hyperflow-lr-find-") as tmp:
+    with torch.random.fork_rng(devices=[]), scratch_dir("lr-find") as tmp:
         torch.manual_seed(seed)
         module = MLPAdapter(spec).build(data, {})  # the range test is the built-in model's
         test_module = _RangeTestModule(
@@ -328,7 +328,7 @@ def log_range_test(
     from mlflow.entities import Param
 
     params = range_test_params(result, narrowed)
-    with tempfile.TemporaryDirectory(prefix="hyperflow-lr-find-") as tmp:
+    with scratch_dir("lr-find") as tmp:
         folder = Path(tmp) / "plots"
         folder.mkdir()
         draw_range_test(result, narrowed, folder / "lr_range_test.png")

@@ -7,7 +7,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hyperflow.components.interrupt import terminate_workers
+from hyperflow.components.interrupt import die_with_parent, terminate_workers
 from hyperflow.components.names import COMPLETED, FAILED, PRUNED, WEIGHT_NEAR_ZERO
+from hyperflow.components.scratch import scratch_dir
 
 if TYPE_CHECKING:
     from hyperflow.components.search import SearchSpace
@@ -251,7 +251,7 @@ def draw_parallel_coordinates(
 
 
 def _draw_histograms_png(hist: dict[str, Any]) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("plot") as tmp:
         path = draw_weight_histograms(hist, Path(tmp) / "histograms.png")
         return path.read_bytes()
 
@@ -265,6 +265,7 @@ def _init_plot_worker() -> None:
 
     # Interruption is the search loop's business: it shuts this pool down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()  # and a killed search's: this worker goes with it
     # Drawing (~0.2 s of CPU a trial) must not slow trials that use every core: it gets what they leave.
     os.nice(10)
     import matplotlib

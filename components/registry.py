@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import torch
 
 from hyperflow.components.faults import fault_point
 from hyperflow.components.names import CHAMPION, TAG_STUDY_RUN, TAG_TEST_METRIC, TAG_TEST_VALUE, champion_uri
+from hyperflow.components.scratch import scratch_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +51,7 @@ def log_best_model(
     without them (a user's DataModule) it is the pt2 network alone.
     """
     model = model.eval()
-    with tempfile.TemporaryDirectory(prefix="hyperflow-model-") as tmp:
+    with scratch_dir("model") as tmp:
         path = Path(tmp) / "best_model"
         if preparation is None or raw_example is None:
             _save_network_model(model, example, path)
@@ -108,7 +108,7 @@ def save_served_model(
     import mlflow.pyfunc
     from mlflow.models import Model
 
-    with tempfile.TemporaryDirectory(prefix="hyperflow-served-") as tmp:
+    with scratch_dir("served") as tmp:
         network = Path(tmp) / "network"
         export_network(model, example, network)
         spec_path = Path(tmp) / "preparation.json"
@@ -226,7 +226,7 @@ def register_best_model(
 
 def load_state_dict_artifact(client: MlflowClient, run_id: str) -> dict[str, torch.Tensor]:
     """A trial's stored final weights (`weights/state_dict.pt`), read without unpickling code."""
-    with tempfile.TemporaryDirectory(prefix="hyperflow-weights-") as tmp:
+    with scratch_dir("weights") as tmp:
         path = client.download_artifacts(run_id, "weights/state_dict.pt", tmp)
         state: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
     return state

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from hyperflow.components.names import (
     TAG_STATE,
     TAG_TRIAL,
 )
+from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import SearchSpace, make_strategy
 from hyperflow.components.study import Study, TrialRecord, histogram_queue
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
@@ -111,7 +111,7 @@ def _check_new_total(tracker: StudyTracker, cfg: ExperimentConfig, run: Run, n_t
 
 def _recorded_config(tracker: StudyTracker, study_run_id: str) -> dict[str, Any] | None:
     """The study's `config.yaml` as a dict, None when it was never written."""
-    with tempfile.TemporaryDirectory(prefix="hyperflow-resume-") as tmp:
+    with scratch_dir("resume") as tmp:
         try:
             path = tracker.client.download_artifacts(study_run_id, "config.yaml", tmp)
         except (MlflowException, OSError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from hyperflow.components.names import (
     champion_uri,
 )
 from hyperflow.components.plots import PlotQueue, weight_histograms
+from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import Strategy
 from hyperflow.components.search._base import derive_seed
 from hyperflow.components.tracking import StudyTracker, TrialLogger
@@ -108,7 +108,7 @@ def execute_trial(
         deadline=deadline,
         stop_at=plan.stop_at,
     )
-    with tempfile.TemporaryDirectory(prefix="hyperflow-trial-") as tmp:
+    with scratch_dir("trial") as tmp:
         folder = Path(tmp)
         if result.state_dict is not None and result.state in (COMPLETED, PRUNED):
             torch.save(result.state_dict, folder / "state_dict.pt")

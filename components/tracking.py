@@ -7,9 +7,9 @@ import logging
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -46,6 +47,7 @@ from hyperflow.components.names import (
     TAG_TRIAL,
     trial_run_name,
 )
+from hyperflow.components.scratch import scratch_dir
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -58,6 +60,7 @@ __all__ = [
     "TrackingError",
     "TrialLogger",
     "param_value",
+    "prepare_local_store",
     "redact_uri",
     "resolve_tracking_uri",
     "ui_command",
@@ -85,6 +88,32 @@ def resolve_tracking_uri(configured: str | None) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
+
+
+_PREPARED: set[str] = set()
+
+
+def prepare_local_store(uri: str) -> None:
+    """Create and migrate a SQLite store under a file lock, once per process; other stores: nothing.
+
+    Two searches started at once on a fresh `mlflow.db` would both create MLflow's tables and one
+    would crash in the schema migration. Under `<db>.lock` the first creates them and the others
+    find them made; WAL mode (kept by the file) lets readers and one writer go on together, and
+    MLflow's own busy timeout (20 s) covers the writers. filelock: a kernel lock, released when a
+    killed process dies.
+    """
+    if not uri.startswith("sqlite:///") or uri in _PREPARED:
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            db.close()
+    _PREPARED.add(uri)
 
 
 def param_value(value: Any) -> str:
@@ -145,6 +174,10 @@ class StudyTracker:
     def __post_init__(self) -> None:
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    def prepare(self) -> None:
+        """Create a local SQLite store safely, also while other searches start on it (`prepare_local_store`)."""
+        prepare_local_store(self.uri)
+
     def check(self, timeout: float = 10.0) -> None:
         """Fail fast, before any training, when the store cannot be reached or used.
 
@@ -154,6 +187,7 @@ class StudyTracker:
         if self.uri.startswith(("http://", "https://")):
             _probe_server(self.uri, timeout)
         try:
+            self.prepare()
             self.client.search_experiments(max_results=1)
         except Exception as exc:
             hint = ""
@@ -307,7 +341,7 @@ class StudyTracker:
 
     def log_png(self, run_id: str, png: bytes, folder: str | None, name: str) -> None:
         """A drawn figure as the run's artifact `folder/name` (at the run's root with folder None)."""
-        with tempfile.TemporaryDirectory(prefix="hyperflow-plot-") as tmp:
+        with scratch_dir("plot") as tmp:
             path = Path(tmp) / name
             path.write_bytes(png)
             self.client.log_artifact(run_id, str(path), folder)

@@ -32,9 +32,10 @@ from hyperflow.components.interrupt import (
 from hyperflow.components.lifecycle import finish_study, open_study, threads_per_trial
 from hyperflow.components.names import FAILED, INTERRUPTED
 from hyperflow.components.resume import resume_study
+from hyperflow.components.scratch import sweep_scratch
 from hyperflow.components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
 from hyperflow.components.trial import TrialResult, TrialSpec
-from hyperflow.flows.prefect_api import ephemeral_api_url
+from hyperflow.flows.prefect_api import ephemeral_api_url, start_ephemeral_server
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
 
@@ -210,6 +211,8 @@ def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult:
 def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
     STOP.reset()  # a stop request belongs to the search it interrupted
+    sweep_scratch()  # what a killed search left in the temp folder
+    start_ephemeral_server()  # locked against other searches on this PREFECT_HOME; dies with us
     if resume_run_id:
         return resume_search(config, resume_run_id)
     return hyperparameter_search(config)

@@ -3,16 +3,20 @@ names follow MLflow's rules, no credential is stored, and the faults end cleanly
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 import typing
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+import psutil
 import pytest
 import yaml
 from conftest import ROOT
@@ -203,3 +207,103 @@ def test_cli_run_on_empty_dataloaders_fails_every_trial_and_lists_the_error(
         assert run.data.tags["hyperflow.state"] == "failed"
         assert run.info.status == "FAILED"
         assert "no epoch reported" in run.data.tags["hyperflow.error"]
+
+
+# --------------------------------------------------------------------------------------------
+# kill -9 of the command leaves nothing behind (item 10)
+
+
+def _session(sid: int) -> list[psutil.Process]:
+    """The live processes of a session (the killed command's, started with start_new_session)."""
+    out = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return out
+
+
+def _describe(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for proc in procs:
+        try:
+            out.append(" ".join(proc.cmdline())[:160])
+        except psutil.Error:
+            continue
+    return out
+
+
+def _small_config(folder: Path, **search: Any) -> Path:
+    raw = {
+        "name": f"hardening-{folder.name}",
+        "data": {"source": "digits"},
+        "model": {"hidden_layers": [32], "max_epochs": 200, "batch_size": 32},
+        "search": {
+            "strategy": "random",
+            "n_trials": 4,
+            "space": {"learning_rate": {"low": 0.001, "high": 0.01, "log": True}},
+            **search,
+        },
+        "early_stopping": {"kind": "none"},
+        "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}"},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _epochs_logged(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            (n,) = conn.execute("select count(*) from metrics where key = 'train_loss'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(n)
+
+
+def _poll(check: Any, deadline_s: float, what: str) -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_command_leaves_no_process_behind(tmp_path: Path) -> None:
+    # Prefect's ephemeral mode (its server is our child) and parallel trials (worker processes,
+    # multiprocessing's resource tracker), plus the plot worker: everything a search starts.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    config = _small_config(tmp_path, n_parallel=2)
+    proc = subprocess.Popen(
+        [HYPERFLOW, "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _poll(lambda: _epochs_logged(tmp_path / "mlflow.db") >= 4, 400, "both trials to train")
+        before = _describe(_session(proc.pid))
+        # the command, two trial workers, the resource tracker, Prefect's server (the plot worker
+        # starts with the first finished trial)
+        assert len(before) >= 5, before
+        assert any("uvicorn" in c for c in before), before
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        # nothing of ours outlives it by more than a few seconds
+        _poll(lambda: not _session(proc.pid), 15, f"the command's processes to end: {before}")
+    finally:
+        remaining = _session(proc.pid)
+        for p in remaining:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    assert not remaining, _describe(remaining)

@@ -162,10 +162,12 @@ def test_a_kill_at_any_instant_resumes_to_exactly_n_trials(
         },
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    scratch = tmp_path / "tmp"  # the runs' temp folder: what a kill leaves there is swept at the next start
+    scratch.mkdir()
     killed = subprocess.Popen(
         [HYPERFLOW, "run", str(config)],
         cwd=tmp_path,
-        env={**os.environ, "HYPERFLOW_FAULT": point},
+        env={**os.environ, "HYPERFLOW_FAULT": point, "TMPDIR": str(scratch)},
         start_new_session=True,
         stderr=subprocess.PIPE,
     )
@@ -193,10 +195,19 @@ def test_a_kill_at_any_instant_resumes_to_exactly_n_trials(
     expected_next = left_running[0].params if left_running else fresh.ask(1)[0]
     next_number = max((t.number for t in recorded), default=-1) + 1
 
+    left = sorted(scratch.glob(f"hyperflow-*-{killed.pid}-*"))
+    if point == "model-export":
+        assert [p.name.split("-")[1] for p in left] == ["model"], left
     done = subprocess.run(
-        [HYPERFLOW, "run", str(config), "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [HYPERFLOW, "run", str(config), "--resume"],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not any(p.exists() for p in left), "the killed run's scratch folders were swept"
     assert study.info.run_id in done.stdout
     after = runs_of(uri)
     studies = [r for r in after if r.data.tags.get("hyperflow.role") == "study"]
