@@ -1,16 +1,18 @@
-"""Fault injection for tests: kill this process at a named point when the environment asks for it.
+"""Fault injection for tests: kill this process (or fail a write) at a named point when asked.
 
 `HYPERFLOW_FAULT=<point>[:<n>]` kills the process with SIGKILL the n-th time (default: the first)
 it reaches `fault_point(<point>)`, so a test can put a kill -9 at an exact instant instead of
-hoping that a timer lands there. Unset, a point costs one dictionary lookup.
+hoping that a timer lands there. A point of `ERROR_POINTS` raises the OSError a full disk would,
+from the n-th time on (a full disk stays full). Unset, a point costs one dictionary lookup.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
-__all__ = ["FAULT_ENV", "POINTS", "fault_point"]
+__all__ = ["ERROR_POINTS", "FAULT_ENV", "POINTS", "fault_point"]
 
 FAULT_ENV = "HYPERFLOW_FAULT"
 
@@ -22,11 +24,17 @@ POINTS = {
     "model-export": "the best model is saved to a temporary folder; nothing is logged yet",
 }
 
+# The points where a write fails with OSError(ENOSPC) instead (each process counts its own passes).
+ERROR_POINTS = {
+    "artifact-write": "a trial's weights are about to be uploaded to its run's artifacts",
+}
+
 _seen: dict[str, int] = {}
 
 
 def fault_point(name: str) -> None:
-    """Die here (SIGKILL, as `kill -9` would) if `HYPERFLOW_FAULT` names this point and count."""
+    """Die here (SIGKILL, as `kill -9` would) if `HYPERFLOW_FAULT` names this point and count;
+    for a point of `ERROR_POINTS`, raise OSError(ENOSPC) from that count on."""
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return
@@ -34,5 +42,10 @@ def fault_point(name: str) -> None:
     if point != name:
         return
     _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] == (int(count) if count else 1):
+    nth = int(count) if count else 1
+    if name in ERROR_POINTS:
+        if _seen[name] >= nth:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"(fault point {name})")
+        return
+    if _seen[name] == nth:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -18,6 +18,7 @@ from hyperflow.components.names import (
     FAILED,
     INTERRUPTED,
     PRUNED,
+    TAG_ERROR,
     WEIGHT_HISTOGRAMS,
     FinishedState,
     Mode,
@@ -406,11 +407,12 @@ class Study:
             elapsed=self.elapsed(),
         )
 
-    def abort(self, state: Literal["interrupted", "failed"], error: str | None = None) -> None:
+    def abort(self, state: Literal["interrupted", "failed"], error: str | None = None) -> bool:
         """End what is open after an interruption or a crash: trials in flight, then the study run.
 
         Trials still in flight are marked interrupted (KILLED); the study run is KILLED when
-        interrupted, FAILED otherwise. Nothing is left RUNNING.
+        interrupted, FAILED otherwise. Nothing is left RUNNING, unless the store itself cannot be
+        written (a full disk): then False, and the study stays resumable as a killed one is.
         """
         for plan in list(self.in_flight.values()):
             with contextlib.suppress(Exception):
@@ -419,8 +421,34 @@ class Study:
                 )
             self.in_flight.pop(plan.number, None)
         self.plots.close(cancel=True)
-        with contextlib.suppress(Exception):
+        try:
+            if error and state == FAILED:
+                self.tracker.set_tags(self.study_run_id, {TAG_ERROR: error[:5000]})
             self.tracker.end_run(self.study_run_id, "KILLED" if state == INTERRUPTED else "FAILED")
+        except Exception:
+            return False
+        return True
+
+    def result_so_far(self, status: str) -> StudyResult:
+        """What the study has, as a result, when it ends without `finish_study` (no model, no test)."""
+        best = self.best
+        return StudyResult(
+            study_run_id=self.study_run_id,
+            experiment_id=self.experiment_id,
+            tracking_uri=self.tracker.uri,
+            metric=self.cfg.search.metric,
+            mode=self.cfg.search.mode,
+            status=status,
+            best_params=best.params if best is not None else None,
+            best_value=best.value if best is not None else None,
+            best_trial=best.number if best is not None else None,
+            best_run_id=best.run_id if best is not None else None,
+            n_completed=self.count(COMPLETED),
+            n_pruned=self.count(PRUNED),
+            n_failed=self.count(FAILED),
+            stop_reason=self.stop_reason,
+            errors=[f"trial {r.number}: {r.error}" for r in self.records if r.state == FAILED and r.error],
+        )
 
     def _log_running_best(self, record: TrialRecord) -> None:
         # One point each time the best improves, at step = trials finished so far - 1 (the trial
@@ -497,6 +525,8 @@ class StudyResult:
     promotion_reason: str | None = None
     stop_reason: str | None = None
     errors: list[str] = field(default_factory=list)
+    # Set when the study ended because the disk is full: the one line to print (the CLI exits 4).
+    disk_full: str | None = None
 
     @property
     def champion_uri(self) -> str | None:

@@ -21,6 +21,7 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from hyperflow.components.diskfull import DiskFull, disk_full_cause
 from hyperflow.components.faults import fault_point
 from hyperflow.components.names import (
     EXPERIMENT_KIND,
@@ -455,6 +456,10 @@ class TrialLogger:
                 write()
                 return
             except Exception as exc:
+                if disk_full_cause(exc) is not None:  # waiting frees no space: the study ends
+                    raise DiskFull(
+                        f"the disk is full: could not write {what} of run {self.run_id} ({_short(exc)})"
+                    ) from exc
                 if attempt == self.retries:
                     raise TrackingError(
                         f"could not write {what} of run {self.run_id} to {self.uri} after {attempt} attempts: "
@@ -508,9 +513,12 @@ class TrialLogger:
             if last:
                 break
         if artifacts_dir is not None and any(artifacts_dir.iterdir()):
-            self._retrying(
-                "weights", lambda: self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")
-            )
+
+            def upload() -> None:
+                fault_point("artifact-write")
+                self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")
+
+            self._retrying("weights", upload)
         self._retrying(
             "the end of the run", lambda: self.client.set_terminated(self.run_id, RUN_STATUS[result.state])
         )

@@ -32,6 +32,7 @@ out = Console()
 EXIT_FAILED = 1  # the study ran but no trial completed
 EXIT_BAD_INPUT = 2  # config, data or arguments
 EXIT_TRACKING = 3  # the tracking store cannot be reached
+EXIT_DISK_FULL = 4  # the disk filled during the study: it ended FAILED (or stays resumable)
 
 SetOption = Annotated[
     list[str] | None,
@@ -161,6 +162,15 @@ def _print_summary(result: StudyResult, cfg: ExperimentConfig | None = None) -> 
     out.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
+def _finish(result: StudyResult, cfg: ExperimentConfig) -> None:
+    """The summary and the exit code; a full disk is one error line (exit 4)."""
+    if result.disk_full:
+        _fail(result.disk_full, EXIT_DISK_FULL)
+    _print_summary(result, cfg)
+    if result.status != "FINISHED":
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _heuristic_start_line(cfg: ExperimentConfig, result: StudyResult) -> str:
     """What the study's heuristic start did, as its study run records it."""
     from mlflow.tracking import MlflowClient
@@ -199,9 +209,7 @@ def run(
         if resume_run_id is None:
             console.print("[yellow]no unfinished study of this config: starting a new one[/]")
     result = _run_flow(cfg, resume_run_id)
-    _print_summary(result, cfg)
-    if result.status != "FINISHED":
-        raise typer.Exit(EXIT_FAILED)
+    _finish(result, cfg)
 
 
 @app.command()
@@ -232,9 +240,7 @@ def resume(
     except TrackingError as exc:
         _fail(str(exc), EXIT_TRACKING)
     result = _run_flow(cfg, study_run_id)
-    _print_summary(result, cfg)
-    if result.status != "FINISHED":
-        raise typer.Exit(EXIT_FAILED)
+    _finish(result, cfg)
 
 
 @app.command()

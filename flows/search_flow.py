@@ -20,6 +20,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from hyperflow.components.adapters import config_adapter
 from hyperflow.components.config import ExperimentConfig
 from hyperflow.components.data import Dataset, load_dataset
+from hyperflow.components.diskfull import DiskFull, disk_full_cause
 from hyperflow.components.faults import fault_point
 from hyperflow.components.interrupt import (
     StopSignal,
@@ -58,8 +59,8 @@ def _infrastructure_only(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except TrialError:
         return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return disk_full_cause(exc) is None  # a full disk stays full
     return False
 
 
@@ -163,6 +164,8 @@ def _record(study: Study, plan: TrialPlan, fut: PrefectFuture[Any]) -> None:
         return
     except BaseException as exc:  # a crashed worker, a task that could not run: failed, not fatal
         study.record_crash(plan, f"{type(exc).__name__}: {exc}")
+        if disk_full_cause(exc) is not None:  # ...but a full disk ends the study: nothing more can be kept
+            raise DiskFull(str(exc) if isinstance(exc, DiskFull) else f"the disk is full: {exc}") from exc
         return
     study.record(plan, result)
 
@@ -187,7 +190,9 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
         with stop_on_signals(STOP), _task_runner(config) as runner:
             _run_trials(study, runner, data)
     except BaseException as exc:
-        study.abort(INTERRUPTED if STOP.is_set() else FAILED, f"{type(exc).__name__}: {exc}")
+        ended = study.abort(INTERRUPTED if STOP.is_set() else FAILED, f"{type(exc).__name__}: {exc}")
+        if disk_full_cause(exc) is not None and not STOP.is_set():
+            return _disk_full_result(study, exc, ended)
         raise
     if STOP.is_set():
         study.abort(INTERRUPTED)
@@ -198,8 +203,24 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
     try:
         return log_best(study, data)
     except BaseException as exc:  # e.g. the store failed while the model was logged: no run stays RUNNING
-        study.abort(FAILED, f"{type(exc).__name__}: {exc}")
+        ended = study.abort(FAILED, f"{type(exc).__name__}: {exc}")
+        if disk_full_cause(exc) is not None:
+            return _disk_full_result(study, exc, ended)
         raise
+
+
+def _disk_full_result(study: Study, exc: BaseException, ended: bool) -> StudyResult:
+    """The study that a full disk ended, as a result (not a raise: no traceback in Prefect's log)."""
+    what = str(exc) if isinstance(exc, DiskFull) else f"the disk is full: {exc}"
+    run_id = study.study_run_id
+    where = (
+        f"study {run_id} ended FAILED"
+        if ended
+        else f"study {run_id} could not be marked FAILED (its store is on the full disk too)"
+    )
+    result = study.result_so_far("FAILED")
+    result.disk_full = f"{what}; {where}. Free some space, then continue it: hyperflow resume {run_id}"
+    return result
 
 
 @flow(name="hyperparameter-search", log_prints=True)

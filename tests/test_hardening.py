@@ -307,3 +307,184 @@ def test_kill_9_of_the_command_leaves_no_process_behind(tmp_path: Path) -> None:
             with contextlib.suppress(psutil.Error):
                 p.kill()
     assert not remaining, _describe(remaining)
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk (item 11)
+
+
+def test_a_full_disk_is_recognised_through_mlflows_wrapping_and_travels_between_processes() -> None:
+    import errno
+    import pickle
+
+    from mlflow.exceptions import MlflowException
+
+    from hyperflow.components.diskfull import DiskFull, disk_full_cause
+
+    raw = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise raw
+        except OSError as exc:
+            raise MlflowException("could not log artifacts") from exc
+    except MlflowException as wrapped:
+        assert disk_full_cause(wrapped) is raw
+    assert disk_full_cause(MlflowException("(sqlite3.OperationalError) database or disk is full")) is not None
+    assert disk_full_cause(OSError(errno.EACCES, "Permission denied")) is None
+    assert disk_full_cause(ValueError("no")) is None
+    again = pickle.loads(pickle.dumps(DiskFull("the disk is full: weights of run x")))
+    assert isinstance(again, DiskFull) and str(again) == "the disk is full: weights of run x"
+
+
+def test_the_artifact_write_fault_raises_enospc_from_its_count_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from hyperflow.components import faults
+
+    monkeypatch.setenv(faults.FAULT_ENV, "artifact-write:2")
+    monkeypatch.setattr(faults, "_seen", {})
+    faults.fault_point("artifact-write")  # the first passes
+    for _ in range(2):  # the second and every later one fail: a full disk stays full
+        with pytest.raises(OSError) as info:
+            faults.fault_point("artifact-write")
+        assert info.value.errno == errno.ENOSPC
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_the_study_failed_with_one_line_and_resume_finishes_it(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    config = _small_config(tmp_path, n_trials=4)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["max_epochs"] = 2
+    config.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server.url}
+    # The second trial's weights meet a full disk, and so would everything after.
+    full = subprocess.run(
+        [HYPERFLOW, "run", str(config)],
+        cwd=tmp_path,
+        env={**env, "HYPERFLOW_FAULT": "artifact-write:2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert full.returncode == 4, full.stdout + full.stderr
+    assert "Traceback" not in full.stderr, full.stderr
+    errors = [line for line in full.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "disk is full" in errors[0], full.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == raw["name"]]
+    (study,) = client.search_runs([exp.experiment_id], "tags.`hyperflow.role` = 'study'")
+    assert study.info.status == "FAILED"
+    assert "disk is full" in study.data.tags["hyperflow.error"]
+    assert f"hyperflow resume {study.info.run_id}" in errors[0]
+    trials = client.search_runs([exp.experiment_id], "tags.`hyperflow.role` = 'trial'")
+    states = sorted(
+        (int(r.data.tags["hyperflow.trial"]), r.data.tags["hyperflow.state"], r.info.status) for r in trials
+    )
+    assert states == [(0, "completed", "FINISHED"), (1, "failed", "FAILED")], (
+        "the search stopped at the full disk"
+    )
+
+    again = subprocess.run(
+        [HYPERFLOW, "resume", study.info.run_id, "--tracking-uri", uri],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    resumed = client.get_run(study.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    counts = resumed.data.metrics
+    assert counts["n_trials_completed"] + counts["n_trials_pruned"] + counts["n_trials_failed"] == 4
+
+
+# --------------------------------------------------------------------------------------------
+# Three searches at once on a fresh store and a fresh PREFECT_HOME (item 9)
+
+
+@pytest.mark.slow
+def test_three_searches_started_at_once_on_fresh_stores_all_finish(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # fresh: its database is made by the first
+    env["OMP_NUM_THREADS"] = "1"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # fresh: no tables yet
+    configs = []
+    for i in range(3):
+        folder = tmp_path / f"search-{i}"
+        folder.mkdir()
+        path = _small_config(folder, n_trials=2)
+        raw = yaml.safe_load(path.read_text())
+        raw["model"]["max_epochs"] = 2
+        raw["tracking"]["uri"] = uri
+        path.write_text(yaml.safe_dump(raw))
+        configs.append((raw["name"], path))
+    procs = [
+        subprocess.Popen(
+            [HYPERFLOW, "run", str(path)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _, path in configs
+    ]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out + err
+        assert "Traceback" not in err, err
+    client = MlflowClient(uri)
+    for name, _ in configs:
+        exp = client.get_experiment_by_name(name)
+        assert exp is not None
+        (study,) = client.search_runs([exp.experiment_id], "tags.`hyperflow.role` = 'study'")
+        assert study.info.status == "FINISHED"
+        trials = client.search_runs([exp.experiment_id], "tags.`hyperflow.role` = 'trial'")
+        assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+        for run in trials:
+            assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials never reach Prefect (item 12)
+
+
+def _files_holding(root: Path, secret: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_password_in_mlflow_tracking_uri_reaches_neither_prefect_nor_mlflow(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    secret = "pw-" + os.urandom(6).hex()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    home = tmp_path / "prefect-home"
+    env["PREFECT_HOME"] = str(home)  # the ephemeral server's database lands here
+    env["MLFLOW_TRACKING_URI"] = mlflow_server.url.replace("http://", f"http://alice:{secret}@")
+    config = _small_config(tmp_path, n_trials=2)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["max_epochs"] = 2
+    del raw["tracking"]  # the store comes from the environment
+    config.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [HYPERFLOW, "run", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "http://***@127.0.0.1" in proc.stdout  # the address printed, masked
+    assert secret not in proc.stdout + proc.stderr
+    assert (home / "prefect.db").exists()
+    assert _files_holding(home, secret.encode()) == [], "the secret is in Prefect's store"
+    assert _files_holding(mlflow_server.home, secret.encode()) == [], "the secret is in MLflow's store"
+    # ... and the same URI in the config is refused before anything runs
+    raw["tracking"] = {"uri": env["MLFLOW_TRACKING_URI"]}
+    config.write_text(yaml.safe_dump(raw))
+    refused = subprocess.run(
+        [HYPERFLOW, "run", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 2
+    assert "MLFLOW_TRACKING_PASSWORD" in refused.stderr and secret not in refused.stderr
