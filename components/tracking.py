@@ -173,11 +173,12 @@ class StudyTracker:
     client: MlflowClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Before the client: making one for a SQLite registry already creates (migrates) the store.
+        try:
+            prepare_local_store(self.uri)
+        except Exception as exc:
+            raise TrackingError(f"cannot create the MLflow store at {self.uri}: {_short(exc)}") from None
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-
-    def prepare(self) -> None:
-        """Create a local SQLite store safely, also while other searches start on it (`prepare_local_store`)."""
-        prepare_local_store(self.uri)
 
     def check(self, timeout: float = 10.0) -> None:
         """Fail fast, before any training, when the store cannot be reached or used.
@@ -188,7 +189,6 @@ class StudyTracker:
         if self.uri.startswith(("http://", "https://")):
             _probe_server(self.uri, timeout)
         try:
-            self.prepare()
             self.client.search_experiments(max_results=1)
         except Exception as exc:
             hint = ""
