@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,11 @@ def start_ephemeral_server() -> str | None:
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
     real = server_module.subprocess
+    # Off the main thread (a caller's worker thread may end before this process) no death signal.
+    armed = threading.current_thread() is threading.main_thread()
     with FileLock(str(home / "hyperflow-server-start.lock")):
-        server_module.subprocess = _PopenWithParentDeath(os.getpid())  # type: ignore[assignment]
+        if armed:
+            server_module.subprocess = _PopenWithParentDeath(os.getpid())  # type: ignore[assignment]
         try:
             server.start()
         finally:
