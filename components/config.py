@@ -44,6 +44,7 @@ __all__ = [
     "EarlyStoppingConfig",
     "ExperimentConfig",
     "ModelConfig",
+    "ObjectiveSpec",
     "RangeSpec",
     "RunnerConfig",
     "SearchConfig",
@@ -248,6 +249,19 @@ class GeneticConfig(_Strict):
         return self
 
 
+class ObjectiveSpec(_Strict):
+    """One objective of a multi-objective search: a logged metric and its direction."""
+
+    metric: str = Field(min_length=1, description="any metric a trial logs, or param_count")
+    mode: Mode | None = Field(None, description="null: min for param_count, losses and errors, else max")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ObjectiveSpec:
+        if self.mode is None:
+            self.__dict__["mode"] = "min" if self.metric == "param_count" else metric_mode(self.metric)
+        return self
+
+
 class SearchConfig(_Strict):
     strategy: Literal["grid", "random", "bayes", "genetic"] = "bayes"
     metric: str = "val_accuracy"
@@ -271,12 +285,54 @@ class SearchConfig(_Strict):
         description="lr_range_test: run the LR range test once, narrow search.space.learning_rate, "
         "evaluate its suggestion first",
     )
+    objectives: list[ObjectiveSpec] = Field(
+        default_factory=list,
+        description="two or more {metric, mode}; the first is the primary (search.metric), the study keeps "
+        "the Pareto front",
+    )
+    select: Literal["primary", "knee"] = Field(
+        "primary", description="the front member registered as champion: the best primary, or the knee"
+    )
+    max_param_count: int | None = Field(
+        None, ge=1, description="architectures with more parameters are never trained"
+    )
     bayes: BayesConfig = Field(default_factory=BayesConfig)
     grid: GridConfig = Field(default_factory=GridConfig)
     genetic: GeneticConfig = Field(default_factory=GeneticConfig)
 
     # The mode inferred from the metric while `mode` is left out (None: `mode` was given).
     _inferred_mode: Mode | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _resolve_objectives(self) -> SearchConfig:
+        # Runs before _resolve_mode: the first objective is the primary, so it sets metric and mode.
+        if not self.objectives:
+            if self.select != "primary":
+                raise ValueError(f"at select: {self.select!r} needs search.objectives (two or more)")
+            return self
+        if len(self.objectives) < 2:
+            raise ValueError("at objectives: give two or more objectives (one is search.metric)")
+        names = [o.metric for o in self.objectives]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(
+                    f"at objectives.{i}.metric: {name!r} is already objective {names.index(name)}"
+                )
+        primary = self.objectives[0]
+        if "metric" in self.model_fields_set and self.metric != primary.metric:
+            raise ValueError(
+                f"at objectives.0.metric: the first objective is the primary, so it must be search.metric "
+                f"({self.metric!r}), not {primary.metric!r}; or leave search.metric out"
+            )
+        if self.mode is not None and self._inferred_mode is None and self.mode != primary.mode:
+            if "mode" in primary.model_fields_set:
+                raise ValueError(
+                    f"at objectives.0.mode: {primary.mode!r} contradicts search.mode ({self.mode!r})"
+                )
+            primary.__dict__["mode"] = self.mode
+        self.__dict__["metric"] = primary.metric
+        self.__dict__["mode"] = primary.mode
+        return self
 
     @model_validator(mode="after")
     def _resolve_mode(self) -> SearchConfig:
@@ -417,7 +473,12 @@ def _problems_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
         elif err["type"].endswith("_type") or err["type"] == "finite_number":
             msg += f", not {json.dumps(err['input'], default=repr)}"  # `true`, `"3"`, `Infinity`
         if msg.startswith(_CROSS_CHECK):
-            continue  # validate_config adds semantic_problems() itself, also when fields fail
+            continue
+        if (at := re.match(r"at ([\w.]+): ", msg)) is not None:  # a section's check naming its key
+            loc, msg = (
+                [*loc, *at.group(1).split(".")],
+                msg[at.end() :],
+            )  # validate_config adds semantic_problems() itself, also when fields fail
         problems.append((".".join(loc), msg))
     return problems
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hyperflow.components.adapters import adapter_for
+from hyperflow.components.budget import apply_param_budget
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.fingerprint import config_hash, config_yaml, flatten
 from hyperflow.components.heuristic import start_config
@@ -18,6 +19,8 @@ from hyperflow.components.names import (
     PRUNED,
     TAG_BEST_RUN_ID,
     TAG_BEST_TRIAL,
+    TAG_CHAMPION_TRIAL,
+    TAG_PARETO,
     test_metric_name,
 )
 from hyperflow.components.plots import (
@@ -27,6 +30,7 @@ from hyperflow.components.plots import (
     draw_learning_curves,
     draw_optimization_history,
     draw_parallel_coordinates,
+    draw_pareto_front,
 )
 from hyperflow.components.registry import load_state_dict_artifact, log_best_model, register_best_model
 from hyperflow.components.scratch import scratch_dir
@@ -81,6 +85,7 @@ def open_study(
         tracker.client.log_dict(run_id, data.preparation.spec, "data/preparation.json")
     if cfg.search.heuristic_start != "none":  # e.g. the LR range test narrows the learning rate
         strategy = make_strategy(start_config(cfg, data, tracker, run_id))
+    apply_param_budget(strategy, cfg, spec, data)
     return Study(
         cfg,
         strategy=strategy,
@@ -115,15 +120,27 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         "n_trials_pruned": result.n_pruned,
         "n_trials_failed": result.n_failed,
     }
-    best = study.best
-    if best is not None and best.value is not None:
+    if cfg.search.max_param_count is not None:
+        metrics["n_candidates_infeasible"] = len(study.strategy.infeasible)
+    best, champion = study.best, study.champion
+    if cfg.search.objectives:
+        metrics["pareto_size"] = _tag_front(study)
+    if best is not None and best.value is not None and champion is not None:
         study.log_final_best()
         result.best_params, result.best_value = best.params, best.value
         result.best_trial, result.best_run_id = best.number, best.run_id
-        tracker.set_tags(run_id, {TAG_BEST_TRIAL: str(best.number), TAG_BEST_RUN_ID: best.run_id})
+        result.champion_trial = champion.number
+        tracker.set_tags(
+            run_id,
+            {
+                TAG_BEST_TRIAL: str(best.number),
+                TAG_BEST_RUN_ID: best.run_id,
+                TAG_CHAMPION_TRIAL: str(champion.number),
+            },
+        )
         # A training function has no model to test or register: its best value and parameters only.
         if adapter_for(study.spec).exports_model:
-            _test_export_register(study, data, best, result)
+            _test_export_register(study, data, champion, result)
             metrics.update(result.test_metrics)
     else:
         result.status = "FAILED"
@@ -174,6 +191,16 @@ def served_inputs(data: Dataset | None) -> dict[str, Any]:
     return {"preparation": data.preparation.spec, "raw_example": example}
 
 
+def _tag_front(study: Study) -> int:
+    """Tag each completed trial `hyperflow.pareto` true or false (a resumed study's front moves);
+    return the front's size."""
+    front = {r.number for r in study.front}
+    for r in study.records:
+        if r.state == COMPLETED and (r.objectives is not None or r.number in front):
+            study.tracker.set_tags(r.run_id, {TAG_PARETO: "true" if r.number in front else "false"})
+    return len(front)
+
+
 def _log_study_plots(study: Study, importances: dict[str, float]) -> None:
     records = [CurveRecord(r.number, r.state, r.value, r.curve) for r in study.records]
     metric = study.cfg.search.metric
@@ -182,6 +209,17 @@ def _log_study_plots(study: Study, importances: dict[str, float]) -> None:
             records, metric, study.cfg.search.mode, Path(tmp) / "optimization_history.png"
         )
         draw_learning_curves(records, metric, Path(tmp) / "learning_curves.png")
+        objectives = study.cfg.search.objectives
+        if objectives:
+            champion = study.champion
+            draw_pareto_front(
+                [(r.number, r.objectives) for r in study.records if r.state == COMPLETED and r.objectives],
+                [r.number for r in study.front],
+                [o.metric for o in objectives],
+                study.objective_modes,
+                Path(tmp) / "pareto_front.png",
+                champion=champion.number if champion is not None else None,
+            )
         if importances:
             draw_importance(importances, metric, Path(tmp) / "importance.png")
             draw_parallel_coordinates(

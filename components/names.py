@@ -20,6 +20,7 @@ __all__ = [
     "SHARED_VIEW",
     "TAG_BEST_RUN_ID",
     "TAG_BEST_TRIAL",
+    "TAG_CHAMPION_TRIAL",
     "TAG_CONFIG_HASH",
     "TAG_ERROR",
     "TAG_EXPERIMENT_KIND",
@@ -28,6 +29,7 @@ __all__ = [
     "TAG_HOST",
     "TAG_PARAMS",
     "TAG_PARENT",
+    "TAG_PARETO",
     "TAG_PID",
     "TAG_PREVIOUS_FLOW_RUN_IDS",
     "TAG_RESUMED",
@@ -101,6 +103,7 @@ TAG_PREVIOUS_FLOW_RUN_IDS: Final = "hyperflow.previous_flow_run_ids"
 TAG_RESUMED: Final = "hyperflow.resumed"
 TAG_BEST_TRIAL: Final = "hyperflow.best_trial"
 TAG_BEST_RUN_ID: Final = "hyperflow.best_run_id"
+TAG_CHAMPION_TRIAL: Final = "hyperflow.champion_trial"  # the trial registered (search.select)
 TAG_GIT_COMMIT: Final = "mlflow.source.git.commit"
 
 # trial runs
@@ -111,6 +114,7 @@ TAG_PARAMS: Final = "hyperflow.params"  # a trial's params as JSON, written when
 TAG_STATE: Final = "hyperflow.state"
 TAG_STOP_REASON: Final = "hyperflow.stop_reason"
 TAG_ERROR: Final = "hyperflow.error"
+TAG_PARETO: Final = "hyperflow.pareto"  # true on the trials of the study's Pareto front
 TAG_HOST: Final = "hyperflow.host"
 TAG_PID: Final = "hyperflow.pid"
 

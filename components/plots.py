@@ -29,6 +29,7 @@ __all__ = [
     "draw_learning_curves",
     "draw_optimization_history",
     "draw_parallel_coordinates",
+    "draw_pareto_front",
     "draw_weight_histograms",
     "weight_histograms",
 ]
@@ -117,6 +118,54 @@ def draw_optimization_history(
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"optimisation history ({mode} {metric})")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def draw_pareto_front(
+    points: Sequence[tuple[int, Sequence[float]]],
+    front: Sequence[int],
+    names: Sequence[str],
+    modes: Sequence[str],
+    path: Path | str,
+    champion: int | None = None,
+) -> Path:
+    """Completed trials by their first two objectives, the front (trial numbers `front`) joined by
+    a line and the champion ringed; `points` are (trial number, objective values)."""
+    fig = _figure(7, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    on_front = set(front)
+    rest = [v for n, v in points if n not in on_front]
+    if rest:
+        ax.scatter([v[0] for v in rest], [v[1] for v in rest], color="#bbbbbb", label="dominated", zorder=2)
+    members = sorted((v[0], v[1], n) for n, v in points if n in on_front)
+    if members:
+        xs, ys, _numbers = zip(*members, strict=True)
+        ax.plot(xs, ys, color="#4477aa", alpha=0.5)
+        ax.scatter(xs, ys, color="#4477aa", label=f"Pareto front ({len(members)})", zorder=3)
+        for x, y, n in members:
+            ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for n, v in points:
+        if n == champion:
+            ax.scatter(
+                [v[0]],
+                [v[1]],
+                s=160,
+                facecolors="none",
+                edgecolors="#ee6677",
+                linewidths=2,
+                label=f"champion (trial {n})",
+                zorder=4,
+            )
+    if names[1] == "param_count":
+        ax.set_yscale("log")
+    ax.set_xlabel(f"{names[0]} ({modes[0]})")
+    ax.set_ylabel(f"{names[1]} ({modes[1]})")
+    ax.set_title("Pareto front" + (f" (first two of {len(names)} objectives)" if len(names) > 2 else ""))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hyperflow.components.adapters import config_adapter
+from hyperflow.components.budget import budget_problem
 from hyperflow.components.config import BUILTIN_METRICS
 from hyperflow.components.data import DataError, Dataset, load_dataset
 from hyperflow.components.search import make_strategy
@@ -56,6 +57,9 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
         make_strategy(cfg)
     except ValueError as exc:
         raise PreflightError(f"search: {exc}") from None
+    problem = budget_problem(cfg, data)
+    if problem is not None:
+        raise PreflightError(problem)
     if check_tracking:
         try:
             StudyTracker(resolve_tracking_uri(cfg.tracking.uri)).check()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from mlflow.exceptions import MlflowException
 
+from hyperflow.components.budget import apply_param_budget
 from hyperflow.components.config import ConfigError, validate_config
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.fingerprint import config_hash, config_yaml, flatten, legacy_config_hash
@@ -36,7 +37,7 @@ from hyperflow.components.names import (
 )
 from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import SearchSpace, make_strategy
-from hyperflow.components.study import Study, TrialRecord, histogram_queue
+from hyperflow.components.study import Study, TrialRecord, histogram_queue, objective_values
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
 from hyperflow.components.trial import TrialSpec
 
@@ -160,6 +161,7 @@ class RecordedTrial:
     value: float | None
     end_time: int | None
     error: str | None
+    metrics: dict[str, float] = field(default_factory=dict)  # the run's latest value of each metric
 
 
 def recorded_trials(tracker: StudyTracker, cfg: ExperimentConfig, study_run: Run) -> list[RecordedTrial]:
@@ -185,6 +187,7 @@ def recorded_trials(tracker: StudyTracker, cfg: ExperimentConfig, study_run: Run
                 value=run.data.metrics.get(cfg.search.metric),
                 end_time=run.info.end_time,
                 error=tags.get(TAG_ERROR),
+                metrics=dict(run.data.metrics),
             )
         )
     return sorted(out, key=lambda t: t.number)
@@ -246,6 +249,8 @@ def resume_study(
     trials = recorded_trials(tracker, cfg, run)
     # The heuristic start as recorded in the study run (a range test is never run again).
     strategy = make_strategy(start_config(cfg, data, tracker, study_run_id))
+    spec = TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg))
+    apply_param_budget(strategy, cfg, spec, data)
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     finished = [t for t in trials if t.state in FINISHED_STATES and t.status != "RUNNING"]
     finished.sort(key=lambda t: (t.end_time or 0, t.number))
@@ -257,7 +262,7 @@ def resume_study(
         tracker=tracker,
         experiment_id=run.info.experiment_id,
         study_run_id=study_run_id,
-        spec=TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg)),
+        spec=spec,
         plots=histogram_queue(tracker),
         next_number=max((t.number for t in trials), default=-1) + 1,
         history=history,
@@ -297,6 +302,9 @@ def _record(
         curve=values,
         epochs_trained=len(values),
         error=trial.error,
+        objectives=objective_values(cfg, None, {**trial.metrics, cfg.search.metric: trial.value})
+        if trial.value is not None
+        else None,
     )
 
 

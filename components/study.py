@@ -24,6 +24,7 @@ from hyperflow.components.names import (
     Mode,
     champion_uri,
 )
+from hyperflow.components.pareto import knee_index, pareto_front, to_losses
 from hyperflow.components.plots import PlotQueue, weight_histograms
 from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import Strategy
@@ -47,6 +48,7 @@ __all__ = [
     "TrialRecord",
     "execute_trial",
     "histogram_queue",
+    "objective_values",
     "trial_seed",
 ]
 
@@ -134,6 +136,7 @@ class TrialRecord:
     epochs_trained: int = 0
     error: str | None = None
     state_dict: dict[str, torch.Tensor] | None = None
+    objectives: tuple[float, ...] | None = None  # `search.objectives`' values, when all are known
 
     @classmethod
     def finished(
@@ -148,12 +151,45 @@ class TrialRecord:
         curve: list[float],
         epochs_trained: int,
         error: str | None,
+        objectives: Sequence[float | None] | None = None,
     ) -> TrialRecord:
         """A record whatever reported the trial: a value that is not finite is none, and a trial
         that is not completed or pruned with a value is failed."""
         value = value if value is not None and math.isfinite(value) else None
         counted: FinishedState = state if state in (COMPLETED, PRUNED) and value is not None else FAILED  # type: ignore[assignment]
-        return cls(number, params, seed, run_id, counted, value, list(curve), epochs_trained, error)
+        record = cls(number, params, seed, run_id, counted, value, list(curve), epochs_trained, error)
+        if counted != FAILED and objectives is not None:
+            known = [float(v) for v in objectives if v is not None and math.isfinite(float(v))]
+            if len(known) == len(objectives):
+                record.objectives = tuple(known)
+        return record
+
+
+def objective_values(
+    cfg: ExperimentConfig, result: TrialResult | None, metrics: dict[str, float] | None = None
+) -> list[float | None] | None:
+    """Each of `search.objectives`' values for a trial (None: not multi-objective).
+
+    From a live result: the primary is its value, `param_count`, `train_seconds` and
+    `epochs_trained` are the result's, any other metric its last epoch's. From a recorded run
+    (`metrics`: the run's latest metric values), each metric as logged. A value not logged is None.
+    """
+    objectives = cfg.search.objectives
+    if not objectives:
+        return None
+    out: list[float | None] = []
+    for i, obj in enumerate(objectives):
+        if result is None:
+            out.append((metrics or {}).get(obj.metric))
+        elif i == 0:
+            out.append(result.value)
+        elif obj.metric in ("param_count", "train_seconds", "epochs_trained"):
+            number = float(getattr(result, obj.metric))
+            out.append(number if obj.metric != "param_count" or number > 0 else None)
+        else:
+            series = result.history.get(obj.metric)
+            out.append(series[-1] if series else None)
+    return out
 
 
 class TrialLedger:
@@ -177,7 +213,9 @@ class TrialLedger:
             self.strategy.tell_failed(record.params)
         else:
             assert record.value is not None
-            self.strategy.tell(record.params, record.value, pruned=record.state == PRUNED)
+            self.strategy.tell(
+                record.params, record.value, pruned=record.state == PRUNED, objectives=record.objectives
+            )
         if self.stop_rule is not None:
             self.stop_rule.record(record.curve, record.state, number=record.number)
 
@@ -195,6 +233,15 @@ class TrialLedger:
             return None
         sign = -1.0 if self.mode == "max" else 1.0
         return min(done, key=lambda r: (sign * float(r.value), r.number))  # type: ignore[arg-type]
+
+    def front(self, modes: Sequence[Mode]) -> list[TrialRecord]:
+        """The Pareto front of the completed trials whose objectives are all known, by trial number."""
+        done = sorted(
+            (r for r in self.records if r.state == COMPLETED and r.objectives is not None),
+            key=lambda r: r.number,
+        )
+        points = [to_losses(r.objectives, modes) for r in done]  # type: ignore[arg-type]
+        return [done[i] for i in pareto_front(points)]
 
 
 def histogram_queue(tracker: StudyTracker) -> PlotQueue:
@@ -277,6 +324,24 @@ class Study:
     def best(self) -> TrialRecord | None:
         """The best completed trial (pruned and failed trials never count)."""
         return self.ledger.best
+
+    @property
+    def objective_modes(self) -> tuple[Mode, ...]:
+        return tuple(o.mode for o in self.cfg.search.objectives if o.mode is not None)
+
+    @property
+    def front(self) -> list[TrialRecord]:
+        """The Pareto front of `search.objectives` (empty without several objectives)."""
+        return self.ledger.front(self.objective_modes) if self.cfg.search.objectives else []
+
+    @property
+    def champion(self) -> TrialRecord | None:
+        """The trial registered as the study's model: the best (primary), or the front's knee
+        (`search.select: knee`)."""
+        front = self.front
+        if self.cfg.search.select != "knee" or not front:
+            return self.best
+        return front[knee_index([to_losses(r.objectives, self.objective_modes) for r in front])]  # type: ignore[arg-type]
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -368,6 +433,7 @@ class Study:
             curve=result.curve,
             epochs_trained=result.epochs_trained,
             error=result.error,
+            objectives=objective_values(self.cfg, result),
         )
         if result.histograms:
             self.plots.histograms(plan.run_id, result.histograms)
@@ -515,6 +581,7 @@ class StudyResult:
     best_value: float | None = None
     best_trial: int | None = None
     best_run_id: str | None = None
+    champion_trial: int | None = None  # the trial registered (search.select: the best, or the knee)
     test_metrics: dict[str, float] = field(default_factory=dict)
     n_completed: int = 0
     n_pruned: int = 0

@@ -8,11 +8,12 @@ from hyperflow.components.search._base import Observation, Strategy
 from hyperflow.components.search._bayes import BayesStrategy
 from hyperflow.components.search._genetic import GeneticStrategy
 from hyperflow.components.search._grid import GridStrategy
+from hyperflow.components.search._parego import ParEGOStrategy
 from hyperflow.components.search._random import RandomStrategy
 from hyperflow.components.search._space import Dimension, SearchSpace
 
 if TYPE_CHECKING:
-    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.config import ExperimentConfig, SearchConfig
 
 __all__ = [
     "BayesStrategy",
@@ -20,6 +21,7 @@ __all__ = [
     "GeneticStrategy",
     "GridStrategy",
     "Observation",
+    "ParEGOStrategy",
     "RandomStrategy",
     "SearchSpace",
     "Strategy",
@@ -50,7 +52,17 @@ def make_strategy(cfg: ExperimentConfig, space: SearchSpace | None = None) -> St
                 "or as a fixed model value"
             ) from exc
     common: dict[str, Any] = {"mode": search.mode, "seed": cfg.seed, "initial_points": initial}
+    if search.objectives:  # several objectives: the strategy is told them all (see Strategy.tell)
+        strategy = _make(search, space, common)
+        strategy.objective_modes = tuple(o.mode for o in search.objectives if o.mode is not None)
+        return strategy
+    return _make(search, space, common)
+
+
+def _make(search: SearchConfig, space: SearchSpace, common: dict[str, Any]) -> Strategy:
     # Each strategy's own section has the names of its constructor's keyword arguments.
+    if search.strategy == "bayes" and search.objectives:
+        return ParEGOStrategy(space, **common, bayes=search.bayes.model_dump())
     if search.strategy == "grid":
         return GridStrategy(space, **common, **search.grid.model_dump())
     if search.strategy == "random":

@@ -33,6 +33,7 @@ class Observation:
     params: dict[str, Any]
     value: float | None
     state: FinishedState
+    objectives: tuple[float, ...] | None = None  # every objective's value, several objectives only
 
 
 class StrategyOptions(TypedDict, total=False):
@@ -76,6 +77,12 @@ class Strategy(abc.ABC):
         self._pending: dict[str, dict[str, Any]] = {}
         self._seen: set[str] = set()
         self._initial = [space.coerce(p) for p in initial_points]
+        # Several objectives (`search.objectives`): their modes, the first the primary's (= mode).
+        self.objective_modes: tuple[Mode, ...] = (mode,)
+        # `search.max_param_count`: a point for which `feasible` is false is never asked (see _is_new).
+        self.feasible: Callable[[Mapping[str, Any]], bool] | None = None
+        self.infeasible: set[str] = set()  # keys of the candidates ruled out, for n_candidates_infeasible
+        self._feasible_keys: set[str] = set()
 
     # ---------------------------------------------------------------- public interface
 
@@ -90,7 +97,7 @@ class Strategy(abc.ABC):
         while self._initial and len(out) < n:
             point = self._initial.pop(0)
             key = params_key(point)
-            if key in self._pending or key in self._seen:
+            if not self._is_new(point):
                 continue
             self._pending[key] = point
             out.append(point)
@@ -98,27 +105,44 @@ class Strategy(abc.ABC):
             for point in self._suggest(n - len(out)):
                 point = self.space.coerce(point)
                 key = params_key(point)
-                if key in self._pending:
+                if key in self._pending or not self._is_feasible(point, key):
                     continue
                 self._pending[key] = point
                 out.append(point)
         return out
 
-    def tell(self, params: Mapping[str, Any], value: float, *, pruned: bool = False) -> None:
+    def tell(
+        self,
+        params: Mapping[str, Any],
+        value: float,
+        *,
+        pruned: bool = False,
+        objectives: Sequence[float] | None = None,
+    ) -> None:
         """Record a finished trial's value (the metric at its last epoch).
 
         A pruned trial's last value is told to the optimiser too but it never becomes `best`.
-        A value that is not finite is a failure (see `tell_failed`).
+        A value that is not finite is a failure (see `tell_failed`). With several objectives,
+        `objectives` holds every objective's value (the first is `value`); a strategy that searches
+        them (`_observe_objectives`) is given them all as losses, the others the primary's.
         """
         point = self.space.coerce(params)
         if value is None or not math.isfinite(float(value)):
             self.tell_failed(point)
             return
         self._forget_pending(point)
-        obs = Observation(point, float(value), PRUNED if pruned else COMPLETED)
+        vector = None
+        if objectives is not None and len(self.objective_modes) > 1:
+            vector = tuple(float(v) for v in objectives)
+            if len(vector) != len(self.objective_modes) or not all(math.isfinite(v) for v in vector):
+                vector = None  # an objective missing: the trial is told by its primary value only
+        obs = Observation(point, float(value), PRUNED if pruned else COMPLETED, vector)
         self.history.append(obs)
         self._seen.add(params_key(point))
-        self._observe(point, self._loss(float(value)))
+        if vector is not None:
+            self._observe_objectives(point, self.objective_losses(vector))
+        else:
+            self._observe(point, self._loss(float(value)))
 
     def tell_failed(self, params: Mapping[str, Any]) -> None:
         """Record a failed trial: the search goes on and no NaN reaches the optimiser."""
@@ -166,6 +190,10 @@ class Strategy(abc.ABC):
     def _loss(self, value: float) -> float:
         return -value if self.mode == "max" else value
 
+    def objective_losses(self, values: Sequence[float]) -> tuple[float, ...]:
+        """Objective values as losses (lower is better for each), by `objective_modes`."""
+        return tuple(-v if m == "max" else v for v, m in zip(values, self.objective_modes, strict=True))
+
     def _worst_loss(self) -> float | None:
         """The worst loss told so far (what a failure is told as, where a value is needed)."""
         losses = [self._loss(o.value) for o in self.history if o.value is not None]
@@ -177,7 +205,17 @@ class Strategy(abc.ABC):
 
     def _is_new(self, point: Mapping[str, Any]) -> bool:
         key = params_key(point)
-        return key not in self._seen and key not in self._pending
+        return key not in self._seen and key not in self._pending and self._is_feasible(point, key)
+
+    def _is_feasible(self, point: Mapping[str, Any], key: str) -> bool:
+        """Whether `feasible` lets the point through (each distinct point is checked once)."""
+        if self.feasible is None or key in self._feasible_keys:
+            return True
+        if key in self.infeasible:
+            return False
+        ok = bool(self.feasible(point))
+        (self._feasible_keys if ok else self.infeasible).add(key)
+        return ok
 
     def _collect(self, n: int, propose: Proposer) -> list[dict[str, Any]]:
         """Up to `n` points from `propose(position, is_free)`, stopping at the first None.
@@ -207,6 +245,10 @@ class Strategy(abc.ABC):
 
     def _observe(self, params: dict[str, Any], loss: float) -> None:  # noqa: B027 - optional hook
         """Take a finished trial's loss (lower is better)."""
+
+    def _observe_objectives(self, params: dict[str, Any], losses: tuple[float, ...]) -> None:
+        """Take a finished trial's objectives as losses; by default only the primary counts."""
+        self._observe(params, losses[0])
 
     def _observe_failed(self, params: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Take a failed trial; the default ignores it (grid and random just move on)."""

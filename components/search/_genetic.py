@@ -1,5 +1,11 @@
 """A generational genetic algorithm over the unit-cube encoding of the space, asked and told.
 
+With several objectives (`search.objectives`) it is NSGA-II (Deb et al. 2002): each generation is
+the best `population_size` of parents and children by non-dominated rank, then crowding distance.
+pymoo's NSGA-II was the candidate library; its ask/tell hands out and takes back whole generations
+in its own real-valued encoding, and it would bring nine packages, so the selection is
+`components.pareto` (non-dominated sort and crowding) over this GA's asynchronous breeding.
+
 Why not a library: DEAP has no ask/tell (it owns the evaluation loop); pymoo's ask/tell is
 generational over whole populations and heavy for one search strategy; pygad is callback-driven;
 nevergrad has no classic GA with elitism and tournament selection; Optuna's NSGAIISampler needs an
@@ -15,6 +21,7 @@ from typing import Any, Unpack
 
 import numpy as np
 
+from hyperflow.components.pareto import crowding_distance, non_dominated_sort
 from hyperflow.components.search._base import Strategy, StrategyOptions
 from hyperflow.components.search._random import sample_new, space_exhausted
 from hyperflow.components.search._space import SearchSpace
@@ -31,6 +38,7 @@ class Member:
 
     params: dict[str, Any]
     loss: float | None
+    losses: tuple[float, ...] | None = None  # every objective's loss (NSGA-II)
 
     def rank_key(self) -> tuple[bool, float]:
         """Sort key, best first: failures after every value (they get the lowest fitness)."""
@@ -116,13 +124,28 @@ class GeneticStrategy(Strategy):
     def _observe_failed(self, params: dict[str, Any]) -> None:
         self._add(Member(params, None))
 
+    def _observe_objectives(self, params: dict[str, Any], losses: tuple[float, ...]) -> None:
+        self._add(Member(params, losses[0], losses))
+
+    @property
+    def nsga2(self) -> bool:
+        """Whether the population is ranked by several objectives (NSGA-II)."""
+        return len(self.objective_modes) > 1
+
     def _add(self, member: Member) -> None:
         self._filling.append(member)
-        quota = self.population_size if self.generation == 0 else self.population_size - self.elite
+        # NSGA-II: population_size children a generation, then the best population_size of parents
+        # and children survive (elitist by itself); else `elite` parents carry over.
+        quota = (
+            self.population_size if self.generation == 0 or self.nsga2 else self.population_size - self.elite
+        )
         if len(self._filling) < quota:
             return
-        carried = self._parents[: self.elite] if self.generation > 0 else []
-        self._parents = sorted(carried + self._filling, key=Member.rank_key)
+        if self.nsga2:
+            self._parents = _nsga2_survivors(self._parents + self._filling, self.population_size)
+        else:
+            carried = self._parents[: self.elite] if self.generation > 0 else []
+            self._parents = sorted(carried + self._filling, key=Member.rank_key)
         self._filling = []
         self.generation += 1
 
@@ -171,6 +194,19 @@ class GeneticStrategy(Strategy):
                 u = d.to_unit(out[d.name]) + rng.normal(0.0, self.mutation_scale)
                 out[d.name] = d.from_unit(_reflect(u))
         return out
+
+
+def _nsga2_survivors(members: list[Member], size: int) -> list[Member]:
+    """The best `size` members, best first: by non-dominated front, then by crowding distance
+    (the less crowded first); members without every objective (failed) come last."""
+    scored = [m for m in members if m.losses is not None]
+    ranked: list[Member] = []
+    for front in non_dominated_sort([m.losses for m in scored]):  # type: ignore[misc]
+        crowding = crowding_distance([scored[i].losses for i in front])  # type: ignore[misc]
+        order = sorted(range(len(front)), key=lambda k: (-crowding[k], front[k]))
+        ranked.extend(scored[front[k]] for k in order)
+    rest = sorted((m for m in members if m.losses is None), key=Member.rank_key)
+    return (ranked + rest)[:size]
 
 
 def _reflect(u: float) -> float:

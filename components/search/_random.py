@@ -82,7 +82,8 @@ def space_exhausted(strategy: Strategy) -> bool:
     if size is None:
         return False
     # Cheap test first: fewer keys than points means something is certainly left.
-    if len(strategy._seen | strategy._pending.keys()) < size:
+    # (Not with a parameter budget: a point not yet checked may be over it.)
+    if strategy.feasible is None and len(strategy._seen | strategy._pending.keys()) < size:
         return False
     return (
         not any(strategy._is_new(p) for p in strategy._initial)

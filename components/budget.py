@@ -1,0 +1,105 @@
+"""`search.max_param_count`: an architecture's parameter count before it trains, and the budget check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hyperflow.components.adapters import adapter_for
+from hyperflow.components.architecture import hidden_layer_sizes
+from hyperflow.components.describe import param_count_range
+from hyperflow.components.model import expected_param_count, param_count
+from hyperflow.components.search._space import params_key
+from hyperflow.components.trial import TrialSpec
+
+if TYPE_CHECKING:
+    from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.data import Dataset
+    from hyperflow.components.search import Strategy
+
+__all__ = ["BudgetError", "apply_param_budget", "budget_problem", "param_counter"]
+
+
+class BudgetError(ValueError):
+    """`search.max_param_count` cannot be checked, or no architecture of the space fits it."""
+
+
+def param_counter(spec: TrialSpec, data: Dataset | None) -> Callable[[Mapping[str, Any]], int]:
+    """A function from a trial's parameters to its model's parameter count, without training.
+
+    The built-in MLP's count is DESIGN.md's formula (a test holds the built model to it); a user's
+    LightningModule is built (not trained) and counted, with the caller's random state untouched.
+
+    Raises:
+        BudgetError: a training function, which builds its model only while it trains.
+    """
+    adapter = adapter_for(spec)
+    if spec.user is None:
+        if data is None:
+            raise BudgetError("search.max_param_count: the built-in model needs its data set to count")
+        n_in, n_out = data.n_features, data.n_outputs
+
+        def count_mlp(params: Mapping[str, Any]) -> int:
+            v = spec.resolve(params)
+            layers = hidden_layer_sizes(
+                v.get("hidden_layers"), v.get("depth"), v.get("width"), v.get("width_decay")
+            )
+            return expected_param_count(n_in, layers, n_out, bool(v.get("batch_norm", False)))
+
+        return count_mlp
+    if spec.user.objective is not None:
+        raise BudgetError(
+            "search.max_param_count: a training function builds its own model while it trains, so its "
+            "parameter count is unknown beforehand; leave the key out, or give a LightningModule (model.module)"
+        )
+
+    counts: dict[str, int] = {}  # a built module per distinct point is enough
+
+    def count_module(params: Mapping[str, Any]) -> int:
+        key = params_key(params)
+        if key not in counts:
+            with torch.random.fork_rng(devices=[]):
+                module = adapter.build(data, params)
+            assert module is not None
+            counts[key] = param_count(module)
+        return counts[key]
+
+    return count_module
+
+
+def apply_param_budget(
+    strategy: Strategy, cfg: ExperimentConfig, spec: TrialSpec, data: Dataset | None
+) -> None:
+    """Make the strategy skip every candidate over `search.max_param_count` (never trained, never told)."""
+    limit = cfg.search.max_param_count
+    if limit is None:
+        return
+    count = param_counter(spec, data)
+    strategy.feasible = lambda params: count(params) <= limit
+
+
+def budget_problem(cfg: ExperimentConfig, data: Dataset | None) -> str | None:
+    """Why `search.max_param_count` cannot hold for this space (None: it can, or it is not set).
+
+    The built-in MLP: the smallest architecture the space gives is over the budget. A training
+    function: its count is unknown before it trains. A user's module is checked trial by trial.
+    """
+    limit = cfg.search.max_param_count
+    if limit is None:
+        return None
+    spec = TrialSpec.from_config(cfg)
+    try:
+        param_counter(spec, data)
+    except BudgetError as exc:
+        return str(exc)
+    if spec.user is not None or data is None:
+        return None
+    low, high = param_count_range(cfg, data)
+    if low > limit:
+        return (
+            f"search.max_param_count: {limit:,} is below the smallest architecture of the space "
+            f"({low:,} parameters; the space spans {low:,} to {high:,})"
+        )
+    return None
