@@ -1,0 +1,463 @@
+"""Several objectives: dominance and the front, NSGA-II, ParEGO, select, and the parameter budget."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ROOT, small_config
+from mlflow.tracking import MlflowClient
+
+from hyperflow.components.budget import BudgetError, param_counter
+from hyperflow.components.config import ConfigError, validate_config
+from hyperflow.components.fingerprint import flatten
+from hyperflow.components.model import param_count
+from hyperflow.components.names import TAG_CHAMPION_TRIAL, TAG_PARENT, TAG_PARETO, TAG_TRIAL
+from hyperflow.components.pareto import (
+    crowding_distance,
+    dominates,
+    hypervolume,
+    knee_index,
+    non_dominated_sort,
+    pareto_front,
+    to_losses,
+)
+from hyperflow.components.search import (
+    Dimension,
+    GeneticStrategy,
+    ParEGOStrategy,
+    RandomStrategy,
+    SearchSpace,
+    make_strategy,
+)
+from hyperflow.components.search._genetic import Member, _nsga2_survivors
+from hyperflow.components.search._parego import augmented_chebyshev
+from hyperflow.components.search._space import params_key
+from hyperflow.components.trial import TrialSpec
+
+TWO = [{"metric": "val_accuracy"}, {"metric": "param_count"}]
+
+# --------------------------------------------------------------------------------------------
+# Dominance, the front, sorting, crowding, knee, hypervolume
+
+
+def test_dominance_is_no_worse_everywhere_and_better_somewhere() -> None:
+    assert dominates((1, 1), (2, 1)) and dominates((1, 1), (2, 2))
+    assert not dominates((1, 1), (1, 1)) and not dominates((1, 3), (2, 2))
+
+
+def test_the_front_holds_exactly_the_points_nothing_dominates() -> None:
+    rng = np.random.default_rng(3)
+    points = [tuple(p) for p in rng.integers(0, 6, size=(40, 2)).tolist()]
+    front = set(pareto_front(points))
+    for i, p in enumerate(points):
+        dominated = any(dominates(q, p) for q in points)
+        assert (i in front) == (not dominated)
+
+
+def test_non_dominated_sort_ranks_each_front_by_the_ones_before() -> None:
+    rng = np.random.default_rng(4)
+    points = [tuple(p) for p in rng.random((30, 3)).tolist()]
+    fronts = non_dominated_sort(points)
+    assert sorted(itertools.chain(*fronts)) == list(range(30))
+    assert fronts[0] == pareto_front(points)
+    for k in range(1, len(fronts)):
+        left = [i for f in fronts[k:] for i in f]
+        assert fronts[k] == [left[j] for j in pareto_front([points[i] for i in left])]
+        # each point of front k is dominated by one of front k-1
+        assert all(any(dominates(points[a], points[b]) for a in fronts[k - 1]) for b in fronts[k])
+
+
+def test_crowding_gives_the_ends_infinity_and_the_isolated_point_more() -> None:
+    points = [(0.0, 4.0), (1.0, 3.0), (1.1, 2.9), (3.0, 1.0), (4.0, 0.0)]
+    d = crowding_distance(points)
+    assert math.isinf(d[0]) and math.isinf(d[4])
+    assert d[3] > d[1] and d[3] > d[2]
+
+
+def test_the_knee_is_the_elbow_of_a_front_and_ties_go_to_the_earlier() -> None:
+    # accuracy up, parameters up: the elbow at (0.95, 1000) is where more parameters stop paying.
+    values = [(0.50, 100), (0.90, 500), (0.95, 1000), (0.96, 50_000), (0.97, 100_000)]
+    losses = [to_losses(v, ("max", "min")) for v in values]
+    assert knee_index(losses) == 2
+    assert knee_index([(0.0, 1.0), (1.0, 0.0)]) == 0
+
+
+def test_hypervolume_two_and_three_objectives_against_counting_unit_cells() -> None:
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (4, 4)) == pytest.approx(6.0)
+    assert hypervolume([(5, 5)], (4, 4)) == 0.0
+    rng = np.random.default_rng(5)
+    points = [tuple(p) for p in rng.integers(0, 5, size=(8, 3)).tolist()]
+    ref = (5, 5, 5)
+    cells = sum(
+        any(all(p[k] <= c[k] for k in range(3)) for p in points)
+        for c in itertools.product(range(5), repeat=3)
+    )
+    assert hypervolume(points, ref) == pytest.approx(cells)
+
+
+# --------------------------------------------------------------------------------------------
+# Config: every new key validates and is documented
+
+
+@pytest.mark.parametrize(
+    ("search", "path", "fragment"),
+    [
+        ({"objectives": [{"metric": "val_accuracy"}]}, "search.objectives", "two or more"),
+        ({"objectives": [{"metric": "val_loss"}, {"metric": "val_loss"}]}, "search.objectives.1.metric", "already"),
+        ({"objectives": [{"metric": ""}, {"metric": "param_count"}]}, "search.objectives.0.metric", "at least 1"),
+        ({"objectives": [{"metric": "val_loss", "mode": "up"}, {"metric": "param_count"}]}, "search.objectives.0.mode", "'max' or 'min'"),
+        ({"metric": "val_accuracy", "objectives": [{"metric": "val_loss"}, {"metric": "param_count"}]}, "search.objectives.0.metric", "primary"),
+        ({"mode": "min", "objectives": [{"metric": "val_accuracy", "mode": "max"}, {"metric": "param_count"}]}, "search.objectives.0.mode", "contradicts"),
+        ({"select": "knee"}, "search.select", "needs search.objectives"),
+        ({"select": "middle", "objectives": TWO}, "search.select", "'primary' or 'knee'"),
+        ({"max_param_count": 0}, "search.max_param_count", "greater than or equal to 1"),
+        ({"max_param_count": "many"}, "search.max_param_count", "integer"),
+    ],
+)
+def test_a_bad_objective_key_is_named_by_its_path(search: dict[str, Any], path: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config({"search": search})
+    assert any(p == path and fragment in m for p, m in err.value.problems), err.value.problems
+
+
+def test_the_first_objective_is_the_primary_and_a_valid_config_round_trips() -> None:
+    cfg = validate_config({"search": {"objectives": [{"metric": "val_loss"}, {"metric": "param_count"}]}})
+    assert (cfg.search.metric, cfg.search.mode) == ("val_loss", "min")
+    assert [o.mode for o in cfg.search.objectives] == ["min", "min"]
+    again = validate_config(cfg.model_dump(mode="json"))
+    assert again.search == cfg.search
+    assert validate_config({}).search.select == "primary"
+
+
+def test_every_new_key_is_in_the_readme_config_table() -> None:
+    keys = ["search.objectives", "search.select", "search.max_param_count"]
+    table = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `")]
+    documented = {key for line in table for key in re.findall(r"`([\w.]+)`", line.split("|")[1])}
+    assert set(keys) <= documented, sorted(set(keys) - documented)
+    defaults = flatten(validate_config({}))
+    assert all(key in defaults for key in keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter counts before training, and the budget
+
+
+def test_the_mlp_count_before_training_is_the_built_models(digits: Any, tmp_path: Path) -> None:
+    from hyperflow.components.training import build_module
+
+    cfg = small_config(
+        tmp_path,
+        model={"batch_norm": True, "hidden_layers": None},
+        search={"space": {"depth": {"low": 1, "high": 3, "type": "int"}, "width": {"choices": [8, 33]}}},
+    )
+    spec = TrialSpec.from_config(cfg)
+    count = param_counter(spec, digits)
+    for depth, width in itertools.product((1, 2, 3), (8, 33)):
+        params = {"depth": depth, "width": width}
+        assert count(params) == param_count(build_module(digits, params, spec))
+
+
+def test_a_users_module_is_counted_by_building_it_and_a_function_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from hyperflow.components.usercode import registered
+
+    cfg = validate_config(
+        {
+            "data": {"module": "examples.digits_cnn.data:DigitsDataModule"},
+            "model": {"module": "examples.digits_cnn.model:DigitsCNN", "args": {"kernel_size": 3}},
+            "search": {"space": {"channels": {"choices": [8, 16]}}},
+        }
+    )
+    from examples.digits_cnn.model import DigitsCNN
+
+    count = param_counter(TrialSpec.from_config(cfg), None)
+    state = torch.random.get_rng_state()
+    eight, sixteen = count({"channels": 8}), count({"channels": 16})
+    assert torch.equal(state, torch.random.get_rng_state())  # building never moves the caller's RNG
+    assert eight == param_count(DigitsCNN(channels=8, kernel_size=3)) and sixteen > eight
+
+    def objective(params: dict[str, Any], report: Any) -> float:
+        return 0.0
+
+    with registered("budget_fn:objective", objective):
+        fn_cfg = small_config(tmp_path, model={"module": "budget_fn:objective"}, search={"metric": "score"})
+        with pytest.raises(BudgetError, match="search.max_param_count: a training function"):
+            param_counter(TrialSpec.from_config(fn_cfg), None)
+
+
+def test_validate_refuses_a_budget_below_the_smallest_architecture(tmp_path: Path, in_tmp: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hyperflow.flows.cli import app
+
+    space = "search.space.hidden_layers={choices: [[16], [64, 32]]}"
+    # digits: 64 features, 10 classes: [16] has 65*16 + 17*10 = 1210 parameters
+    ok = CliRunner().invoke(app, ["validate", str(ROOT / "conf/random.yaml"), "--set", space, "--set", "search.max_param_count=1210"])
+    assert ok.exit_code == 0, ok.output
+    assert "parameters: 1,210 to" in ok.output
+    bad = CliRunner().invoke(app, ["validate", str(ROOT / "conf/random.yaml"), "--set", space, "--set", "search.max_param_count=1209"])
+    assert bad.exit_code == 2
+    assert "search.max_param_count: 1,209 is below the smallest architecture" in bad.output
+    assert "1,210" in bad.output
+
+
+def space_of_widths() -> SearchSpace:
+    return SearchSpace(
+        [
+            Dimension("hidden_layers", "categorical", choices=([4], [8], [64], [128])),
+            Dimension("learning_rate", "real", 0.01, 0.3, log=True),
+        ]
+    )
+
+
+@pytest.mark.parametrize("strategy", ["random", "genetic", "grid", "bayes"])
+def test_no_strategy_asks_a_candidate_over_the_budget(strategy: str) -> None:
+    from hyperflow.components.config import BayesConfig, GeneticConfig, GridConfig
+    from hyperflow.components.search import BayesStrategy, GridStrategy
+
+    space = space_of_widths()
+    kinds: dict[str, Any] = {
+        "random": lambda: RandomStrategy(space, seed=1),
+        "genetic": lambda: GeneticStrategy(space, seed=1, **GeneticConfig(population_size=4, elite=1).model_dump()),
+        "grid": lambda: GridStrategy(space, seed=1, **GridConfig().model_dump()),
+        "bayes": lambda: BayesStrategy(space, seed=1, **BayesConfig(n_initial_points=8).model_dump()),
+    }
+    s = kinds[strategy]()
+    s.feasible = lambda p: p["hidden_layers"][0] <= 8
+    asked = 0
+    for _ in range(9):  # bayes: one surrogate fit, at the 9th ask
+        points = s.ask(1)
+        if not points:
+            break
+        (p,) = points
+        assert p["hidden_layers"][0] <= 8, p
+        asked += 1
+        s.tell(p, float(p["learning_rate"]))
+    assert asked == (6 if strategy == "grid" else 9)  # the grid: 2 feasible widths x 3 rates
+    assert s.infeasible and all("64" in k or "128" in k for k in s.infeasible)
+
+
+# --------------------------------------------------------------------------------------------
+# NSGA-II and ParEGO
+
+
+def test_nsga2_survivors_are_by_front_then_crowding_with_failures_last() -> None:
+    members = [
+        Member({"i": 0}, 0.0, (0.0, 4.0)),
+        Member({"i": 1}, 1.0, (1.0, 3.0)),
+        Member({"i": 2}, 1.1, (1.1, 2.9)),
+        Member({"i": 3}, 4.0, (4.0, 0.0)),
+        Member({"i": 4}, 2.0, (2.0, 3.5)),  # dominated by 1
+        Member({"i": 5}, None, None),  # failed
+    ]
+    order = [m.params["i"] for m in _nsga2_survivors(members, 6)]
+    assert set(order[:4]) == {0, 1, 2, 3} and order[4:] == [4, 5]
+    assert order[:2] == [0, 3]  # the ends of the front (infinite crowding) first
+    assert [m.params["i"] for m in _nsga2_survivors(members, 3)] == order[:3]
+
+
+def synthetic_two(p: dict[str, Any]) -> tuple[float, float]:
+    """A trade-off on [0, 1]^2: accuracy rises with x, the count with x too; y only adds noise-like cost."""
+    x, y = p["x"], p["y"]
+    return 1.0 - (1.0 - x) ** 2 - 0.3 * y, 100.0 * x + 50.0 * y
+
+
+def run_two(strategy: Any, n: int) -> list[tuple[dict[str, Any], tuple[float, float]]]:
+    told = []
+    for _ in range(n):
+        (p,) = strategy.ask(1)
+        values = synthetic_two(p)
+        strategy.tell(p, values[0], objectives=values)
+        told.append((p, values))
+    return told
+
+
+def two_objective(kind: str, seed: int) -> Any:
+    cfg = validate_config(
+        {
+            "seed": seed,
+            "search": {
+                "strategy": kind,
+                "objectives": TWO,
+                "space": {"x": {"low": 0.0, "high": 1.0}, "y": {"low": 0.0, "high": 1.0}},
+                "genetic": {"population_size": 8, "elite": 1},
+                "bayes": {"n_initial_points": 4, "acq_optimizer": "sampling"},
+            },
+            "model": {"module": "examples.digits_cnn.model:DigitsCNN"},
+        }
+    )
+    return make_strategy(cfg)
+
+
+def test_nsga2_sorts_its_population_by_the_objectives_and_is_rebuilt_by_telling() -> None:
+    ga = two_objective("genetic", 0)
+    assert isinstance(ga, GeneticStrategy) and ga.nsga2
+    told = run_two(ga, 24)
+    assert ga.generation == 3
+    losses = [to_losses(v, ("max", "min")) for _, v in told]
+    parents = [to_losses(synthetic_two(p), ("max", "min")) for p, _ in ga.population]
+    # the first survivors are the front of everything told (elitist: nothing on the front is lost)
+    front = {tuple(losses[i]) for i in pareto_front(losses)}
+    head = [p for p in parents if p in front]
+    assert parents[: len(head)] == head and len(head) == min(len(front), 8)
+    again = two_objective("genetic", 0)
+    for p, v in told:
+        again.tell(p, v[0], objectives=v)
+    assert again.ask(3) == ga.ask(3)
+
+
+def test_parego_tells_the_bayes_strategy_one_scalarised_value_per_trial() -> None:
+    pe = two_objective("bayes", 0)
+    assert isinstance(pe, ParEGOStrategy)
+    told = run_two(pe, 5)  # four initial points, then one from the surrogate
+    assert len(pe.inner.history) == 5
+    losses = np.array([to_losses(v, ("max", "min")) for _, v in told])
+    for k, obs in enumerate(pe.inner.history):
+        seen = losses[: k + 1]
+        low, high = seen.min(axis=0), seen.max(axis=0)
+        span = np.where(high > low, high - low, 1.0)
+        w = pe.weights(k)
+        assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+        assert obs.value == pytest.approx(augmented_chebyshev((losses[k] - low) / span, w))
+    again = two_objective("bayes", 0)
+    for p, v in told:
+        again.tell(p, v[0], objectives=v)
+    assert again.ask(1) == pe.ask(1)
+    assert not pe.inner.pending or {params_key(p) for p in pe.inner.pending} <= {params_key(p) for p in pe.pending}
+
+
+# --------------------------------------------------------------------------------------------
+# Studies on real training: the front, the champion, the budget, resume
+
+
+def run_study(cfg: Any, data: Any) -> Any:
+    from hyperflow.components.lifecycle import finish_study, open_study
+    from hyperflow.components.study import execute_trial
+
+    study = open_study(cfg, data)
+    while not study.done:
+        for plan in study.plan():
+            study.record(plan, execute_trial(data, plan, study.spec))
+    return study, finish_study(study, data)
+
+
+def trial_runs(client: MlflowClient, study_run_id: str) -> list[Any]:
+    run = client.get_run(study_run_id)
+    runs = client.search_runs([run.info.experiment_id], f"tags.`{TAG_PARENT}` = '{study_run_id}'")
+    return sorted(runs, key=lambda r: int(r.data.tags[TAG_TRIAL]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("select", ["primary", "knee"])
+def test_a_two_objective_study_records_its_front_and_registers_what_select_names(
+    tmp_path: Path, digits: Any, select: str
+) -> None:
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 2},
+        search={
+            "n_trials": 6,
+            "objectives": TWO,
+            "select": select,
+            "space": {
+                "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+                "hidden_layers": {"choices": [[4], [8], [16], [32]]},
+            },
+        },
+    )
+    study, result = run_study(cfg, digits)
+    client = MlflowClient(cfg.tracking.uri)
+    runs = trial_runs(client, study.study_run_id)
+    finished = [r for r in runs if r.data.tags["hyperflow.state"] == "completed"]
+    assert len(finished) == 6
+    values = {int(r.data.tags[TAG_TRIAL]): (r.data.metrics["val_accuracy"], r.data.metrics["param_count"]) for r in finished}
+    on_front = {int(r.data.tags[TAG_TRIAL]) for r in finished if r.data.tags.get(TAG_PARETO) == "true"}
+    assert on_front and len(on_front) == client.get_run(study.study_run_id).data.metrics["pareto_size"]
+    losses = {n: to_losses(v, ("max", "min")) for n, v in values.items()}
+    for n in on_front:  # no trial on the recorded front is dominated by another finished trial
+        assert not any(dominates(losses[m], losses[n]) for m in values if m != n)
+    for n in set(values) - on_front:  # and every trial off it is
+        assert any(dominates(losses[m], losses[n]) for m in values)
+    front = sorted(on_front)
+    expected = (
+        max(front, key=lambda n: (values[n][0], -n))
+        if select == "primary"
+        else front[knee_index([losses[n] for n in front])]
+    )
+    study_run = client.get_run(study.study_run_id)
+    assert study_run.data.tags[TAG_CHAMPION_TRIAL] == str(expected) == str(result.champion_trial)
+    assert study_run.data.metrics["best_val_accuracy"] == max(v[0] for v in values.values())
+    version = client.get_model_version(cfg.name, result.model_version)
+    assert version.run_id == study.study_run_id
+    arts = {a.path for a in client.list_artifacts(study.study_run_id, "plots")}
+    assert "plots/pareto_front.png" in arts
+
+
+@pytest.mark.slow
+def test_a_budget_trains_none_of_the_ruled_out_choices_and_still_finishes_n_trials(
+    tmp_path: Path, digits: Any
+) -> None:
+    # [8]: 65*8 + 9*10 = 610 parameters; [64], [128], [256] are over 1000.
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 1},
+        search={
+            "n_trials": 4,
+            "max_param_count": 1000,
+            "space": {
+                "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+                "hidden_layers": {"choices": [[8], [64], [128], [256]]},
+            },
+        },
+        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "register_model": False},
+    )
+    study, result = run_study(cfg, digits)
+    client = MlflowClient(cfg.tracking.uri)
+    runs = trial_runs(client, study.study_run_id)
+    assert len(runs) == 4 and result.n_completed == 4
+    assert all(r.data.params["hidden_layers"] == "[8]" for r in runs)
+    infeasible = client.get_run(study.study_run_id).data.metrics["n_candidates_infeasible"]
+    assert infeasible == len(study.strategy.infeasible) > 0
+
+
+@pytest.mark.slow
+def test_resume_rebuilds_the_front(tmp_path: Path, digits: Any) -> None:
+    from hyperflow.components.lifecycle import open_study
+    from hyperflow.components.resume import resume_study
+    from hyperflow.components.study import execute_trial
+
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 1},
+        search={
+            "strategy": "genetic",
+            "n_trials": 4,
+            "objectives": TWO,
+            "genetic": {"population_size": 2, "elite": 1},
+            "space": {
+                "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+                "hidden_layers": {"choices": [[4], [8], [16], [32]]},
+            },
+        },
+        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "register_model": False},
+    )
+    study = open_study(cfg, digits)
+    for _ in range(3):
+        (plan,) = study.plan(limit=1)
+        study.record(plan, execute_trial(digits, plan, study.spec))
+    front = [(r.number, r.objectives) for r in study.front]
+    population = study.strategy.population  # type: ignore[attr-defined]
+    nxt = study.strategy.ask(1)
+    study.abort("interrupted")
+    resumed = resume_study(cfg, digits, study.study_run_id)
+    assert [(r.number, r.objectives) for r in resumed.front] == front
+    assert resumed.strategy.population == population  # type: ignore[attr-defined]
+    assert resumed.strategy.ask(1) == nxt
+    resumed.abort("interrupted")
