@@ -75,7 +75,9 @@ class Evaluator:
         return self.cache[key]
 
 
-def search(strategy: str, seed: int, trials: int, epochs: int, evaluate: Evaluator) -> list[tuple[float, float]]:
+def search(
+    strategy: str, seed: int, trials: int, epochs: int, evaluate: Evaluator
+) -> list[tuple[float, float]]:
     """One study's told values, in order, with its strategy built as the study builds it."""
     from hyperflow.components.search import make_strategy
 

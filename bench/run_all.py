@@ -26,6 +26,7 @@ SCRIPTS = (
     "time_to_accuracy",
     "search_quality",
     "training_recipe",
+    "multi_objective",
 )
 
 

@@ -9,6 +9,7 @@ from hyperflow.components.budget import budget_problem
 from hyperflow.components.config import BUILTIN_METRICS
 from hyperflow.components.data import DataError, Dataset, load_dataset
 from hyperflow.components.search import make_strategy
+from hyperflow.components.study import TRIAL_METRICS
 from hyperflow.components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
 from hyperflow.components.usercode import UserCodeError, check_user_code
 
@@ -53,6 +54,13 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
                     f"search.metric: {cfg.search.metric!r} is not logged for {data.name!r}, a "
                     f"{data.task} task; use one of {', '.join(allowed)}"
                 )
+            known = (*allowed, *TRIAL_METRICS)
+            for i, objective in enumerate(cfg.search.objectives):
+                if objective.metric not in known:
+                    raise PreflightError(
+                        f"search.objectives.{i}.metric: {objective.metric!r} is not logged for "
+                        f"{data.name!r}, a {data.task} task; use one of {', '.join(known)}"
+                    )
     try:
         make_strategy(cfg)
     except ValueError as exc:

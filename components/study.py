@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hyperflow.components.data import Dataset
 
 __all__ = [
+    "TRIAL_METRICS",
     "Study",
     "StudyProgress",
     "StudyResult",
@@ -165,6 +166,10 @@ class TrialRecord:
         return record
 
 
+# What every trial records once, usable as an objective whatever the model logs per epoch.
+TRIAL_METRICS = ("param_count", "train_seconds", "epochs_trained")
+
+
 def objective_values(
     cfg: ExperimentConfig, result: TrialResult | None, metrics: dict[str, float] | None = None
 ) -> list[float | None] | None:
@@ -183,7 +188,7 @@ def objective_values(
             out.append((metrics or {}).get(obj.metric))
         elif i == 0:
             out.append(result.value)
-        elif obj.metric in ("param_count", "train_seconds", "epochs_trained"):
+        elif obj.metric in TRIAL_METRICS:
             number = float(getattr(result, obj.metric))
             out.append(number if obj.metric != "param_count" or number > 0 else None)
         else:

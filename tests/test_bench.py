@@ -30,6 +30,7 @@ EXPECTED = {
     ],
     "search_quality": ["branin (optimum 0.397887)", "optuna-gp"],
     "time_to_accuracy": ["Optuna: TPE + MedianPruner", "breast_cancer", "| bayes + asha "],
+    "multi_objective": ["| genetic (NSGA-II) ", "| bayes (ParEGO) ", "every strategy read the same value"],
 }
 
 TABLE_HEADER = re.compile(r"^\|.+\|$\n^\|(-+\|)+$", re.MULTILINE)

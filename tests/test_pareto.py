@@ -109,11 +109,34 @@ def test_hypervolume_two_and_three_objectives_against_counting_unit_cells() -> N
     ("search", "path", "fragment"),
     [
         ({"objectives": [{"metric": "val_accuracy"}]}, "search.objectives", "two or more"),
-        ({"objectives": [{"metric": "val_loss"}, {"metric": "val_loss"}]}, "search.objectives.1.metric", "already"),
-        ({"objectives": [{"metric": ""}, {"metric": "param_count"}]}, "search.objectives.0.metric", "at least 1"),
-        ({"objectives": [{"metric": "val_loss", "mode": "up"}, {"metric": "param_count"}]}, "search.objectives.0.mode", "'max' or 'min'"),
-        ({"metric": "val_accuracy", "objectives": [{"metric": "val_loss"}, {"metric": "param_count"}]}, "search.objectives.0.metric", "primary"),
-        ({"mode": "min", "objectives": [{"metric": "val_accuracy", "mode": "max"}, {"metric": "param_count"}]}, "search.objectives.0.mode", "contradicts"),
+        (
+            {"objectives": [{"metric": "val_loss"}, {"metric": "val_loss"}]},
+            "search.objectives.1.metric",
+            "already",
+        ),
+        (
+            {"objectives": [{"metric": ""}, {"metric": "param_count"}]},
+            "search.objectives.0.metric",
+            "at least 1",
+        ),
+        (
+            {"objectives": [{"metric": "val_loss", "mode": "up"}, {"metric": "param_count"}]},
+            "search.objectives.0.mode",
+            "'max' or 'min'",
+        ),
+        (
+            {"metric": "val_accuracy", "objectives": [{"metric": "val_loss"}, {"metric": "param_count"}]},
+            "search.objectives.0.metric",
+            "primary",
+        ),
+        (
+            {
+                "mode": "min",
+                "objectives": [{"metric": "val_accuracy", "mode": "max"}, {"metric": "param_count"}],
+            },
+            "search.objectives.0.mode",
+            "contradicts",
+        ),
         ({"select": "knee"}, "search.select", "needs search.objectives"),
         ({"select": "middle", "objectives": TWO}, "search.select", "'primary' or 'knee'"),
         ({"max_param_count": 0}, "search.max_param_count", "greater than or equal to 1"),
@@ -188,7 +211,7 @@ def test_a_users_module_is_counted_by_building_it_and_a_function_is_refused(tmp_
 
     with registered("budget_fn:objective", objective):
         fn_cfg = small_config(tmp_path, model={"module": "budget_fn:objective"}, search={"metric": "score"})
-        with pytest.raises(BudgetError, match="search.max_param_count: a training function"):
+        with pytest.raises(BudgetError, match=re.escape("search.max_param_count: a training function")):
             param_counter(TrialSpec.from_config(fn_cfg), None)
 
 
@@ -199,10 +222,16 @@ def test_validate_refuses_a_budget_below_the_smallest_architecture(tmp_path: Pat
 
     space = "search.space.hidden_layers={choices: [[16], [64, 32]]}"
     # digits: 64 features, 10 classes: [16] has 65*16 + 17*10 = 1210 parameters
-    ok = CliRunner().invoke(app, ["validate", str(ROOT / "conf/random.yaml"), "--set", space, "--set", "search.max_param_count=1210"])
+    ok = CliRunner().invoke(
+        app,
+        ["validate", str(ROOT / "conf/random.yaml"), "--set", space, "--set", "search.max_param_count=1210"],
+    )
     assert ok.exit_code == 0, ok.output
     assert "parameters: 1,210 to" in ok.output
-    bad = CliRunner().invoke(app, ["validate", str(ROOT / "conf/random.yaml"), "--set", space, "--set", "search.max_param_count=1209"])
+    bad = CliRunner().invoke(
+        app,
+        ["validate", str(ROOT / "conf/random.yaml"), "--set", space, "--set", "search.max_param_count=1209"],
+    )
     assert bad.exit_code == 2
     assert "search.max_param_count: 1,209 is below the smallest architecture" in bad.output
     assert "1,210" in bad.output
@@ -225,7 +254,9 @@ def test_no_strategy_asks_a_candidate_over_the_budget(strategy: str) -> None:
     space = space_of_widths()
     kinds: dict[str, Any] = {
         "random": lambda: RandomStrategy(space, seed=1),
-        "genetic": lambda: GeneticStrategy(space, seed=1, **GeneticConfig(population_size=4, elite=1).model_dump()),
+        "genetic": lambda: GeneticStrategy(
+            space, seed=1, **GeneticConfig(population_size=4, elite=1).model_dump()
+        ),
         "grid": lambda: GridStrategy(space, seed=1, **GridConfig().model_dump()),
         "bayes": lambda: BayesStrategy(space, seed=1, **BayesConfig(n_initial_points=8).model_dump()),
     }
@@ -330,7 +361,9 @@ def test_parego_tells_the_bayes_strategy_one_scalarised_value_per_trial() -> Non
     for p, v in told:
         again.tell(p, v[0], objectives=v)
     assert again.ask(1) == pe.ask(1)
-    assert not pe.inner.pending or {params_key(p) for p in pe.inner.pending} <= {params_key(p) for p in pe.pending}
+    assert not pe.inner.pending or {params_key(p) for p in pe.inner.pending} <= {
+        params_key(p) for p in pe.pending
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +410,10 @@ def test_a_two_objective_study_records_its_front_and_registers_what_select_names
     runs = trial_runs(client, study.study_run_id)
     finished = [r for r in runs if r.data.tags["hyperflow.state"] == "completed"]
     assert len(finished) == 6
-    values = {int(r.data.tags[TAG_TRIAL]): (r.data.metrics["val_accuracy"], r.data.metrics["param_count"]) for r in finished}
+    values = {
+        int(r.data.tags[TAG_TRIAL]): (r.data.metrics["val_accuracy"], r.data.metrics["param_count"])
+        for r in finished
+    }
     on_front = {int(r.data.tags[TAG_TRIAL]) for r in finished if r.data.tags.get(TAG_PARETO) == "true"}
     assert on_front and len(on_front) == client.get_run(study.study_run_id).data.metrics["pareto_size"]
     losses = {n: to_losses(v, ("max", "min")) for n, v in values.items()}
@@ -461,3 +497,14 @@ def test_resume_rebuilds_the_front(tmp_path: Path, digits: Any) -> None:
     assert resumed.strategy.population == population  # type: ignore[attr-defined]
     assert resumed.strategy.ask(1) == nxt
     resumed.abort("interrupted")
+
+
+def test_an_objective_the_built_in_model_never_logs_is_refused_before_any_run(tmp_path: Path) -> None:
+    from hyperflow.components.preflight import PreflightError, preflight
+
+    cfg = small_config(tmp_path, search={"objectives": [{"metric": "val_accuracy"}, {"metric": "val_rmse"}]})
+    with pytest.raises(
+        PreflightError, match=re.escape("search.objectives.1.metric: 'val_rmse' is not logged")
+    ):
+        preflight(cfg, check_tracking=False)
+    assert not (tmp_path / "mlflow.db").exists()
