@@ -100,6 +100,18 @@ def normalised_hypervolume(told: list[tuple[float, float]], largest: float) -> f
     return hypervolume(losses, (0.0, largest)) / largest
 
 
+def log_hypervolume(told: list[tuple[float, float]], smallest: float, largest: float) -> float:
+    """The same on a log10 param_count axis from the smallest count to the largest (a secondary view:
+    the linear one is all but decided by the smallest nets)."""
+    import math
+
+    from hyperflow.components.pareto import hypervolume
+
+    span = math.log10(largest / smallest)
+    losses = [(-a, math.log10(c / smallest)) for a, c in told]
+    return hypervolume(losses, (0.0, span)) / span
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--trials", type=int, default=40)
@@ -114,7 +126,8 @@ def main() -> None:
 
     evaluate = Evaluator(experiment("random", 0, args.trials, args.epochs))
     data = evaluate.data
-    largest = float(max(expected_param_count(data.n_features, a, data.n_outputs) for a in ARCHITECTURES))
+    counts = [expected_param_count(data.n_features, a, data.n_outputs) for a in ARCHITECTURES]
+    largest, smallest = float(max(counts)), float(min(counts))
     size = len(ARCHITECTURES) * len(RATES) * len(OPTIMIZERS)
     print(
         f"space: {len(ARCHITECTURES)} architectures x {len(OPTIMIZERS)} optimisers x {len(RATES)} learning rates "
@@ -123,6 +136,7 @@ def main() -> None:
         f"reference point (accuracy 0, param_count {largest:,.0f})"
     )
     hv: dict[str, list[float]] = {s: [] for s in STRATEGIES}
+    log_hv: dict[str, list[float]] = {s: [] for s in STRATEGIES}
     ask_seconds: dict[str, float] = dict.fromkeys(STRATEGIES, 0.0)
     for seed in range(args.seeds):
         for strategy in STRATEGIES:
@@ -131,6 +145,7 @@ def main() -> None:
             told = search(strategy, seed, args.trials, args.epochs, evaluate)
             ask_seconds[strategy] += time.perf_counter() - start - (evaluate.seconds - trained)
             hv[strategy].append(normalised_hypervolume(told, largest))
+            log_hv[strategy].append(log_hypervolume(told, smallest, largest))
     # The front of every point any run trained: the best a run could have found among them.
     best = normalised_hypervolume(list(evaluate.cache.values()), largest)
     rows = []
@@ -152,6 +167,17 @@ def main() -> None:
         "Normalised hypervolume (higher is better), median over seeds",
         ["strategy", "median", "IQR", "x random", "gap / random's gap", "per seed", "strategy s/study"],
         rows,
+    )
+    log_rows = []
+    for strategy in STRATEGIES:
+        med, q1, q3 = median_iqr(log_hv[strategy])
+        log_rows.append(
+            [LABELS[strategy], med, f"[{q1:.4f}, {q3:.4f}]", med / statistics.median(log_hv["random"])]
+        )
+    print_table(
+        "The same on a log10 param_count axis (secondary; not the target)",
+        ["strategy", "median", "IQR", "x random"],
+        log_rows,
     )
     print(
         f"hypervolume of the front of every point trained by any run: {best:.4f}; the gap is that minus "
