@@ -155,10 +155,10 @@ def main() -> None:
         rows.append(
             [
                 LABELS[strategy],
-                med,
+                f"{med:.4f}",
                 f"[{q1:.4f}, {q3:.4f}]",
-                med / base if base else None,
-                (best - med) / (best - base) if best > base else None,
+                f"{med / base:.3f}" if base else None,
+                f"{(best - med) / (best - base):.2f}" if best > base else None,
                 " ".join(f"{v:.4f}" for v in hv[strategy]),
                 ask_seconds[strategy] / args.seeds,
             ]
@@ -171,9 +171,8 @@ def main() -> None:
     log_rows = []
     for strategy in STRATEGIES:
         med, q1, q3 = median_iqr(log_hv[strategy])
-        log_rows.append(
-            [LABELS[strategy], med, f"[{q1:.4f}, {q3:.4f}]", med / statistics.median(log_hv["random"])]
-        )
+        ratio = med / statistics.median(log_hv["random"])
+        log_rows.append([LABELS[strategy], f"{med:.4f}", f"[{q1:.4f}, {q3:.4f}]", f"{ratio:.3f}"])
     print_table(
         "The same on a log10 param_count axis (secondary; not the target)",
         ["strategy", "median", "IQR", "x random"],
