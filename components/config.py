@@ -222,10 +222,15 @@ DimensionSpec = Annotated[
 
 class BayesConfig(_Strict):
     surrogate: Literal["GP", "RF", "ET", "GBRT"] = "GP"
-    acquisition: Literal["gp_hedge", "EI", "PI", "LCB"] = "gp_hedge"
+    acquisition: Literal["logEI", "gp_hedge", "EI", "PI", "LCB"] = Field(
+        "logEI", description="logEI: ours on skopt's GP (RF/ET take gp_hedge); the rest: skopt's"
+    )
     n_initial_points: int = Field(8, ge=1)
     acq_optimizer: Literal["auto", "sampling", "lbfgs"] = Field(
-        "auto", description="auto: lbfgs for GP while the history is short, sampling after"
+        "auto", description="skopt's acquisitions: lbfgs for GP while the history is short, sampling after"
+    )
+    pruned: Literal["last", "worst", "omit"] = Field(
+        "last", description="what the GP is told for a pruned trial (logEI): its last value, the worst, or nothing"
     )
 
 

@@ -1,4 +1,8 @@
-"""Bayesian optimisation through scikit-optimize's `Optimizer`, behind the ask/tell interface."""
+"""Bayesian optimisation on scikit-optimize's surrogates, behind the ask/tell interface.
+
+The GP with `acquisition: logEI` (the default) proposes through our acquisition step on skopt's
+GP (`_gp.py`); every other combination goes through `skopt.Optimizer`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ from typing import Any, Literal
 
 import numpy as np
 from skopt import Optimizer
-from skopt.space import Categorical, Integer, Real
+from skopt.space import Categorical, Integer, Real, Space
+from skopt.utils import normalize_dimensions
 from threadpoolctl import threadpool_limits
 
+from hyperflow.components.names import COMPLETED, FAILED, PRUNED
+from hyperflow.components.search import _gp
 from hyperflow.components.search._base import Strategy, derive_seed
 from hyperflow.components.search._random import sample_new, space_exhausted
 from hyperflow.components.search._space import Dimension, SearchSpace, params_key
@@ -19,8 +26,9 @@ from hyperflow.components.search._space import Dimension, SearchSpace, params_ke
 __all__ = ["BayesStrategy", "acquisition_settings"]
 
 Surrogate = Literal["GP", "RF", "ET", "GBRT"]
-Acquisition = Literal["gp_hedge", "EI", "PI", "LCB"]
+Acquisition = Literal["logEI", "gp_hedge", "EI", "PI", "LCB"]
 AcqOptimizer = Literal["auto", "sampling", "lbfgs"]
+PrunedPolicy = Literal["last", "worst", "omit"]
 
 # skopt's defaults: candidates sampled per acquisition, L-BFGS starts among the best of them.
 _SKOPT_N_POINTS = 10_000
@@ -110,17 +118,25 @@ class BayesStrategy(Strategy):
         seed: int = 0,
         initial_points: Sequence[Mapping[str, Any]] = (),
         surrogate: Surrogate = "GP",
-        acquisition: Acquisition = "gp_hedge",
+        acquisition: Acquisition = "logEI",
         n_initial_points: int = 8,
         acq_optimizer: AcqOptimizer = "auto",
+        pruned: PrunedPolicy = "last",
+        fit: _gp.FitSettings | None = None,
     ) -> None:
         super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
         if n_initial_points < 1:
             raise ValueError(f"search.bayes.n_initial_points must be at least 1, not {n_initial_points}")
+        if pruned not in ("last", "worst", "omit"):
+            raise ValueError(f"search.bayes.pruned must be last, worst or omit, not {pruned!r}")
         self.surrogate = surrogate
-        self.acquisition = acquisition
+        # logEI is ours and GP-only; the tree surrogates keep skopt's previous default.
+        self.ours = surrogate == "GP" and acquisition == "logEI"
+        self.acquisition: Acquisition = "gp_hedge" if acquisition == "logEI" and not self.ours else acquisition
         self.n_initial_points = n_initial_points
         self.acq_optimizer = acq_optimizer
+        self.pruned = pruned
+        self.fit_settings = fit or _gp.FitSettings()
         self._free = [i for i, d in enumerate(space.dimensions) if not _is_fixed(d)]
         # Single-valued dimensions stay out of skopt (its Real and Integer need low < high).
         self._fixed = {
@@ -130,7 +146,14 @@ class BayesStrategy(Strategy):
         }
         # Failures told before any value exists: they are told as the worst value once one does.
         self._deferred: list[list[Any]] = []
-        self.optimizer: Optimizer | None = self._build() if self._free else None
+        self.optimizer: Optimizer | None = self._build() if self._free and not self.ours else None
+        # Ours: skopt's transform to [0, 1] (one-hot categoricals), one row per told trial.
+        self._tspace: Space | None = None
+        if self._free and self.ours:
+            self._tspace = Space(normalize_dimensions([_skopt_dimension(space.dimensions[i]) for i in self._free]))
+        self._rows: list[np.ndarray] = []
+        self._anchors: dict[int, np.ndarray] = {}
+        self._posterior: tuple[int, _gp.Posterior] | None = None
 
     # ---------------------------------------------------------------- skopt plumbing
 
@@ -214,6 +237,9 @@ class BayesStrategy(Strategy):
         return space_exhausted(self)
 
     def _observe(self, params: dict[str, Any], loss: float) -> None:
+        if self._tspace is not None:
+            self._rows.append(self._transform(params))
+            return
         if self.optimizer is None:
             return
         xs, ys = [*self._deferred, self._encode(params)], [loss]
@@ -225,6 +251,9 @@ class BayesStrategy(Strategy):
         self._tell_optimizer(xs, ys)
 
     def _observe_failed(self, params: dict[str, Any]) -> None:
+        if self._tspace is not None:
+            self._rows.append(self._transform(params))
+            return
         if self.optimizer is None:
             return
         worst = self._worst_loss()
@@ -242,8 +271,13 @@ class BayesStrategy(Strategy):
 
         opt = self.optimizer
         proposals: list[dict[str, Any] | None]
-        if opt is None or len(opt.Xi) < self.n_initial_points:
-            proposals = [None] * n
+        if self._tspace is not None:
+            if self._gp_data()[0].shape[0] < self.n_initial_points:
+                proposals = [self._sobol(start + i) for i in range(n)]
+            else:
+                return self._suggest_ours(n, start, is_free, taken)
+        elif opt is None or len(opt.Xi) < self.n_initial_points:
+            proposals = [self._sobol(start + i) for i in range(n)] if opt is not None else [None] * n
         else:
             proposals = [self._decode(x) for x in self._ask_optimizer(opt, n)]
 
@@ -251,7 +285,7 @@ class BayesStrategy(Strategy):
         for i, proposal in enumerate(proposals):
             point = proposal
             if point is None or not is_free(point):
-                # Initial design, or skopt repeated a point (small discrete spaces): sample instead.
+                # Initial design taken, or skopt repeated a point (small discrete spaces): sample.
                 point = sample_new(self.space, self._rng("sample", start + i), is_free)
             if point is None:
                 break
@@ -295,3 +329,100 @@ class BayesStrategy(Strategy):
             if i < n - 1:
                 liar._tell(x, lie)
         return xs
+
+    # ---------------------------------------------------------------- ours: log-EI on skopt's GP
+
+    def _sobol(self, position: int) -> dict[str, Any]:
+        """The initial design's point at `position`: a scrambled Sobol sequence over the free dimensions."""
+        # Sobol fills the space more evenly than random draws (scipy's generator, by position).
+        u = _gp.sobol_unit(len(self._free), position + 1, derive_seed(self.name, self.seed, "sobol"))[position]
+        units = dict(zip(self._free, u, strict=True))
+        return {d.name: d.from_unit(float(units.get(i, 0.5))) for i, d in enumerate(self.space.dimensions)}
+
+    def _transform(self, params: Mapping[str, Any]) -> np.ndarray:
+        assert self._tspace is not None
+        return np.asarray(self._tspace.transform([self._encode(params)])[0], dtype=float)
+
+    def _gp_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows and losses the GP is fitted on: a function of the told history only."""
+        valued = [self._loss(o.value) for o in self.history if o.value is not None]
+        completed = [self._loss(o.value) for o in self.history if o.state == COMPLETED and o.value is not None]
+        worst = max(valued) if valued else None
+        worst_completed = max(completed) if completed else worst
+        rows, losses = [], []
+        for row, obs in zip(self._rows, self.history, strict=True):
+            if obs.state == FAILED or obs.value is None:
+                if worst is None:
+                    continue  # no value yet to tell a failure as
+                loss = worst
+            elif obs.state == PRUNED and self.pruned != "last":
+                if self.pruned == "omit":
+                    continue
+                assert worst_completed is not None
+                loss = max(worst_completed, self._loss(obs.value))
+            else:
+                loss = self._loss(obs.value)
+            rows.append(row)
+            losses.append(loss)
+        width = len(self._rows[0]) if self._rows else 0
+        return np.asarray(rows, dtype=float).reshape(len(rows), width), np.asarray(losses, dtype=float)
+
+    def _fitted(self) -> _gp.Posterior:
+        if self._posterior is not None and self._posterior[0] == self.n_told:
+            return self._posterior[1]
+        x, losses = self._gp_data()
+        with _one_blas_thread(True):
+            post = _gp.fit_posterior(
+                x,
+                losses,
+                self.fit_settings,
+                lambda *parts: derive_seed(self.name, self.seed, *parts),
+                self._anchors,
+            )
+        self._posterior = (self.n_told, post)
+        return post
+
+    def _suggest_ours(
+        self,
+        n: int,
+        start: int,
+        is_free: Any,
+        taken: set[str],
+    ) -> list[dict[str, Any]]:
+        assert self._tspace is not None
+        tspace = self._tspace
+        post = self._fitted()
+        lie = np.array([post.best])
+        pending = [self._transform(p) for p in self._pending.values()]
+        # Constant liar (skopt's cl_min): pending points count as the best loss seen, under the
+        # same hyperparameters, so parallel asks spread out.
+        if pending:
+            post = post.condition(np.vstack(pending), np.repeat(lie, len(pending)))
+        chosen: dict[bytes, dict[str, Any]] = {}
+
+        def usable(x: np.ndarray) -> np.ndarray | None:
+            values = tspace.inverse_transform(np.clip(x, 0.0, 1.0)[None, :])[0]
+            point = self._decode(values)
+            if not is_free(point):
+                return None
+            row = np.asarray(tspace.transform([values])[0], dtype=float)
+            chosen[row.tobytes()] = point
+            return row
+
+        out: list[dict[str, Any]] = []
+        for i in range(n):
+            seed = derive_seed(self.name, self.seed, "ask", self.n_told, len(pending) + i)
+            with _one_blas_thread(True):
+                rows = _gp.propose(post, seed, usable)
+            point: dict[str, Any] | None
+            if rows:
+                point, row = chosen[rows[0].tobytes()], rows[0]
+            else:  # every candidate taken (a small discrete space): sample instead
+                point = sample_new(self.space, self._rng("sample", start + i), is_free)
+                row = self._transform(point) if point is not None else None
+            if point is None or row is None:
+                break
+            out.append(point)
+            taken.add(params_key(point))
+            post = post.condition(row[None, :], lie)
+        return out

@@ -1,0 +1,327 @@
+"""Our acquisition step on scikit-optimize's GP: log-EI, multi-start L-BFGS-B, bounded fitting cost.
+
+skopt supplies the surrogate (its `GaussianProcessRegressor` with the Matern-5/2 kernel its
+`cook_estimator` builds) and the space's transform to [0, 1] (one-hot for categoricals). Ours:
+standardised outputs, kernel hyperparameters warm-started from an anchor fit, a history subset for
+the hyperparameter fit of long studies, log expected improvement (Ament et al. 2023, "Unexpected
+improvements to expected improvement") with analytic gradients, and its maximisation by L-BFGS-B
+from the best raw candidates of a Sobol set plus perturbations of the best points seen.
+
+Everything here is a pure function of its inputs and the seeds it is given: the caller derives
+them from (study seed, history), so a rebuilt strategy asks what the original asked.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.linalg import cho_solve, cholesky
+from scipy.optimize import minimize
+from scipy.special import erfcx, log_ndtr, ndtr
+from scipy.stats import qmc
+from skopt.learning import GaussianProcessRegressor
+from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+__all__ = ["FitSettings", "Posterior", "fit_posterior", "log_ei", "propose", "sobol_unit"]
+
+_SQRT5 = math.sqrt(5.0)
+_C1 = 0.5 * math.log(2 * math.pi)
+_C2 = 0.5 * math.log(math.pi / 2)
+_Z_TAIL = -1.0 / math.sqrt(np.finfo(float).eps)
+# skopt's own bounds (cook_estimator) for amplitude and length scales; the noise floor is ours:
+# the functions searched here are nearly deterministic, and skopt's floor of 1e-5 is kept.
+_AMP_BOUNDS = (0.01, 1000.0)
+_LS_BOUNDS = (0.01, 100.0)
+_NOISE_BOUNDS = (1e-6, 1.0)
+_JITTER = 1e-10  # sklearn's GaussianProcessRegressor default `alpha`
+_WARM_STEPS = 20
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the GP's hyperparameters are fitted.
+
+    Attributes:
+        anchor_every: a full fit (random restarts) every this many points; between anchors the
+            fit starts from the last anchor's hyperparameters, without restarts.
+        restarts: random restarts of a full fit (skopt's default is 2).
+        fit_window: at most this many points enter the hyperparameter fit (the best quarter, the
+            rest drawn by seed); the posterior always conditions on every point.
+        reuse_after: beyond this many points, no fit between anchors at all: the anchor's
+            hyperparameters are reused and only the posterior is recomputed.
+    """
+
+    anchor_every: int = 8
+    restarts: int = 2
+    fit_window: int = 200
+    reuse_after: int = 300
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """A GP conditioned on standardised losses, with everything needed for predictions."""
+
+    x: np.ndarray  # (n, d) in skopt's transformed space
+    y: np.ndarray  # (n,) standardised losses
+    amplitude: float
+    length_scale: np.ndarray  # (d,)
+    noise: float
+    chol: np.ndarray  # lower Cholesky factor of K + (noise + jitter) I
+    alpha: np.ndarray  # (K + noise I)^-1 y
+    best: float  # the lowest standardised loss
+    theta: np.ndarray  # log hyperparameters (amplitude, length scales..., noise), for warm starts
+
+    def condition(self, x_more: np.ndarray, y_more: np.ndarray) -> Posterior:
+        """The same hyperparameters conditioned on more points (constant liar)."""
+        return _condition(
+            np.vstack([self.x, x_more]),
+            np.concatenate([self.y, y_more]),
+            self.amplitude,
+            self.length_scale,
+            self.noise,
+            self.theta,
+            best=self.best,
+        )
+
+    def predict(self, xs: np.ndarray, grad: bool = False) -> tuple[np.ndarray, ...]:
+        """Mean and std of the latent function at xs (m, d); with grad, their gradients too."""
+        diff = (xs[:, None, :] - self.x[None, :, :]) / self.length_scale  # (m, n, d)
+        r = np.sqrt(np.maximum(np.sum(diff**2, axis=-1), 1e-300))
+        e = np.exp(-_SQRT5 * r)
+        k = self.amplitude * (1 + _SQRT5 * r + 5.0 / 3.0 * r**2) * e  # (m, n)
+        mean = k @ self.alpha
+        w = cho_solve((self.chol, True), k.T)  # (n, m)
+        var = np.maximum(self.amplitude - np.sum(k.T * w, axis=0), 1e-12)
+        std = np.sqrt(var)
+        if not grad:
+            return mean, std
+        # d k / d x = -5/3 amplitude (1 + sqrt5 r) exp(-sqrt5 r) (x - x_i) / l^2
+        dk = (-5.0 / 3.0 * self.amplitude * (1 + _SQRT5 * r) * e)[..., None] * diff / self.length_scale
+        dmean = np.einsum("n,mnd->md", self.alpha, dk)
+        dvar = -2.0 * np.einsum("nm,mnd->md", w, dk)
+        return mean, std, dmean, dvar / (2 * std[:, None])
+
+
+def _matern(x: np.ndarray, amplitude: float, length_scale: np.ndarray) -> np.ndarray:
+    diff = (x[:, None, :] - x[None, :, :]) / length_scale
+    r = np.sqrt(np.sum(diff**2, axis=-1))
+    return amplitude * (1 + _SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-_SQRT5 * r)
+
+
+def _condition(
+    x: np.ndarray,
+    y: np.ndarray,
+    amplitude: float,
+    length_scale: np.ndarray,
+    noise: float,
+    theta: np.ndarray,
+    best: float | None = None,
+) -> Posterior:
+    k = _matern(x, amplitude, length_scale)
+    k[np.diag_indices_from(k)] += noise + _JITTER
+    chol = cholesky(k, lower=True, check_finite=False)
+    alpha = cho_solve((chol, True), y, check_finite=False)
+    return Posterior(
+        x, y, amplitude, length_scale, noise, chol, alpha, float(np.min(y) if best is None else best), theta
+    )
+
+
+def _kernel(d: int, theta: np.ndarray | None) -> Any:
+    if theta is None:
+        amp, ls, noise = 1.0, np.ones(d), 1e-2
+    else:
+        amp, ls, noise = float(np.exp(theta[0])), np.exp(theta[1:-1]), float(np.exp(theta[-1]))
+    return ConstantKernel(amp, _AMP_BOUNDS) * Matern(
+        length_scale=ls, length_scale_bounds=[_LS_BOUNDS] * d, nu=2.5
+    ) + WhiteKernel(noise, _NOISE_BOUNDS)
+
+
+def _fit_theta(
+    x: np.ndarray, y: np.ndarray, start: np.ndarray | None, restarts: int, seed: int
+) -> np.ndarray:
+    """Log hyperparameters maximising the marginal likelihood, by skopt's GP (sklearn's L-BFGS-B)."""
+    gp = GaussianProcessRegressor(
+        kernel=_kernel(x.shape[1], start),
+        normalize_y=False,
+        noise="gaussian",
+        n_restarts_optimizer=restarts,
+        random_state=seed,
+        # A warm start is near its optimum already: a few steps, not a full convergence.
+        optimizer="fmin_l_bfgs_b" if start is None else _few_steps,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence notes at the bounds
+        gp.fit(x, y)
+    # skopt zeroes the white noise after fitting (for its predict); read it back from noise_.
+    theta = np.array(gp.kernel_.theta, dtype=float)
+    theta[-1] = math.log(max(float(gp.noise_ or _NOISE_BOUNDS[0]), _NOISE_BOUNDS[0]))
+    return theta
+
+
+def _few_steps(obj_func: Callable[..., Any], initial_theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
+    res = minimize(obj_func, initial_theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": _WARM_STEPS})
+    return res.x, float(res.fun)
+
+
+def _fit_subset(n: int, y: np.ndarray, window: int, seed: int) -> np.ndarray:
+    if n <= window:
+        return np.arange(n)
+    n_best = window // 4
+    order = np.argsort(y, kind="stable")
+    best, rest = order[:n_best], order[n_best:]
+    drawn = np.random.default_rng(seed).choice(rest, size=window - n_best, replace=False)
+    return np.sort(np.concatenate([best, drawn]))
+
+
+def standardise(losses: np.ndarray) -> np.ndarray:
+    std = float(np.std(losses))
+    return (losses - float(np.mean(losses))) / (std if std > 0 else 1.0)
+
+
+def fit_posterior(
+    x: np.ndarray,
+    losses: np.ndarray,
+    settings: FitSettings,
+    seed_for: Callable[..., int],
+    cache: dict[int, np.ndarray],
+) -> Posterior:
+    """The GP on (x, losses): hyperparameters fitted as `settings` says, then conditioned on all.
+
+    `seed_for(*parts)` derives seeds; `cache` keeps anchor fits by their number of points (an
+    anchor fit depends only on the first `anchor` points, so a rebuilt strategy recomputes it).
+    """
+    n = len(x)
+    anchor = n - n % settings.anchor_every if n >= settings.anchor_every else n
+    y = standardise(losses)
+
+    def fitted(m: int, start: np.ndarray | None, restarts: int) -> np.ndarray:
+        ym = standardise(losses[:m])
+        idx = _fit_subset(m, ym, settings.fit_window, seed_for("subset", m))
+        return _fit_theta(x[:m][idx], ym[idx], start, restarts, seed_for("fit", m))
+
+    if anchor not in cache:
+        cache[anchor] = fitted(anchor, None, settings.restarts)
+        # Only the latest anchor is ever needed again.
+        for key in [k for k in cache if k != anchor]:
+            del cache[key]
+    theta = cache[anchor]
+    if n != anchor and n <= settings.reuse_after:
+        theta = fitted(n, theta, 0)
+    amp, ls, noise = float(np.exp(theta[0])), np.exp(theta[1:-1]), float(np.exp(theta[-1]))
+    return _condition(x, y, amp, ls, noise, theta)
+
+
+def log_h(z: np.ndarray) -> np.ndarray:
+    """log(phi(z) + z Phi(z)), stable for very negative z (Ament et al. 2023, eq. 9)."""
+    z = np.asarray(z, dtype=float)
+    out = np.empty_like(z)
+    upper = z > -1
+    zu = z[upper]
+    out[upper] = np.log(np.exp(-0.5 * zu**2) / math.sqrt(2 * math.pi) + zu * ndtr(zu))
+    mid = ~upper & (z > _Z_TAIL)
+    zm = z[mid]
+    inner = np.log(erfcx(-zm / math.sqrt(2)) * np.abs(zm)) + _C2
+    out[mid] = -0.5 * zm**2 - _C1 + _log1mexp(inner)
+    tail = ~upper & ~mid
+    zt = z[tail]
+    out[tail] = -0.5 * zt**2 - _C1 - 2 * np.log(-zt)
+    return out
+
+
+def _log1mexp(a: np.ndarray) -> np.ndarray:
+    # log(1 - exp(a)) for a < 0, accurate on both sides of -log 2 (Maechler 2012).
+    return np.where(a > -math.log(2), np.log(-np.expm1(a)), np.log1p(-np.exp(a)))
+
+
+def log_ei(post: Posterior, xs: np.ndarray, grad: bool = False) -> tuple[np.ndarray, ...]:
+    """Log expected improvement below `post.best` at xs (m, d); with grad, its gradient too."""
+    if not grad:
+        mean, std = post.predict(xs)
+        z = (post.best - mean) / std
+        return (log_h(z) + np.log(std),)
+    mean, std, dmean, dstd = post.predict(xs, grad=True)
+    z = (post.best - mean) / std
+    lh = log_h(z)
+    dlh = np.exp(log_ndtr(z) - lh)  # d log h / dz = Phi(z) / h(z)
+    dz = (-dmean - z[:, None] * dstd) / std[:, None]
+    return lh + np.log(std), dlh[:, None] * dz + dstd / std[:, None]
+
+
+def sobol_unit(d: int, n: int, seed: int) -> np.ndarray:
+    """The first n points of a scrambled Sobol sequence in [0, 1)^d."""
+    m = max(1, math.ceil(math.log2(max(n, 1))))
+    return qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)[:n]
+
+
+def propose(
+    post: Posterior,
+    seed: int,
+    usable: Callable[[np.ndarray], np.ndarray | None],
+    *,
+    n_raw: int = 1024,
+    n_starts: int = 8,
+    n_best: int = 5,
+    n_local: int = 20,
+    maxiter: int = 200,
+) -> list[np.ndarray]:
+    """Maximisers of log-EI over [0, 1]^d, best first.
+
+    Raw candidates: a Sobol set plus Gaussian perturbations of the `n_best` lowest points told.
+    The `n_starts` best raw candidates start L-BFGS-B runs. `usable(x)` maps a continuous point to
+    the point that would be asked (rounded, one-hot resolved, in the transformed space), or None
+    when that point is taken; candidates are ranked by log-EI at their usable point.
+    """
+    d = post.x.shape[1]
+    rng = np.random.default_rng(seed)
+    raw = [sobol_unit(d, n_raw, int(rng.integers(2**31)))]
+    best_idx = np.argsort(post.y[: len(post.y)], kind="stable")[:n_best]
+    for i in best_idx:
+        for scale in (0.01, 0.05, 0.15):
+            raw.append(post.x[i] + scale * rng.standard_normal((n_local // 2, d)))
+    cand = np.clip(np.vstack(raw), 0.0, 1.0)
+    (values,) = log_ei(post, cand)
+    order = np.argsort(-values, kind="stable")
+    starts = cand[order[:n_starts]]
+
+    def neg(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        # The starts are independent: one L-BFGS-B on their sum (as BoTorch does) costs one
+        # vectorised evaluation per step instead of one per start.
+        v, g = log_ei(post, flat.reshape(-1, d), grad=True)
+        return -float(np.sum(v)), -g.ravel()
+
+    res = minimize(
+        neg,
+        starts.ravel(),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, 1.0)] * starts.size,
+        options={"maxiter": maxiter},
+    )
+    finals = list(np.clip(res.x.reshape(-1, d), 0.0, 1.0))
+    # Then the raw candidates, in case every refined point rounds onto a taken one.
+    pool = np.vstack([*finals, cand[order]])
+    out: list[np.ndarray] = []
+    keys: set[bytes] = set()
+    snapped: list[np.ndarray] = []
+    for x in pool:
+        u = usable(x)
+        if u is None or u.tobytes() in keys:
+            continue
+        keys.add(u.tobytes())
+        snapped.append(u)
+        if len(snapped) >= n_starts + 1 and len(snapped) > len(finals):
+            break
+    if not snapped:
+        return out
+    arr = np.vstack(snapped)
+    (scores,) = log_ei(post, arr)
+    return [arr[i] for i in np.argsort(-scores, kind="stable")]
+
+
+def points_equal(a: Sequence[float], b: Sequence[float]) -> bool:
+    return bool(np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float)))
