@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -343,6 +343,15 @@ class BayesStrategy(Strategy):
         assert self._tspace is not None
         return np.asarray(self._tspace.transform([self._encode(params)])[0], dtype=float)
 
+    def surrogate_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the surrogate is fitted on: rows (transformed space) and losses, lower is better."""
+        if self._tspace is not None:
+            return self._gp_data()
+        if self.optimizer is None:
+            return np.zeros((0, 0)), np.zeros(0)
+        opt = self.optimizer
+        return np.asarray(opt.space.transform(opt.Xi), dtype=float), np.asarray(opt.yi, dtype=float)
+
     def _gp_data(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows and losses the GP is fitted on: a function of the told history only."""
         valued = [self._loss(o.value) for o in self.history if o.value is not None]
@@ -400,14 +409,17 @@ class BayesStrategy(Strategy):
             post = post.condition(np.vstack(pending), np.repeat(lie, len(pending)))
         chosen: dict[bytes, dict[str, Any]] = {}
 
-        def usable(x: np.ndarray) -> np.ndarray | None:
-            values = tspace.inverse_transform(np.clip(x, 0.0, 1.0)[None, :])[0]
-            point = self._decode(values)
-            if not is_free(point):
-                return None
-            row = np.asarray(tspace.transform([values])[0], dtype=float)
-            chosen[row.tobytes()] = point
-            return row
+        def usable(xs: np.ndarray) -> Iterator[np.ndarray | None]:
+            # Transformed in one go; checked lazily, as far as `propose` reads.
+            values = tspace.inverse_transform(np.clip(xs, 0.0, 1.0))
+            rows = np.asarray(tspace.transform(values), dtype=float)
+            for v, row in zip(values, rows, strict=True):
+                point = self._decode(v)
+                if is_free(point):
+                    chosen[row.tobytes()] = point
+                    yield row
+                else:
+                    yield None
 
         out: list[dict[str, Any]] = []
         for i in range(n):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,9 +158,8 @@ def _fit_theta(
         warnings.simplefilter("ignore")  # convergence notes at the bounds
         gp.fit(x, y)
     # skopt zeroes the white noise after fitting (for its predict); read it back from noise_.
-    theta = np.array(gp.kernel_.theta, dtype=float)
-    theta[-1] = math.log(max(float(gp.noise_ or _NOISE_BOUNDS[0]), _NOISE_BOUNDS[0]))
-    return theta
+    noise = max(float(gp.noise_ or _NOISE_BOUNDS[0]), _NOISE_BOUNDS[0])
+    return np.append(np.asarray(gp.kernel_.k1.theta, dtype=float), math.log(noise))
 
 
 def _few_steps(obj_func: Callable[..., Any], initial_theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
@@ -261,7 +260,7 @@ def sobol_unit(d: int, n: int, seed: int) -> np.ndarray:
 def propose(
     post: Posterior,
     seed: int,
-    usable: Callable[[np.ndarray], np.ndarray | None],
+    usable: Callable[[np.ndarray], Iterable[np.ndarray | None]],
     *,
     n_raw: int = 1024,
     n_starts: int = 8,
@@ -272,9 +271,9 @@ def propose(
     """Maximisers of log-EI over [0, 1]^d, best first.
 
     Raw candidates: a Sobol set plus Gaussian perturbations of the `n_best` lowest points told.
-    The `n_starts` best raw candidates start L-BFGS-B runs. `usable(x)` maps a continuous point to
-    the point that would be asked (rounded, one-hot resolved, in the transformed space), or None
-    when that point is taken; candidates are ranked by log-EI at their usable point.
+    The `n_starts` best raw candidates start L-BFGS-B runs. `usable(xs)` maps continuous points to
+    the points that would be asked (rounded, one-hot resolved, in the transformed space), None
+    where that point is taken; candidates are ranked by log-EI at their usable point.
     """
     d = post.x.shape[1]
     rng = np.random.default_rng(seed)
@@ -303,25 +302,20 @@ def propose(
         options={"maxiter": maxiter},
     )
     finals = list(np.clip(res.x.reshape(-1, d), 0.0, 1.0))
-    # Then the raw candidates, in case every refined point rounds onto a taken one.
+    # Then the raw candidates, best first, in case every refined point rounds onto a taken one.
     pool = np.vstack([*finals, cand[order]])
-    out: list[np.ndarray] = []
-    keys: set[bytes] = set()
     snapped: list[np.ndarray] = []
-    for x in pool:
-        u = usable(x)
+    keys: set[bytes] = set()
+    for u in usable(pool):
         if u is None or u.tobytes() in keys:
             continue
         keys.add(u.tobytes())
         snapped.append(u)
-        if len(snapped) >= n_starts + 1 and len(snapped) > len(finals):
+        if len(snapped) >= 2 * n_starts:
             break
     if not snapped:
-        return out
+        return []
     arr = np.vstack(snapped)
     (scores,) = log_ei(post, arr)
     return [arr[i] for i in np.argsort(-scores, kind="stable")]
 
-
-def points_equal(a: Sequence[float], b: Sequence[float]) -> bool:
-    return bool(np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float)))
