@@ -97,7 +97,9 @@ def direct(
     from hyperflow.components.search._base import derive_seed
     from hyperflow.components.search._bayes import _skopt_dimension
 
-    encoder = BayesStrategy(space, mode="max", seed=0, surrogate=surrogate, acquisition="gp_hedge")  # encoding
+    encoder = BayesStrategy(
+        space, mode="max", seed=0, surrogate=surrogate, acquisition="gp_hedge"
+    )  # encoding
     xs = [encoder._encode(p) for p, _ in told]
     ys = [-v for _, v in told]
     opt = Optimizer(
@@ -176,8 +178,14 @@ def main() -> None:
             else None
         )
         gp_rows.append(
-            [n, gp_mean[n] * 1000, statistics.median(t) * 1000, max(t) * 1000, full * 1000 if full else None,
-             100 * gp_mean[n] / trial.seconds]
+            [
+                n,
+                gp_mean[n] * 1000,
+                statistics.median(t) * 1000,
+                max(t) * 1000,
+                full * 1000 if full else None,
+                100 * gp_mean[n] / trial.seconds,
+            ]
         )
     print_table(
         "GP + log-EI (the default): tell + ask after n told points (ms; 8 in a row)",

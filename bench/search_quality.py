@@ -125,7 +125,9 @@ def regret(values: Sequence[float], budget: int, optimum: float) -> float:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--seeds", type=int, default=10, help="seeds per strategy and function")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS)
+    )
     p.add_argument("--functions", default=None, help="comma-separated subset of the objectives")
     args = p.parse_args()
     from hyperflow.components.search.objectives import OBJECTIVES

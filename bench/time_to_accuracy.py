@@ -377,7 +377,10 @@ def experiment(name: str, quick: bool, extra: list[str] = ()) -> Any:  # type: i
     if quick:
         more += ["search.n_trials=4", "model.max_epochs=8"]
         if name == "digits":
-            more += ["search.space.max_epochs={low: 6, high: 8, type: int}", "search.bayes.n_initial_points=2"]
+            more += [
+                "search.space.max_epochs={low: 6, high: 8, type: int}",
+                "search.bayes.n_initial_points=2",
+            ]
     return load_experiment(path, more)
 
 
@@ -414,7 +417,15 @@ def compare_pruned_policies(quick: bool, seeds: list[int]) -> str:
             )
     print_table(
         f"search.bayes.pruned: bayes + curve_fit, median over {len(seeds)} seed(s)",
-        ["data", "pruned told as", "best val", "total epochs", "pruned", "seeds reaching the best", "epochs to it"],
+        [
+            "data",
+            "pruned told as",
+            "best val",
+            "total epochs",
+            "pruned",
+            "seeds reaching the best",
+            "epochs to it",
+        ],
         rows,
     )
     print()
@@ -437,7 +448,10 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threadpool_limits(limits=1, user_api="blas")
     torch_threads_one()
-    banner("Time to accuracy: hyperflow (bayes + curve_fit) vs Optuna (TPE, GPSampler + MedianPruner)", args.quick)
+    banner(
+        "Time to accuracy: hyperflow (bayes + curve_fit) vs Optuna (TPE, GPSampler + MedianPruner)",
+        args.quick,
+    )
     seeds = [0] if args.quick else list(range(args.seeds))
     if args.stop_rules_only:
         ok, note = compare_stop_rules(args.quick)
@@ -462,14 +476,27 @@ def main() -> None:
         }
         for i, s in enumerate(seeds):
             seed_rows.append(
-                [name, s, hf[i].best(), peers["tpe"][i].best(), peers["gp"][i].best(),
-                 hf[i].total_epochs, peers["tpe"][i].total_epochs, peers["gp"][i].total_epochs,
-                 reach["tpe"][i], reach["gp"][i]]
+                [
+                    name,
+                    s,
+                    hf[i].best(),
+                    peers["tpe"][i].best(),
+                    peers["gp"][i].best(),
+                    hf[i].total_epochs,
+                    peers["tpe"][i].total_epochs,
+                    peers["gp"][i].total_epochs,
+                    reach["tpe"][i],
+                    reach["gp"][i],
+                ]
             )
         medians = {}
         for label, outs in (("hyperflow: bayes GP + curve_fit", hf), *((lab, peers[k]) for lab, k in PEERS)):
             bests = [o.best() for o in outs]
-            med = statistics.median(b for b in bests if b is not None) if any(b is not None for b in bests) else None
+            med = (
+                statistics.median(b for b in bests if b is not None)
+                if any(b is not None for b in bests)
+                else None
+            )
             medians[label] = med
             rows.append(
                 [
@@ -487,7 +514,9 @@ def main() -> None:
         ours = medians["hyperflow: bayes GP + curve_fit"]
         for label, key in PEERS:
             peer = medians[label]
-            better = ours is not None and (peer is None or (ours >= peer if cfg.search.mode == "max" else ours <= peer))
+            better = ours is not None and (
+                peer is None or (ours >= peer if cfg.search.mode == "max" else ours <= peer)
+            )
             fast = statistics.median(reach[key]) <= 0.5
             ok_all &= better and fast
             notes.append(
@@ -512,8 +541,18 @@ def main() -> None:
     print()
     print_table(
         "Per seed",
-        ["data", "seed", "hyperflow best", "TPE best", "GP best", "hyperflow epochs", "TPE epochs",
-         "GP epochs", "reach / TPE", "reach / GP"],
+        [
+            "data",
+            "seed",
+            "hyperflow best",
+            "TPE best",
+            "GP best",
+            "hyperflow epochs",
+            "TPE epochs",
+            "GP epochs",
+            "reach / TPE",
+            "reach / GP",
+        ],
         seed_rows,
     )
     print()

@@ -132,7 +132,9 @@ class BayesStrategy(Strategy):
         self.surrogate = surrogate
         # logEI is ours and GP-only; the tree surrogates keep skopt's previous default.
         self.ours = surrogate == "GP" and acquisition == "logEI"
-        self.acquisition: Acquisition = "gp_hedge" if acquisition == "logEI" and not self.ours else acquisition
+        self.acquisition: Acquisition = (
+            "gp_hedge" if acquisition == "logEI" and not self.ours else acquisition
+        )
         self.n_initial_points = n_initial_points
         self.acq_optimizer = acq_optimizer
         self.pruned = pruned
@@ -150,7 +152,9 @@ class BayesStrategy(Strategy):
         # Ours: skopt's transform to [0, 1] (one-hot categoricals), one row per told trial.
         self._tspace: Space | None = None
         if self._free and self.ours:
-            self._tspace = Space(normalize_dimensions([_skopt_dimension(space.dimensions[i]) for i in self._free]))
+            self._tspace = Space(
+                normalize_dimensions([_skopt_dimension(space.dimensions[i]) for i in self._free])
+            )
         self._rows: list[np.ndarray] = []
         self._anchors: dict[int, np.ndarray] = {}
         self._posterior: tuple[int, _gp.Posterior] | None = None
@@ -335,7 +339,9 @@ class BayesStrategy(Strategy):
     def _sobol(self, position: int) -> dict[str, Any]:
         """The initial design's point at `position`: a scrambled Sobol sequence over the free dimensions."""
         # Sobol fills the space more evenly than random draws (scipy's generator, by position).
-        u = _gp.sobol_unit(len(self._free), position + 1, derive_seed(self.name, self.seed, "sobol"))[position]
+        u = _gp.sobol_unit(len(self._free), position + 1, derive_seed(self.name, self.seed, "sobol"))[
+            position
+        ]
         units = dict(zip(self._free, u, strict=True))
         return {d.name: d.from_unit(float(units.get(i, 0.5))) for i, d in enumerate(self.space.dimensions)}
 
@@ -355,7 +361,9 @@ class BayesStrategy(Strategy):
     def _gp_data(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows and losses the GP is fitted on: a function of the told history only."""
         valued = [self._loss(o.value) for o in self.history if o.value is not None]
-        completed = [self._loss(o.value) for o in self.history if o.state == COMPLETED and o.value is not None]
+        completed = [
+            self._loss(o.value) for o in self.history if o.state == COMPLETED and o.value is not None
+        ]
         worst = max(valued) if valued else None
         worst_completed = max(completed) if completed else worst
         rows, losses = [], []
@@ -431,9 +439,9 @@ class BayesStrategy(Strategy):
                 point, row = chosen[rows[0].tobytes()], rows[0]
             else:  # every candidate taken (a small discrete space): sample instead
                 point = sample_new(self.space, self._rng("sample", start + i), is_free)
-                row = self._transform(point) if point is not None else None
-            if point is None or row is None:
-                break
+                if point is None:
+                    break
+                row = self._transform(point)
             out.append(point)
             taken.add(params_key(point))
             post = post.condition(row[None, :], lie)

@@ -166,8 +166,12 @@ def _fit_theta(
     return np.append(np.asarray(gp.kernel_.k1.theta, dtype=float), math.log(noise))
 
 
-def _few_steps(obj_func: Callable[..., Any], initial_theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
-    res = minimize(obj_func, initial_theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": _WARM_STEPS})
+def _few_steps(
+    obj_func: Callable[..., Any], initial_theta: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, float]:
+    res = minimize(
+        obj_func, initial_theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": _WARM_STEPS}
+    )
     return res.x, float(res.fun)
 
 
@@ -310,7 +314,9 @@ def propose(
     # best two are polished alone, so the winner converges on its own scale.
     (final_values,) = log_ei(post, np.vstack(finals))
     for i in np.argsort(-final_values, kind="stable")[:2]:
-        one = minimize(neg, finals[i], jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * d, options={"maxiter": maxiter})
+        one = minimize(
+            neg, finals[i], jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * d, options={"maxiter": maxiter}
+        )
         finals.insert(0, np.clip(one.x, 0.0, 1.0))
     # Then the raw candidates, best first, in case every refined point rounds onto a taken one.
     pool = np.vstack([*finals, cand[order]])
@@ -328,4 +334,3 @@ def propose(
     arr = np.vstack(snapped)
     (scores,) = log_ei(post, arr)
     return [arr[i] for i in np.argsort(-scores, kind="stable")]
-

@@ -113,7 +113,7 @@ def test_a_rebuilt_strategy_asks_what_the_uninterrupted_one_would_next() -> None
 
 
 def test_pruned_trials_are_told_as_the_policy_says() -> None:
-    space, fn, _ = branin()
+    space = branin().space
     strategies = {p: BayesStrategy(space, mode="max", seed=0, pruned=p) for p in ("last", "worst", "omit")}
     for s in strategies.values():
         a, b, c = s.ask(3)
@@ -162,7 +162,8 @@ def test_the_gp_matches_skopt_and_log_ei_gradients_match_finite_differences() ->
         _, grad = _gp.log_ei(post, x0[None, :], grad=True)
         h = 1e-6
         numeric = [
-            (_gp.log_ei(post, (x0 + h * e)[None, :])[0][0] - _gp.log_ei(post, (x0 - h * e)[None, :])[0][0]) / (2 * h)
+            (_gp.log_ei(post, (x0 + h * e)[None, :])[0][0] - _gp.log_ei(post, (x0 - h * e)[None, :])[0][0])
+            / (2 * h)
             for e in np.eye(3)
         ]
         assert np.allclose(grad[0], numeric, rtol=1e-4, atol=1e-6)
