@@ -73,8 +73,15 @@ def _skopt_dimension(d: Dimension) -> Real | Integer | Categorical:
 class BayesStrategy(Strategy):
     """Bayesian optimisation with a GP, random-forest or extra-trees surrogate (skopt).
 
-    - Initial design: until `n_initial_points` results have been told, points come from our own
-      position-seeded sampler, not skopt's generator, so a resumed study does not replay trial 0.
+    The default (`surrogate: GP`, `acquisition: logEI`) is ours on skopt's GP (`_gp.py`): tells
+    only record; an ask fits the GP on the told history (failures as the worst loss, pruned
+    trials as `pruned` says) and maximises log-EI, constant liar for pending points. Its
+    suggestions are a function of (seed, history, pending) only. Everything below is about the
+    skopt path (the GP with gp_hedge/EI/PI/LCB, RF, ET):
+
+    - Initial design: until `n_initial_points` results have been told, points come from a
+      scrambled Sobol sequence by position (both paths), not skopt's generator, so a resumed
+      study does not replay trial 0.
     - After that skopt's model proposes; its generator is re-seeded from (seed, trials told) before
       every tell and ask, so a suggestion depends only on the told history.
     - Pending points (parallel asks) and `ask(n > 1)`: constant liar with skopt's `cl_min` lie (the
@@ -85,7 +92,7 @@ class BayesStrategy(Strategy):
 
     `acq_optimizer="auto"` keeps skopt's choice (L-BFGS for a GP, sampling for trees) and shrinks
     the candidate sample once the history is long (`acquisition_settings`). One GP tell + ask on
-    the default digits space (6 dimensions, 2 categorical, `gp_hedge`), one BLAS thread, on this
+    the digits space (6 dimensions, 2 categorical, `gp_hedge`, before log-EI), one BLAS thread, on this
     project's 2-core machine, best of 3:
 
     ======  ==============  =================  =============  ============
