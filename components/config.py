@@ -230,7 +230,7 @@ class BayesConfig(_Strict):
         "auto", description="skopt's acquisitions: lbfgs for GP while the history is short, sampling after"
     )
     pruned: Literal["last", "worst", "omit"] = Field(
-        "last",
+        "worst",
         description="what the GP is told for a pruned trial (logEI): its last value, the worst, or nothing",
     )
 
