@@ -59,6 +59,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     if flat.get("model.hidden_layers") == list(DEFAULT_HIDDEN_LAYERS):
         # [128, 64] was hidden_layers' default before it could be left unset: the same study.
         del flat["model.hidden_layers"]
+    # gp_hedge was search.bayes.acquisition's default before logEI: a recorded study keeps its
+    # hash, and a logEI study (the default now) gets one of its own.
+    if flat.get("search.bayes.acquisition") == "gp_hedge":
+        del flat["search.bayes.acquisition"]
+    elif "search.bayes.acquisition" not in flat:
+        flat["search.bayes.acquisition"] = "logEI"
     # An empty section flattens to {"": {}} or {"model.args": {}}: nothing that defines a study.
     return _hash_flat({k: v for k, v in flat.items() if v != {}})
 

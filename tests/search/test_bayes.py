@@ -178,3 +178,14 @@ def test_long_histories_fit_hyperparameters_on_a_bounded_subset_that_keeps_the_b
     assert set(np.argsort(y)[:50].tolist()) <= set(idx.tolist())
     assert np.array_equal(idx, _gp._fit_subset(500, y, 200, seed=7))
     assert np.array_equal(_gp._fit_subset(150, y[:150], 200, seed=7), np.arange(150))
+
+
+def test_studies_recorded_under_the_gp_hedge_default_keep_their_hash() -> None:
+    from hyperflow.components.fingerprint import config_hash
+
+    # Hashes main's code computed before logEI became the default.
+    old_default = {"search": {"bayes": {"acquisition": "gp_hedge"}}}
+    assert config_hash(ExperimentConfig.model_validate(old_default)) == "44136fa355b3678a"
+    old_rf = {"seed": 3, "search": {"bayes": {"surrogate": "RF", "acquisition": "gp_hedge"}}}
+    assert config_hash(ExperimentConfig.model_validate(old_rf)) == "5597cc325776d4a4"
+    assert config_hash(ExperimentConfig()) != "44136fa355b3678a"  # a logEI study is another study
