@@ -19,6 +19,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -31,6 +32,7 @@ from hyperflow.components.config_checks import (
     effective_value,
     semantic_problems,
 )
+from hyperflow.components.devices import gpus_per_trial_problem, parse_gpus_per_trial
 from hyperflow.components.names import Mode
 from hyperflow.components.yamlload import YamlProblem, load_yaml
 
@@ -388,6 +390,34 @@ class RunnerConfig(_Strict):
     threads_per_trial: int | None = Field(
         None, ge=1, description="torch threads of each trial; null: 1 (small models train fastest on one)"
     )
+    accelerator: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="where trials and the best model's test train: auto is a GPU when torch sees one"
+    )
+    gpus_per_trial: float = Field(
+        1.0, description="GPUs each trial holds: 1/k (0.5, 0.25, '1/3') lets k trials share one GPU"
+    )
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = Field(
+        "32", description="Lightning's precision; 16-mixed needs a GPU"
+    )
+
+    @field_validator("gpus_per_trial", mode="before")
+    @classmethod
+    def _fraction(cls, value: Any) -> Any:
+        return parse_gpus_per_trial(value)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _one_over_k(cls, value: float) -> float:
+        problem = gpus_per_trial_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class ExperimentConfig(_Strict):

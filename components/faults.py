@@ -1,9 +1,11 @@
-"""Fault injection for tests: kill this process (or fail a write) at a named point when asked.
+"""Fault injection for tests: kill this process, fail a write, or raise a CUDA error at a named point.
 
 `HYPERFLOW_FAULT=<point>[:<n>]` kills the process with SIGKILL the n-th time (default: the first)
 it reaches `fault_point(<point>)`, so a test can put a kill -9 at an exact instant instead of
 hoping that a timer lands there. A point of `ERROR_POINTS` raises the OSError a full disk would,
-from the n-th time on (a full disk stays full). Unset, a point costs one dictionary lookup.
+from the n-th time on (a full disk stays full). The `cuda-*` points raise instead what CUDA raises
+the n-th time (an out-of-memory error, a CUDA RuntimeError), so a machine without a GPU can test
+what follows one. Unset, a point costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ POINTS = {
     "trial-created": "a trial run exists (params in its creation tag); its params are not logged yet",
     "between-trials": "a trial was recorded; the next one is not planned yet",
     "model-export": "the best model is saved to a temporary folder; nothing is logged yet",
+    "cuda-oom": "a trial is built and about to train: raises torch.cuda.OutOfMemoryError",
+    "cuda-error": "a trial is built and about to train: raises CUDA's RuntimeError (an illegal memory access)",
+}
+
+# Points that raise rather than kill, and what they raise (CUDA's own messages).
+_RAISES: dict[str, tuple[str, str]] = {
+    "cuda-oom": ("oom", "CUDA out of memory. Tried to allocate 2.00 GiB (injected by HYPERFLOW_FAULT)"),
+    "cuda-error": (
+        "runtime",
+        "CUDA error: an illegal memory access was encountered (injected by HYPERFLOW_FAULT)",
+    ),
 }
 
 # The points where a write fails with OSError(ENOSPC) instead (each process counts its own passes).
@@ -34,7 +47,8 @@ _seen: dict[str, int] = {}
 
 def fault_point(name: str) -> None:
     """Die here (SIGKILL, as `kill -9` would) if `HYPERFLOW_FAULT` names this point and count;
-    for a point of `ERROR_POINTS`, raise OSError(ENOSPC) from that count on."""
+    for a point of `ERROR_POINTS`, raise OSError(ENOSPC) from that count on; for a `cuda-*` point,
+    raise its CUDA error at that count."""
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return
@@ -47,5 +61,11 @@ def fault_point(name: str) -> None:
         if _seen[name] >= nth:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"(fault point {name})")
         return
-    if _seen[name] == nth:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _seen[name] != nth:
+        return
+    if name in _RAISES:
+        import torch
+
+        kind, message = _RAISES[name]
+        raise torch.cuda.OutOfMemoryError(message) if kind == "oom" else RuntimeError(message)
+    os.kill(os.getpid(), signal.SIGKILL)

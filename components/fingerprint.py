@@ -45,6 +45,8 @@ _HASH_EXCLUDED = {
     "tracking.promote",
     "runner.kind",
     "runner.address",
+    "runner.accelerator",
+    "runner.gpus_per_trial",
 }
 
 

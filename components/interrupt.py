@@ -8,7 +8,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -129,13 +129,23 @@ def current_stop_event() -> Any:
     return _current
 
 
-def init_trial_worker(event: Any, threads: int | None, *, ignore_sigint: bool = True) -> None:
-    """Set up a trial worker process (a process-pool or Dask worker): stop event, threads, Ctrl-C.
+def init_trial_worker(
+    event: Any,
+    threads: int | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    ignore_sigint: bool = True,
+) -> None:
+    """Set up a trial worker process (a process-pool or Dask worker): env, stop event, threads, Ctrl-C.
 
     A terminal's Ctrl-C reaches every process of the group; the worker ignores it and stops at
     the next batch when the search loop sets `event`, so runs are ended cleanly, not mid-write.
-    Torch and the BLAS libraries get the trial's thread budget.
+    Torch and the BLAS libraries get the trial's thread budget. `env` (a GPU slot's
+    `CUDA_VISIBLE_DEVICES`) is set first, before anything in the worker can initialise CUDA: CUDA
+    reads its device list once per process.
     """
+    if env:
+        os.environ.update(env)
     if ignore_sigint and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()

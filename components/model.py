@@ -288,6 +288,7 @@ class MLPModule(pl.LightningModule):
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
         self._val: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._mixed: Any = None  # the LightningOptimizer, under a mixed precision
         self.epoch_metrics: dict[str, float] = {}
         self.batch_guard: Callable[[int, torch.Tensor | None], None] | None = None
 
@@ -317,6 +318,7 @@ class MLPModule(pl.LightningModule):
         schedules = self.lr_schedulers()
         schedule = schedules[0] if isinstance(schedules, list) else schedules
         self._opt: tuple[torch.optim.Optimizer, Any] = (opt, schedule)
+        self._mixed = None if self.trainer.precision == "32-true" else self.optimizers()
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
@@ -371,9 +373,14 @@ class MLPModule(pl.LightningModule):
             loss = loss + self.l1 * sum(w.abs().sum() for w in self._weights)
         opt, schedule = self._opt
         opt.zero_grad(set_to_none=True)
-        # Plain backward: fp32 on the CPU needs none of manual_backward's precision/strategy layers.
-        loss.backward()
-        opt.step()
+        if self._mixed is None:
+            # Plain backward: fp32 needs none of manual_backward's precision/strategy layers.
+            loss.backward()
+            opt.step()
+        else:
+            # Mixed precision: Lightning's plugin scales the loss (16-mixed) and steps through its scaler.
+            self.manual_backward(loss)
+            self._mixed.step()
         if schedule is not None:
             schedule.step()
         return loss.detach()

@@ -8,6 +8,7 @@ from hyperflow.components.adapters import config_adapter
 from hyperflow.components.budget import budget_problem
 from hyperflow.components.config import BUILTIN_METRICS
 from hyperflow.components.data import DataError, Dataset, load_dataset
+from hyperflow.components.devices import device_problems, gpu_count
 from hyperflow.components.search import make_strategy
 from hyperflow.components.study import TRIAL_METRICS
 from hyperflow.components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
@@ -16,7 +17,7 @@ from hyperflow.components.usercode import UserCodeError, check_user_code
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
 
-__all__ = ["PreflightError", "preflight"]
+__all__ = ["PreflightError", "check_devices", "preflight"]
 
 
 class PreflightError(Exception):
@@ -27,8 +28,26 @@ class PreflightError(Exception):
         self.exit_code = exit_code
 
 
+def check_devices(cfg: ExperimentConfig) -> None:
+    """What this machine's GPUs cannot do of `runner.accelerator`, `gpus_per_trial`, `precision`.
+
+    Raises:
+        PreflightError: every problem by its dotted path.
+    """
+    runner = cfg.runner
+    problems = device_problems(
+        accelerator=runner.accelerator,
+        gpus_per_trial=runner.gpus_per_trial,
+        precision=runner.precision,
+        n_gpus=gpu_count(),
+        remote=runner.kind == "dask" and bool(runner.address),
+    )
+    if problems:
+        raise PreflightError("\n".join(f"{path}: {message}" for path, message in problems))
+
+
 def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset | None:
-    """Load the data and check the metric, the strategy and the tracking store.
+    """Check the devices, load the data and check the metric, the strategy and the tracking store.
 
     Returns the loaded data set (None for a user's DataModule or training function); loading it
     again in the same process (the flow's prepare-data) reuses it.
@@ -37,6 +56,7 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
         PreflightError: naming the problem; nothing was created.
     """
     data: Dataset | None = None
+    check_devices(cfg)
     if cfg.model.module or cfg.data.module:
         try:
             check_user_code(cfg)

@@ -11,6 +11,8 @@ import torch
 
 from hyperflow.components.adapters import FitJob, Fitted, adapter_for
 from hyperflow.components.adapters._control import quiet_lightning
+from hyperflow.components.devices import is_device_error
+from hyperflow.components.faults import fault_point
 from hyperflow.components.model import param_count
 from hyperflow.components.names import COMPLETED, FAILED, INTERRUPTED, PRUNED
 from hyperflow.components.trial import (
@@ -100,6 +102,8 @@ def train_trial(
             module = adapter.build(data, params)
             if module is not None:
                 result.param_count = param_count(module)
+            fault_point("cuda-oom")
+            fault_point("cuda-error")
             fitted = adapter.fit(FitJob(module, data, params, guard, seed, tuple(callbacks)))
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -107,9 +111,23 @@ def train_trial(
             error = str(exc)
         except Exception as exc:  # a user's or a library's error fails this trial, not the study
             error = f"{type(exc).__name__}: {exc}"
+            if is_device_error(exc):
+                # Out of GPU memory (or a CUDA error) fails this trial; the study goes on, and the
+                # worker that saw it is restarted before its next trial (a CUDA context may be unusable).
+                result.device_error = True
+                _release_gpu_memory()
         result.train_seconds = time.perf_counter() - started
     _outcome(result, guard, fitted, error)
     return result
+
+
+def _release_gpu_memory() -> None:
+    """Hand the failed trial's cached GPU memory back, so that its neighbours on the GPU can use it."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _outcome(result: TrialResult, guard: TrialGuard, fitted: Fitted, error: str | None) -> None:

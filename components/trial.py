@@ -6,10 +6,11 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hyperflow.components.devices import gpu_count, resolve_accelerator
 from hyperflow.components.names import FAILED, Mode, TrialState
 from hyperflow.components.usercode import UserSpec, user_spec
 
@@ -55,6 +56,9 @@ class TrialSpec:
         fixed: the fixed `model.*` values; a trial's parameters override them.
         num_threads: torch threads for the trial (None: leave torch's setting alone).
         user: the user's LightningModule / DataModule / training function (None: the built-in MLP).
+        accelerator: `cpu` or `gpu`, `runner.accelerator` resolved on the search loop's machine
+            (a GPU trial trains on the first GPU its worker sees).
+        precision: `runner.precision`.
     """
 
     metric: str
@@ -62,6 +66,8 @@ class TrialSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     num_threads: int | None = None
     user: UserSpec | None = None
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    precision: str = "32"
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, num_threads: int | None = None) -> TrialSpec:
@@ -72,6 +78,8 @@ class TrialSpec:
             fixed={**fixed, **cfg.model.args},
             num_threads=num_threads,
             user=user_spec(cfg),
+            accelerator=resolve_accelerator(cfg.runner.accelerator, gpu_count()),
+            precision=cfg.runner.precision,
         )
 
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,6 +109,7 @@ class TrialResult:
     train_seconds: float = 0.0
     state_dict: dict[str, torch.Tensor] | None = None
     error: str | None = None
+    device_error: bool = False  # an out-of-memory or CUDA error: its worker is restarted after it
     stop_reason: str | None = None
     predicted_final: float | None = None
     curve: list[float] = field(default_factory=list)  # the search metric, one value per epoch

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
+from hyperflow.components.devices import GPU_RESOURCE, Slot, gpu_count, resolve_accelerator, trial_slots
 from hyperflow.components.interrupt import current_stop_event, init_trial_worker
 from hyperflow.components.lifecycle import threads_per_trial
 from hyperflow.components.tracking import resolve_tracking_uri
@@ -20,7 +23,14 @@ if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.interrupt import StopSignal
 
-__all__ = ["TrialEnvironment", "TrialTaskRunner", "dask_task_runner", "local_workers"]
+__all__ = [
+    "TrialEnvironment",
+    "TrialTaskRunner",
+    "dask_task_runner",
+    "gpu_workers",
+    "local_workers",
+    "trial_resources",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +151,43 @@ class TrialTaskRunner(DaskTaskRunner):
                 return
 
 
+def trial_resources(config: ExperimentConfig) -> contextlib.AbstractContextManager[Any]:
+    """What a trial asks of its Dask worker: `runner.gpus_per_trial` of its `GPU` resource, on GPUs.
+
+    Dask runs a task only on a worker with enough of the resource left, so a worker started with
+    `--resources GPU=1` runs two trials of 0.5 at once and never three.
+    """
+    # `auto` looks at this machine; `gpu` asks a remote cluster's workers for theirs.
+    if resolve_accelerator(config.runner.accelerator, gpu_count()) != "gpu":
+        return contextlib.nullcontext()
+    return dask.annotate(resources={GPU_RESOURCE: config.runner.gpus_per_trial})
+
+
+def gpu_workers(slots: list[Slot], gpus_per_trial: float, threads: int) -> dict[str, Any]:
+    """A local cluster's worker specs for GPU slots: one worker per slot, seeing only its GPUs.
+
+    Each worker gets the slot's `CUDA_VISIBLE_DEVICES` in its environment (its nanny starts it so,
+    and a worker that dies, e.g. after a CUDA error, is restarted the same way) and the `GPU`
+    resource a trial asks for, so it runs one trial at a time.
+    """
+    from distributed import Nanny
+
+    return {
+        f"gpu-slot-{slot.index}": {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "env": dict(slot.env),
+                "resources": {GPU_RESOURCE: gpus_per_trial},
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+                "memory_limit": None,
+            },
+        }
+        for slot in slots
+    }
+
+
 def dask_task_runner(config: ExperimentConfig, stop: StopSignal | None = None) -> TrialTaskRunner:
     """The task runner for `runner.kind: dask`.
 
@@ -173,8 +220,25 @@ def dask_task_runner(config: ExperimentConfig, stop: StopSignal | None = None) -
     api_url = ephemeral_api_url()
     if api_url:
         cluster_kwargs["env"] = {"PREFECT_API_URL": api_url}
+    cluster_class = "distributed.LocalCluster"
+    slots = trial_slots(config.runner)
+    if slots is not None:
+        # GPU trials: a SpecCluster, because each worker needs its own CUDA_VISIBLE_DEVICES.
+        from distributed import Scheduler
+
+        workers = gpu_workers(slots, config.runner.gpus_per_trial, threads)
+        for spec in workers.values():
+            spec["options"]["env"].update(cluster_kwargs.get("env", {}))
+        cluster_class = "distributed.SpecCluster"
+        cluster_kwargs = {
+            "workers": workers,
+            "scheduler": {
+                "cls": Scheduler,
+                "options": {"host": "127.0.0.1", "dashboard_address": None},
+            },
+        }
     return TrialTaskRunner(
-        cluster_class="distributed.LocalCluster",
+        cluster_class=cluster_class,
         cluster_kwargs=cluster_kwargs,
         threads=threads,
         ignore_sigint=True,

@@ -20,6 +20,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from hyperflow.components.adapters import config_adapter
 from hyperflow.components.config import ExperimentConfig
 from hyperflow.components.data import Dataset, load_dataset
+from hyperflow.components.devices import trial_slots
 from hyperflow.components.diskfull import DiskFull, disk_full_cause
 from hyperflow.components.faults import fault_point
 from hyperflow.components.interrupt import (
@@ -32,11 +33,13 @@ from hyperflow.components.interrupt import (
 )
 from hyperflow.components.lifecycle import finish_study, open_study, threads_per_trial
 from hyperflow.components.names import FAILED, INTERRUPTED
+from hyperflow.components.preflight import check_devices
 from hyperflow.components.resume import resume_study
 from hyperflow.components.scratch import sweep_scratch
 from hyperflow.components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
 from hyperflow.components.trial import TrialResult, TrialSpec
 from hyperflow.flows.prefect_api import ephemeral_api_url, start_ephemeral_server
+from hyperflow.flows.slot_runner import SlotTaskRunner
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
 
@@ -105,6 +108,10 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
         from hyperflow.flows.dask_runner import dask_task_runner
 
         runner = dask_task_runner(config, stop=STOP)
+    elif (slots := trial_slots(config.runner)) is not None:
+        # Trials on GPUs: a worker process per slot, each seeing only its GPUs (even one at a time,
+        # so that a CUDA error never reaches the search loop's process).
+        runner = SlotTaskRunner(slots, stop_event=STOP.process_event, threads=threads_per_trial(config))
     elif config.search.n_parallel == 1:
         # One trial at a time runs in this process: no start-up, no copy of the data.
         set_current_stop_event(STOP.thread_event)
@@ -116,7 +123,7 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
             initializer=init_trial_worker,
             initargs=(STOP.process_event, threads_per_trial(config)),
         )
-    api_url = ephemeral_api_url() if isinstance(runner, ProcessPoolTaskRunner) else None
+    api_url = ephemeral_api_url() if isinstance(runner, ProcessPoolTaskRunner | SlotTaskRunner) else None
     # Process-pool workers get the current settings: this one points them at the flow's own server.
     with temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else nullcontext(), runner:
         try:
@@ -125,18 +132,29 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
             if STOP.is_set():
                 # Prefect's process pool waits for running tasks on exit; a worker that did not stop
                 # by itself (still importing torch) would hold it. Its executor is a private attribute.
-                terminate_workers(getattr(runner, "_executor", None))
+                if isinstance(runner, SlotTaskRunner):
+                    runner.terminate()
+                else:
+                    terminate_workers(getattr(runner, "_executor", None))
 
 
 def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> None:
     """Keep up to n_parallel trials in flight and tell each result as it finishes."""
     futures: dict[PrefectFuture[Any], TrialPlan] = {}
     finished: queue.Queue[PrefectFuture[Any]] = queue.Queue()
+    resources: Any = nullcontext()
+    if study.cfg.runner.kind == "dask":
+        from hyperflow.flows.dask_runner import trial_resources
+
+        resources = trial_resources(study.cfg)
     stop_seen: float | None = None
     while True:
         if not STOP.is_set():
-            for plan in study.plan():
-                fut = runner.submit(train_trial_task, {"data": data, "plan": plan, "spec": study.spec})
+            # On GPU slots, no more trials than free slots (a slot frees before its result arrives here).
+            limit = runner.free_slots if isinstance(runner, SlotTaskRunner) else None
+            for plan in study.plan(limit=limit):
+                with resources:
+                    fut = runner.submit(train_trial_task, {"data": data, "plan": plan, "spec": study.spec})
                 futures[fut] = plan
                 fut.add_done_callback(finished.put)
         else:
@@ -177,6 +195,7 @@ def hyperparameter_search(config: ExperimentConfig) -> StudyResult:
 
 
 def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
+    check_devices(config)  # also for a deployment's run, which no CLI checked: before any run exists
     data = prepare_data(config)
     flow_run_id = str(flow_run.id) if flow_run.id else None
     if resume_run_id:

@@ -12,6 +12,7 @@ import torch
 from hyperflow.components.adapters._base import FitJob, Fitted, ModelAdapter, raw_example, scoring_model
 from hyperflow.components.adapters._control import control_for, quiet_lightning
 from hyperflow.components.batches import TensorBatches, split_tensors
+from hyperflow.components.devices import lightning_precision, torch_device
 from hyperflow.components.names import test_metric_name
 from hyperflow.components.usercode import import_object, lightning_namespace, signature
 
@@ -127,7 +128,8 @@ class LightningAdapter(ModelAdapter):
         trainer = _trainer(
             namespace,
             max_epochs=self.spec.max_epochs(params),
-            accelerator="auto",
+            accelerator=self.spec.accelerator,
+            precision=lightning_precision(self.spec.precision),
             num_sanity_val_steps=0,
             callbacks=[control_for(job.guard, namespace), *job.callbacks],
         )
@@ -136,8 +138,10 @@ class LightningAdapter(ModelAdapter):
         else:
             if data is None:
                 raise ValueError("a LightningModule without data.module needs the built-in data set")
-            x_tr, y_tr = split_tensors(data, "train")
-            x_va, y_va = split_tensors(data, "val")
+            # The built-in splits go to the device once; Lightning's per-batch transfer is then a no-op.
+            device = torch_device(self.spec.accelerator)
+            x_tr, y_tr = (t.to(device) for t in split_tensors(data, "train"))
+            x_va, y_va = (t.to(device) for t in split_tensors(data, "val"))
             batch_size = int(self.spec.resolve(params).get("batch_size", 64))
             train = TensorBatches(x_tr, y_tr, batch_size, shuffle=True, seed=job.seed)
             val = TensorBatches(x_va, y_va, max(batch_size, 512), shuffle=False)
@@ -157,7 +161,9 @@ class LightningAdapter(ModelAdapter):
         """
         quiet_lightning()
         namespace = _namespace(module)
-        trainer = _trainer(namespace, accelerator="cpu")
+        trainer = _trainer(
+            namespace, accelerator=self.spec.accelerator, precision=lightning_precision(self.spec.precision)
+        )
         wanted = test_metric_name(self.spec.metric)
         datamodule = self.datamodule(params) if self.user.data_module else None
         has_test_loader = datamodule is None or _overrides(
@@ -165,7 +171,9 @@ class LightningAdapter(ModelAdapter):
         )
         if datamodule is None:
             assert data is not None
-            loader: Any = TensorBatches(*split_tensors(data, "test"), 512, shuffle=False)
+            device = torch_device(self.spec.accelerator)
+            x_te, y_te = (t.to(device) for t in split_tensors(data, "test"))
+            loader: Any = TensorBatches(x_te, y_te, 512, shuffle=False)
         metrics: dict[str, float] = {}
         if has_test_loader and _overrides(module, namespace, "LightningModule", "test_step"):
             if datamodule is not None:
@@ -191,7 +199,8 @@ class LightningAdapter(ModelAdapter):
                 f"{type(module).__name__} logged no {wanted} on the test split (logged: {logged}); "
                 f"log {self.spec.metric} in validation_step, or {wanted} in test_step"
             )
-        module.eval()
+        # Exported and saved from the CPU, whatever device tested it: loads on a machine without a GPU.
+        module.cpu().eval()
         return metrics
 
     def export(

@@ -13,6 +13,7 @@ import torch
 from hyperflow.components.adapters._base import FitJob, Fitted, ModelAdapter, raw_example, scoring_model
 from hyperflow.components.adapters._control import control_for
 from hyperflow.components.batches import TensorBatches, split_tensors
+from hyperflow.components.devices import lightning_precision, torch_device
 from hyperflow.components.model import MLPModule, after_warmup
 from hyperflow.components.names import test_metric_name
 
@@ -51,17 +52,20 @@ class MLPAdapter(ModelAdapter):
     def fit(self, job: FitJob) -> Fitted:
         module, data = job.module, job.data
         assert isinstance(module, MLPModule) and data is not None, "build() makes the module from the data"
-        x_tr, y_tr = split_tensors(data, "train")
+        # The splits go to the trial's device once, here: every batch is then a slice on the device.
+        device = torch_device(self.spec.accelerator)
+        x_tr, y_tr = (t.to(device) for t in split_tensors(data, "train"))
         batch_size = int(self.spec.resolve(job.params).get("batch_size", 64))
         # One item per epoch: the module steps through the mini-batches itself (see MLPModule).
         train = TensorBatches(x_tr, y_tr, batch_size, shuffle=True, seed=job.seed, per_epoch=True)
-        module.set_validation_data(*split_tensors(data, "val"))
+        module.set_validation_data(*(t.to(device) for t in split_tensors(data, "val")))
         control = control_for(job.guard)
         module.batch_guard = control.guard
         trainer = pl.Trainer(
             max_epochs=self.spec.max_epochs(job.params),
-            accelerator="cpu",
+            accelerator=self.spec.accelerator,
             devices=1,
+            precision=lightning_precision(self.spec.precision),
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -71,17 +75,21 @@ class MLPAdapter(ModelAdapter):
             callbacks=[control, *job.callbacks],
         )
         trainer.fit(module, train_dataloaders=train)
-        return Fitted(module)
+        return Fitted(module.cpu())
 
     def evaluate(
         self, module: torch.nn.Module, data: Dataset | None, params: Mapping[str, Any]
     ) -> dict[str, float]:
         """test_loss and test_accuracy (classification) or test_rmse (regression, original units)."""
         assert isinstance(module, MLPModule) and data is not None
-        module.eval()
-        with torch.no_grad():
-            metrics = module.validation_metrics(*split_tensors(data, "test"))
-        return {test_metric_name(k): float(v) for k, v in metrics.items()}
+        device = torch_device(self.spec.accelerator)
+        module.eval().to(device)
+        try:
+            with torch.no_grad():
+                metrics = module.validation_metrics(*(t.to(device) for t in split_tensors(data, "test")))
+            return {test_metric_name(k): float(v) for k, v in metrics.items()}
+        finally:
+            module.cpu()  # exported and saved from the CPU: loads on a machine without a GPU
 
     def export(
         self, module: torch.nn.Module, data: Dataset | None, params: Mapping[str, Any]
