@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,14 @@ def fail_on_its_own(_: int) -> None:
     raise TrialError("training loss became nan", TrialResult(params={}, seed=0, state=FAILED))
 
 
+def wait_free(runner: Any, n: int, timeout: float = 30.0) -> None:
+    """Poll until `n` slots are free: a future's result can be seen before its callbacks have run."""
+    deadline = time.monotonic() + timeout
+    while runner.free_slots != n:
+        assert time.monotonic() < deadline, f"{runner.free_slots} slots free, not {n}"
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 def test_each_slot_worker_sees_only_its_gpus_and_is_restarted_after_a_cuda_error(prefect_server) -> None:  # type: ignore[no-untyped-def]
     from prefect import task
@@ -318,17 +327,17 @@ def test_each_slot_worker_sees_only_its_gpus_and_is_restarted_after_a_cuda_error
         assert sorted(env for env, _ in seen) == ["0", "1"], "each worker sees only its own GPU"
         assert len({pid for _, pid in seen}) == 2
         pid_of = dict(seen)
-        for fut in first:
-            fut.wait()
-        assert runner.free_slots == 2, "finished trials free their slots"
+        wait_free(runner, 2)  # finished trials free their slots
         # A trial that fails on its own merits keeps its worker; an out-of-memory one has it replaced.
         with pytest.raises(TrialError):
             runner.submit(own_task, {"_": 0}).result()
+        wait_free(runner, 2)
         env, pid = runner.submit(env_task, {"_": 0}).result()
         assert env == "0" and pid == pid_of["0"]
+        wait_free(runner, 2)
         with pytest.raises(TrialError, match="CUDA out of memory"):
             runner.submit(oom_task, {"_": 0}).result()
-        assert runner.free_slots == 2, "a failed trial frees its slot"
+        wait_free(runner, 2)  # a failed trial frees its slot
         env, pid = runner.submit(env_task, {"_": 0}).result()
         assert env == "0", "the restarted worker sees the same GPU"
         assert pid != pid_of["0"], "the worker that saw the CUDA error was replaced"
