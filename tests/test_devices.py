@@ -33,7 +33,9 @@ from hyperflow.components.training import train_trial
 from hyperflow.components.trial import TrialResult, TrialSpec
 from hyperflow.flows.cli import app
 
-NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
+NO_GPU = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks what happens on a machine without a GPU"
+)
 
 
 # ------------------------------------------------------------------------------------ placement
@@ -216,7 +218,9 @@ def test_slots_follow_the_machine_and_the_visible_devices(monkeypatch: pytest.Mo
 
 
 def test_bf16_mixed_trains_the_built_in_model_on_the_cpu(digits) -> None:  # type: ignore[no-untyped-def]
-    result = train_trial(digits, {"max_epochs": 3, "learning_rate": 0.05}, _spec(precision="bf16-mixed"), seed=1)
+    result = train_trial(
+        digits, {"max_epochs": 3, "learning_rate": 0.05}, _spec(precision="bf16-mixed"), seed=1
+    )
     assert result.state == "completed", result.error
     assert result.value is not None and result.value > 0.5
     assert result.state_dict is not None
@@ -225,7 +229,10 @@ def test_bf16_mixed_trains_the_built_in_model_on_the_cpu(digits) -> None:  # typ
 
 @pytest.mark.parametrize(
     ("point", "fragment"),
-    [("cuda-oom", "OutOfMemoryError: CUDA out of memory"), ("cuda-error", "CUDA error: an illegal memory access")],
+    [
+        ("cuda-oom", "OutOfMemoryError: CUDA out of memory"),
+        ("cuda-error", "CUDA error: an illegal memory access"),
+    ],
 )
 def test_a_cuda_error_fails_the_trial_with_that_reason(
     digits, monkeypatch: pytest.MonkeyPatch, point: str, fragment: str
@@ -358,9 +365,7 @@ def test_an_out_of_memory_trial_fails_with_that_reason_and_the_search_goes_on(  
     result = search_flow.run_search(cfg)
     assert result.status == "FINISHED"
     client = MlflowClient(result.tracking_uri)
-    runs = client.search_runs(
-        [result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.study_run_id}'"
-    )
+    runs = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.study_run_id}'")
     runs.sort(key=lambda r: int(r.data.tags["hyperflow.trial"]))
     states = [r.data.tags["hyperflow.state"] for r in runs]
     assert states == ["completed", "failed", "completed", "failed"]
@@ -372,7 +377,9 @@ def test_an_out_of_memory_trial_fails_with_that_reason_and_the_search_goes_on(  
 
 @pytest.mark.slow
 @NO_GPU
-def test_a_study_with_accelerator_auto_on_a_cpu_machine_runs_as_before(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_study_with_accelerator_auto_on_a_cpu_machine_runs_as_before(
+    prefect_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from hyperflow.flows.search_flow import run_search
 
     cfg = small_config(tmp_path, runner={"accelerator": "auto"})
