@@ -27,6 +27,7 @@ SCRIPTS = (
     "search_quality",
     "training_recipe",
     "multi_objective",
+    "gpu",
 )
 
 

@@ -30,9 +30,10 @@ from hyperflow.components.config_checks import (
     BUILTIN_TASKS,
     coerce_to_fields,
     effective_value,
+    gpus_per_trial_problem,
+    parse_gpus_per_trial,
     semantic_problems,
 )
-from hyperflow.components.devices import gpus_per_trial_problem, parse_gpus_per_trial
 from hyperflow.components.names import Mode
 from hyperflow.components.yamlload import YamlProblem, load_yaml
 

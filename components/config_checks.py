@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -30,8 +31,10 @@ __all__ = [
     "credentials_problem",
     "data_file_problem",
     "effective_value",
+    "gpus_per_trial_problem",
     "mlflow_name_problem",
     "numeric_field_type",
+    "parse_gpus_per_trial",
     "semantic_problems",
 ]
 
@@ -600,3 +603,34 @@ def _initial_point_problems(
                 )
             )
     return problems
+
+
+# `runner.gpus_per_trial`: 1/k written with a few digits (0.333 for 1/3) is read as 1/k; 0.33 is not.
+_FRACTION_TOLERANCE = 1e-3
+
+
+def parse_gpus_per_trial(value: Any) -> Any:
+    """`"1/4"` (a string: YAML has no fractions) as 0.25; anything else as it is, for the field to check."""
+    if isinstance(value, str) and "/" in value:
+        top, _, bottom = value.partition("/")
+        try:
+            return float(top) / float(bottom)
+        except (ValueError, ZeroDivisionError):
+            return value
+    return value
+
+
+def gpus_per_trial_problem(value: float) -> str | None:
+    """Why `runner.gpus_per_trial` is not 1/k (k = 2, 3, ...) or a whole number, or None when it is."""
+    if not math.isfinite(value) or value <= 0:
+        return f"must be > 0 (1/k such as 0.5 or 0.25, or a whole number), not {value:g}"
+    if value >= 1:
+        if value != int(value):
+            return f"a number of GPUs above 1 must be whole, not {value:g}"
+        return None
+    k = round(1 / value)
+    if k >= 2 and abs(value * k - 1) <= _FRACTION_TOLERANCE:
+        return None
+    lower, upper = math.floor(1 / value), math.ceil(1 / value)
+    near = ", ".join(f"1/{n} = {1 / n:.4g}" for n in sorted({lower, upper}) if n >= 2)
+    return f"a fraction of a GPU must be 1/k so that k trials share one GPU, not {value:g} (nearest: {near})"

@@ -9,12 +9,14 @@ GPUs, so its workers are free to choose theirs.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+# The config's checks of `runner.gpus_per_trial` live with the other config checks (no torch there).
+from hyperflow.components.config_checks import gpus_per_trial_problem, parse_gpus_per_trial
 
 if TYPE_CHECKING:
     from hyperflow.components.config import RunnerConfig
@@ -48,9 +50,6 @@ CUDA_ENV = "CUDA_VISIBLE_DEVICES"
 # The Dask worker resource a GPU trial asks for (`runner.gpus_per_trial` of it).
 GPU_RESOURCE = "GPU"
 
-# 1/k written with a few digits (0.333 for 1/3) is read as 1/k; 0.33 is not (it would be 1/3.03).
-_FRACTION_TOLERANCE = 1e-3
-
 
 def gpu_count() -> int:
     """The GPUs torch sees in this process (0 without CUDA). Creates no CUDA context."""
@@ -64,33 +63,6 @@ def resolve_accelerator(accelerator: str, n_gpus: int) -> Resolved:
     if accelerator == "auto":
         return "gpu" if n_gpus > 0 else "cpu"
     return "gpu" if accelerator == "gpu" else "cpu"
-
-
-def parse_gpus_per_trial(value: Any) -> Any:
-    """`"1/4"` (a string: YAML has no fractions) as 0.25; anything else as it is, for the field to check."""
-    if isinstance(value, str) and "/" in value:
-        top, _, bottom = value.partition("/")
-        try:
-            return float(top) / float(bottom)
-        except (ValueError, ZeroDivisionError):
-            return value
-    return value
-
-
-def gpus_per_trial_problem(value: float) -> str | None:
-    """Why `runner.gpus_per_trial` is not 1/k (k = 2, 3, ...) or a whole number, or None when it is."""
-    if not math.isfinite(value) or value <= 0:
-        return f"must be > 0 (1/k such as 0.5 or 0.25, or a whole number), not {value:g}"
-    if value >= 1:
-        if value != int(value):
-            return f"a number of GPUs above 1 must be whole, not {value:g}"
-        return None
-    k = round(1 / value)
-    if k >= 2 and abs(value * k - 1) <= _FRACTION_TOLERANCE:
-        return None
-    lower, upper = math.floor(1 / value), math.ceil(1 / value)
-    near = ", ".join(f"1/{n} = {1 / n:.4g}" for n in sorted({lower, upper}) if n >= 2)
-    return f"a fraction of a GPU must be 1/k so that k trials share one GPU, not {value:g} (nearest: {near})"
 
 
 def trials_per_gpu(gpus_per_trial: float) -> int:
@@ -143,9 +115,13 @@ _NO_FP16_ON_CPU = (
 )
 
 
-def lightning_precision(precision: str) -> str:
+def lightning_precision(precision: str) -> Literal["32-true", "16-mixed", "bf16-mixed"]:
     """`runner.precision` as Lightning's Trainer takes it (`32` is `32-true`)."""
-    return "32-true" if precision == "32" else precision
+    if precision == "16-mixed":
+        return "16-mixed"
+    if precision == "bf16-mixed":
+        return "bf16-mixed"
+    return "32-true"
 
 
 def torch_device(accelerator: str) -> Any:

@@ -129,6 +129,13 @@ _PLAIN_ATTRS = frozenset(
 )
 
 
+def _on_device(batch: Any, device: torch.device) -> bool:
+    """Whether a batch (x, y), or an epoch's list of them, already lies on `device`."""
+    first = batch[0] if isinstance(batch, list) and batch else batch
+    x = first[0] if isinstance(first, tuple | list) and first else first
+    return isinstance(x, torch.Tensor) and x.device == device
+
+
 def lr_factor(
     step: int,
     *,
@@ -299,8 +306,9 @@ class MLPModule(pl.LightningModule):
             super().__setattr__(name, value)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Batches are already tensors on the CPU; skip Lightning's recursive collection walk.
-        if device.type == "cpu":
+        # Batches are already tensors on the CPU, or on the trial's device (the adapter moved the
+        # splits there once): skip Lightning's recursive collection walk.
+        if device.type == "cpu" or _on_device(batch, device):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
