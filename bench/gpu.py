@@ -175,6 +175,7 @@ def main() -> int:
                     rate, util, states = measure(cfg, k, rounds, device == "gpu")
                     all_ok &= all(s == "completed" for s in states)
                     per[device, k] = rate
+                    print(f"  {name}, {device}, {k} at once: {rate:.1f} trials/min", flush=True)
                     rows.append(
                         [
                             name,

@@ -395,3 +395,53 @@ def test_a_study_with_accelerator_auto_on_a_cpu_machine_runs_as_before(
     from hyperflow.components.fingerprint import config_hash
 
     assert config_hash(cfg) == config_hash(default)
+
+
+# ------------------------------------------------------------------------------------ Dask
+
+
+def test_dask_gpu_trials_ask_for_their_share_of_a_gpu_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask
+
+    from hyperflow.flows import dask_runner
+
+    cfg = small_config(Path("/nonexistent"), runner={"kind": "dask", "gpus_per_trial": 0.5})
+    monkeypatch.setattr(dask_runner, "gpu_count", lambda: 0)
+    with dask_runner.trial_resources(cfg):
+        assert "resources" not in dask.get_annotations(), "CPU trials ask for no GPU"
+    monkeypatch.setattr(dask_runner, "gpu_count", lambda: 2)  # a machine with 2 GPUs, simulated
+    with dask_runner.trial_resources(cfg):
+        assert dask.get_annotations()["resources"] == {"GPU": 0.5}
+    remote_gpu = small_config(
+        Path("/nonexistent"),
+        runner={"kind": "dask", "address": "tcp://gpu-scheduler:8786", "accelerator": "gpu"},
+    )
+    monkeypatch.setattr(dask_runner, "gpu_count", lambda: 0)  # only the workers have GPUs
+    with dask_runner.trial_resources(remote_gpu):
+        assert dask.get_annotations()["resources"] == {"GPU": 1.0}
+
+
+def _worker_gpus() -> tuple[str | None, dict[str, float]]:
+    from distributed import get_worker
+
+    return os.environ.get(CUDA_ENV), dict(get_worker().state.total_resources)
+
+
+@pytest.mark.slow
+def test_a_local_dask_cluster_on_gpus_has_a_worker_per_slot_seeing_only_its_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dask
+
+    from hyperflow.flows import dask_runner
+
+    # Two simulated GPUs at 1 GPU per trial: two workers, one per GPU.
+    monkeypatch.setattr(dask_runner, "trial_slots", lambda runner: gpu_slots(1, [0, 1]))
+    cfg = small_config(Path("/nonexistent"), runner={"kind": "dask"})
+    with dask_runner.dask_task_runner(cfg) as runner:
+        seen = runner.client.run(_worker_gpus)
+        assert sorted(env for env, _ in seen.values()) == ["0", "1"]
+        assert all(resources == {"GPU": 1.0} for _, resources in seen.values())
+        with dask.annotate(resources={"GPU": 1.0}):
+            futures = [runner.client.submit(_worker_gpus, pure=False) for _ in range(4)]
+        assert {env for env, _ in runner.client.gather(futures)} <= {"0", "1"}
