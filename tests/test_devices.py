@@ -421,10 +421,12 @@ def test_dask_gpu_trials_ask_for_their_share_of_a_gpu_resource(monkeypatch: pyte
         assert dask.get_annotations()["resources"] == {"GPU": 1.0}
 
 
-def _worker_gpus() -> tuple[str | None, dict[str, float]]:
+def _worker_gpus(dask_worker: Any = None) -> tuple[str | None, dict[str, float]]:
+    """On a worker (Client.run passes it as `dask_worker`; a task finds it): its GPUs and resources."""
     from distributed import get_worker
 
-    return os.environ.get(CUDA_ENV), dict(get_worker().state.total_resources)
+    worker = dask_worker if dask_worker is not None else get_worker()
+    return os.environ.get(CUDA_ENV), dict(worker.state.total_resources)
 
 
 @pytest.mark.slow
