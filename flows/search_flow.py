@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import queue
 import signal
 import time
@@ -142,18 +143,19 @@ def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> 
     """Keep up to n_parallel trials in flight and tell each result as it finishes."""
     futures: dict[PrefectFuture[Any], TrialPlan] = {}
     finished: queue.Queue[PrefectFuture[Any]] = queue.Queue()
-    resources: Any = nullcontext()
+    # What a trial asks of its Dask worker (its share of a GPU); a fresh context for every submit.
+    resources: Callable[[], Any] = nullcontext
     if study.cfg.runner.kind == "dask":
         from hyperflow.flows.dask_runner import trial_resources
 
-        resources = trial_resources(study.cfg)
+        resources = functools.partial(trial_resources, study.cfg)
     stop_seen: float | None = None
     while True:
         if not STOP.is_set():
             # On GPU slots, no more trials than free slots (a slot frees before its result arrives here).
             limit = runner.free_slots if isinstance(runner, SlotTaskRunner) else None
             for plan in study.plan(limit=limit):
-                with resources:
+                with resources():
                     fut = runner.submit(train_trial_task, {"data": data, "plan": plan, "spec": study.spec})
                 futures[fut] = plan
                 fut.add_done_callback(finished.put)

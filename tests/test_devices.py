@@ -447,3 +447,28 @@ def test_a_local_dask_cluster_on_gpus_has_a_worker_per_slot_seeing_only_its_gpu(
         with dask.annotate(resources={"GPU": 1.0}):
             futures = [runner.client.submit(_worker_gpus, pure=False) for _ in range(4)]
         assert {env for env, _ in runner.client.gather(futures)} <= {"0", "1"}
+
+
+@pytest.mark.slow
+def test_a_dask_search_on_simulated_gpus_runs_every_trial_on_a_gpu_worker(  # type: ignore[no-untyped-def]
+    prefect_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trials ask for a GPU resource that only the slot workers have; they train on the CPU there."""
+    from hyperflow.flows import dask_runner, search_flow
+
+    monkeypatch.setattr(dask_runner, "trial_slots", lambda runner: gpu_slots(0.5, [0]))
+    monkeypatch.setattr(dask_runner, "gpu_count", lambda: 1)
+    cfg = small_config(
+        tmp_path,
+        search={"strategy": "random", "n_trials": 3, "n_parallel": 2},
+        model={"max_epochs": 2},
+        runner={"kind": "dask", "gpus_per_trial": 0.5},
+    )
+    result = search_flow.run_search(cfg)
+    assert result.status == "FINISHED" and result.n_completed == 3
+    client = MlflowClient(result.tracking_uri)
+    pids = {
+        r.data.tags["hyperflow.pid"]
+        for r in client.search_runs([result.experiment_id], "tags.`hyperflow.role` = 'trial'")
+    }
+    assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2, "trials ran on the two slot workers"
