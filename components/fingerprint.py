@@ -45,9 +45,10 @@ _HASH_EXCLUDED = {
     "tracking.promote",
     "runner.kind",
     "runner.address",
-    "runner.accelerator",
-    "runner.gpus_per_trial",
 }
+# What the first version left out, frozen: `legacy_config_hash` must give what it recorded.
+_LEGACY_EXCLUDED = frozenset(_HASH_EXCLUDED)
+_HASH_EXCLUDED |= {"runner.accelerator", "runner.gpus_per_trial"}
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -73,10 +74,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
 
 def legacy_config_hash(recorded: dict[str, Any]) -> str:
     """The hash studies recorded before 0.2 carry: every key of their `config.yaml`, defaults included."""
-    return _hash_flat(flatten(recorded))
+    return _hash_flat(flatten(recorded), _LEGACY_EXCLUDED)
 
 
-def _hash_flat(flat: dict[str, Any]) -> str:
-    kept = {k: v for k, v in flat.items() if k not in _HASH_EXCLUDED}
+def _hash_flat(flat: dict[str, Any], excluded: frozenset[str] | set[str] = _HASH_EXCLUDED) -> str:
+    kept = {k: v for k, v in flat.items() if k not in excluded}
     blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
