@@ -141,3 +141,19 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Run in a fresh working directory (mlflow.db and mlruns/ land there)."""
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_global_uris_reset() -> Iterator[None]:
+    """A test that points mlflow's global tracking/registry URI at its store (to load a champion)
+    leaves it for the next test in the process: an MlflowClient made there without a registry_uri
+    would look for models in the wrong store (and subprocesses inherit the environment variables
+    mlflow sets with them). Reset after each test, as the session started: neither set."""
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(var, None)
