@@ -118,6 +118,11 @@ def draw_optimization_history(
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"optimisation history ({mode} {metric})")
+    return _save_single_axes(fig, ax, path)
+
+
+def _save_single_axes(fig: Any, ax: Any, path: Path | str) -> Path:
+    """A one-axes figure's common finish: its legend (when anything is labelled), a light grid, the file."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -166,12 +171,7 @@ def draw_pareto_front(
     ax.set_xlabel(f"{names[0]} ({modes[0]})")
     ax.set_ylabel(f"{names[1]} ({modes[1]})")
     ax.set_title("Pareto front" + (f" (first two of {len(names)} objectives)" if len(names) > 2 else ""))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _save_single_axes(fig, ax, path)
 
 
 def draw_learning_curves(trials: Sequence[CurveRecord], metric: str, path: Path | str) -> Path:

@@ -9,30 +9,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 from scipy.stats import norm
+from strategy_driving import ask_and_tell, replay
 
 from hyperflow.components.config import ExperimentConfig
 from hyperflow.components.search import BayesStrategy, Dimension, SearchSpace, _gp
 from hyperflow.components.search._space import params_key
 from hyperflow.components.search.objectives import branin
-
-
-def drive(strategy: BayesStrategy, fn: Any, n: int) -> list[dict[str, Any]]:
-    asked = []
-    for _ in range(n):
-        (point,) = strategy.ask()
-        asked.append(point)
-        strategy.tell(point, fn(point))
-    return asked
-
-
-def replay(original: BayesStrategy, **kw: Any) -> BayesStrategy:
-    fresh = BayesStrategy(original.space, mode=original.mode, seed=original.seed, **kw)
-    for obs in original.history:
-        if obs.value is None:
-            fresh.tell_failed(obs.params)
-        else:
-            fresh.tell(obs.params, obs.value, pruned=obs.state == "pruned")
-    return fresh
 
 
 @pytest.mark.slow  # 3-6 s a seed on this project's busy 2-core machine
@@ -41,16 +23,16 @@ def test_bayes_gets_within_001_of_the_branin_minimum_in_40_evaluations(seed: int
     space, fn, optimum = branin()
     strategy = BayesStrategy(space, mode="min", seed=seed)
     assert strategy.ours  # the default is our log-EI, not skopt's ask
-    drive(strategy, fn, 40)
+    ask_and_tell(strategy, 40, fn)
     assert strategy.best is not None and strategy.best.value is not None
     assert strategy.best.value - optimum < 0.01
 
 
 def test_the_same_seed_gives_the_same_suggestions_past_the_initial_design() -> None:
     space, fn, _ = branin()
-    first = drive(BayesStrategy(space, mode="min", seed=4, n_initial_points=4), fn, 10)
-    again = drive(BayesStrategy(space, mode="min", seed=4, n_initial_points=4), fn, 10)
-    other = drive(BayesStrategy(space, mode="min", seed=5, n_initial_points=4), fn, 10)
+    first = ask_and_tell(BayesStrategy(space, mode="min", seed=4, n_initial_points=4), 10, fn)
+    again = ask_and_tell(BayesStrategy(space, mode="min", seed=4, n_initial_points=4), 10, fn)
+    other = ask_and_tell(BayesStrategy(space, mode="min", seed=5, n_initial_points=4), 10, fn)
     assert first == again
     assert first[4:] != other[4:]
 
@@ -84,7 +66,7 @@ def test_parallel_asks_on_a_small_discrete_space_never_repeat() -> None:
         return (p["a"] - 2) ** 2 + ("w", "x", "y", "z").index(p["b"]) + abs(p["c"] - 2)
 
     strategy = BayesStrategy(space, mode="min", seed=0, n_initial_points=4)
-    drive(strategy, fn, 6)
+    ask_and_tell(strategy, 6, fn)
     batch = strategy.ask(8) + strategy.ask(8)
     keys = [params_key(p) for p in batch]
     told = {params_key(o.params) for o in strategy.history}
@@ -99,14 +81,14 @@ def test_a_rebuilt_strategy_asks_what_the_uninterrupted_one_would_next() -> None
     space, fn, _ = branin()
     # Past two anchors of the hyperparameter fit (every 8 points), with a pruned and a failed trial.
     original = BayesStrategy(space, mode="min", seed=3, n_initial_points=4)
-    drive(original, fn, 5)
+    ask_and_tell(original, 5, fn)
     (pruned,) = original.ask()
     original.tell(pruned, fn(pruned) + 5.0, pruned=True)
     (failed,) = original.ask()
     original.tell_failed(failed)
-    drive(original, fn, 13)
+    ask_and_tell(original, 13, fn)
     in_flight = original.ask(2)  # trials still running when the study stopped
-    fresh = replay(original, n_initial_points=4)
+    fresh = replay(BayesStrategy, original, mode=original.mode, seed=original.seed, n_initial_points=4)
     for point in in_flight:
         fresh._pending[params_key(point)] = point
     assert fresh.ask(2) == original.ask(2)

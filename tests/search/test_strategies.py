@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from strategy_driving import ask_and_tell, replay
 
 from hyperflow.components.config import ExperimentConfig
 from hyperflow.components.search import (
@@ -66,13 +67,8 @@ STRATEGIES = [
 
 
 def run(strategy: Strategy, n: int, fn: Callable[[Mapping[str, Any]], float] = loss) -> list[dict]:
-    """Ask and tell one at a time, n times; the points asked, in order."""
-    asked = []
-    for _ in range(n):
-        (point,) = strategy.ask()
-        asked.append(point)
-        strategy.tell(point, fn(point))
-    return asked
+    """Ask and tell one at a time, n times (this suite's loss unless told otherwise); the points asked."""
+    return ask_and_tell(strategy, n, fn)
 
 
 def optimiser_values(strategy: Strategy) -> list[float]:
@@ -82,18 +78,6 @@ def optimiser_values(strategy: Strategy) -> list[float]:
     if isinstance(strategy, GeneticStrategy):
         return [fitness for _, fitness in strategy.population]
     return []
-
-
-def replay(factory: Factory, original: Strategy, **kw: Any) -> Strategy:
-    """A fresh strategy told the original's recorded history, in order."""
-    fresh = factory(original.space, **kw)
-    for obs in original.history:
-        if obs.state == "failed":
-            fresh.tell_failed(obs.params)
-        else:
-            assert obs.value is not None
-            fresh.tell(obs.params, obs.value, pruned=obs.state == "pruned")
-    return fresh
 
 
 # ------------------------------------------------------------------------------------ the suite
