@@ -284,6 +284,11 @@ class SearchConfig(_Strict):
         )
     n_trials: int = Field(30, ge=1)
     n_parallel: int = Field(1, ge=1)
+    lookahead: bool = Field(
+        True,
+        description="prepare the next suggestions while trials train (suggestion k from the trials "
+        "before k - n_parallel); false: ask after each result",
+    )
     max_failures: int | None = Field(None, ge=0)
     timeout_minutes: float | None = Field(None, gt=0)
     trial_timeout_minutes: float | None = Field(None, gt=0)

@@ -2,7 +2,8 @@
 
 `HYPERFLOW_FAULT=<point>[:<n>]` kills the process with SIGKILL the n-th time (default: the first)
 it reaches `fault_point(<point>)`, so a test can put a kill -9 at an exact instant instead of
-hoping that a timer lands there. A point of `ERROR_POINTS` raises the OSError a full disk would,
+hoping that a timer lands there;
+`<point>:<n>:<SIGNAL>` (e.g. `TERM`, `INT`) sends that signal instead of SIGKILL. A point of `ERROR_POINTS` raises the OSError a full disk would,
 from the n-th time on (a full disk stays full). The `cuda-*` points raise instead what CUDA raises
 the n-th time (an out-of-memory error, a CUDA RuntimeError), so a machine without a GPU can test
 what follows one. Unset, a point costs one dictionary lookup.
@@ -24,6 +25,7 @@ POINTS = {
     "trial-created": "a trial run exists (params in its creation tag); its params are not logged yet",
     "between-trials": "a trial was recorded; the next one is not planned yet",
     "model-export": "the best model is saved to a temporary folder; nothing is logged yet",
+    "epoch-logged": "a trial's epoch metrics were handed to its logger (counts epochs of all trials)",
     "cuda-oom": "a trial is built and about to train: raises torch.cuda.OutOfMemoryError",
     "cuda-error": "a trial is built and about to train: raises CUDA's RuntimeError (an illegal memory access)",
 }
@@ -52,9 +54,10 @@ def fault_point(name: str) -> None:
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return
-    point, _, count = wanted.partition(":")
+    point, _, rest = wanted.partition(":")
     if point != name:
         return
+    count, _, signame = rest.partition(":")
     _seen[name] = _seen.get(name, 0) + 1
     nth = int(count) if count else 1
     if name in ERROR_POINTS:
@@ -68,4 +71,4 @@ def fault_point(name: str) -> None:
 
         kind, message = _RAISES[name]
         raise torch.cuda.OutOfMemoryError(message) if kind == "oom" else RuntimeError(message)
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), getattr(signal, f"SIG{signame}") if signame else signal.SIGKILL)

@@ -102,6 +102,8 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     """Evaluate and log the best model, register it, draw the study plots and end the study run."""
     cfg, tracker, run_id = study.cfg, study.tracker, study.study_run_id
     metric = cfg.search.metric
+    study.close()  # no more suggestions
+    write_errors = study.flush_writes()  # the last trials' records, written behind the search loop
     result = StudyResult(
         study_run_id=run_id,
         experiment_id=study.experiment_id,
@@ -113,7 +115,8 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         n_pruned=study.count(PRUNED),
         n_failed=study.count(FAILED),
         stop_reason=study.stop_reason,
-        errors=[f"trial {r.number}: {r.error}" for r in study.records if r.state == FAILED and r.error],
+        errors=[f"trial {r.number}: {r.error}" for r in study.records if r.state == FAILED and r.error]
+        + write_errors,
     )
     metrics: dict[str, float] = {
         "n_trials_completed": result.n_completed,
@@ -150,6 +153,7 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     _log_study_plots(study, importances)
     result.errors.extend(study.plots.wait(timeout=120))
     study.plots.close()
+    result.errors.extend(study.flush_writes())
     tracker.end_run(run_id, result.status)
     return result
 

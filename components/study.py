@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from hyperflow.components.plots import PlotQueue, weight_histograms
 from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import Strategy
 from hyperflow.components.search._base import derive_seed
+from hyperflow.components.search._lookahead import Lookahead, Outcome, StrategyProcess
 from hyperflow.components.tracking import StudyTracker, TrialLogger
 from hyperflow.components.training import train_trial
 from hyperflow.components.trial import TrialResult, TrialSpec
@@ -71,6 +73,7 @@ class TrialPlan:
     policy: StopPolicy | None = None
     timeout_seconds: float | None = None
     stop_at: float | None = None  # wall-clock end of the study's time budget
+    loop_pid: int = field(default_factory=os.getpid)  # the search loop's process
 
 
 class TrialError(Exception):
@@ -120,6 +123,12 @@ def execute_trial(
             result.histograms = weight_histograms(params or result.state_dict)
             (folder / "histograms.json").write_text(json.dumps(result.histograms, indent=1))
         plan.logger.finish(result, spec.metric, folder)
+        if os.getpid() != plan.loop_pid:
+            # A worker process may be ended once it reports: its writes are done before it does
+            # (in the search loop's process `Study.record` waits for them, at trial end).
+            plan.logger.wait()
+        else:
+            plan.logger.writer.join()  # the weights are read from this folder before it goes
     return result
 
 
@@ -205,16 +214,25 @@ class TrialLedger:
     strategy and stop rule are what the uninterrupted study's were.
     """
 
-    def __init__(self, strategy: Strategy, stop_rule: StopRule | None, mode: Mode) -> None:
+    def __init__(
+        self, strategy: Strategy, stop_rule: StopRule | None, mode: Mode, lookahead: Lookahead | None = None
+    ) -> None:
         self.strategy = strategy
         self.stop_rule = stop_rule
         self.mode = mode
+        self.lookahead = lookahead
         self.records: list[TrialRecord] = []
 
     def add(self, record: TrialRecord) -> None:
-        """Take a finished trial: tell the strategy (a failure without a value) and the stop rule."""
+        """Take a finished trial: tell the strategy (a failure without a value) and the stop rule.
+
+        With lookahead the strategy is told in trial-number order, on the lookahead's thread.
+        """
         self.records.append(record)
-        if record.state == FAILED:
+        if self.lookahead is not None:
+            value = record.value if record.state != FAILED else None
+            self.lookahead.tell(record.number, Outcome(record.params, value, pruned=record.state == PRUNED))
+        elif record.state == FAILED:
             self.strategy.tell_failed(record.params)
         else:
             assert record.value is not None
@@ -254,7 +272,7 @@ def histogram_queue(tracker: StudyTracker) -> PlotQueue:
     tracker logs it, at the run's root, where MLflow's compare view lists the files runs share."""
 
     def upload(run_id: str, png: bytes) -> None:
-        tracker.log_png(run_id, png, None, WEIGHT_HISTOGRAMS)
+        tracker.submit_png(run_id, png, None, WEIGHT_HISTOGRAMS)
 
     queue = PlotQueue(upload=upload)
     queue.start()
@@ -286,7 +304,23 @@ class Study:
         history: Sequence[TrialRecord] = (),
     ) -> None:
         self.cfg = cfg
-        self.ledger = TrialLedger(strategy, stop_rule, cfg.search.mode)
+        # Lookahead: suggestion k from the trials before k - n_parallel, prepared while trials train.
+        # A resumed study replays the asks its recorded trials were (their numbers and params).
+        self.lookahead = (
+            Lookahead(
+                # A model-based strategy thinks in a process of its own (bench/overhead.py: on a
+                # thread, its fits slowed the training beside them); the others are cheap.
+                StrategyProcess(strategy) if cfg.search.strategy == "bayes" else strategy,
+                cfg.search.n_parallel,
+                start=next_number,
+                replay={r.number: r.params for r in history},
+            )
+            if cfg.search.lookahead
+            else None
+        )
+        self._exhausted = False
+        self._write_errors: list[str] = []
+        self.ledger = TrialLedger(strategy, stop_rule, cfg.search.mode, self.lookahead)
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.study_run_id = study_run_id
@@ -371,7 +405,9 @@ class Study:
         if left is not None and left <= 0:
             self.stop_reason = f"search.timeout_minutes ({search.timeout_minutes:g}) spent"
             return self.stop_reason
-        if self.strategy.exhausted and not self.in_flight:
+        if self.lookahead is not None and not self.in_flight and not self._exhausted:
+            self._exhausted = self.lookahead.exhausted_at(self.next_number)
+        if (self._exhausted or (self.lookahead is None and self.strategy.exhausted)) and not self.in_flight:
             return "exhausted"
         return None
 
@@ -398,19 +434,24 @@ class Study:
         timeout = search.trial_timeout_minutes * 60 if search.trial_timeout_minutes else None
         left = self.time_left()
         stop_at = time.time() + left if left is not None else None
-        for params in self.strategy.ask(room):
+        for params in self._ask(room):
             number = self.next_number
             self.next_number += 1
             seed = trial_seed(self.cfg.seed, number)
             run_id = self.tracker.start_trial(
-                self.experiment_id, self.study_run_id, number=number, params=params, seed=seed
+                self.experiment_id,
+                self.study_run_id,
+                number=number,
+                params=params,
+                seed=seed,
+                log_params=False,
             )
             plan = TrialPlan(
                 number=number,
                 params=params,
                 seed=seed,
                 run_id=run_id,
-                logger=TrialLogger(self.tracker.uri, run_id, number=number),
+                logger=TrialLogger(self.tracker.uri, run_id, number=number, params=params),
                 policy=self.stop_rule.snapshot(number) if self.stop_rule is not None else None,
                 timeout_seconds=timeout,
                 stop_at=stop_at,
@@ -419,14 +460,44 @@ class Study:
             plans.append(plan)
         return plans
 
+    def _ask(self, room: int) -> list[dict[str, Any]]:
+        """Up to `room` suggestions for the next trial numbers (fewer while lookahead waits for a result)."""
+        if self.lookahead is None:
+            return self.strategy.ask(room)
+        search = self.cfg.search
+        self.lookahead.set_limit(self.next_number + search.n_trials - self.n_finished - len(self.in_flight))
+        # Started at the first plan: what resume requeues before it is asked first, deterministically.
+        self.lookahead.start()
+        out: list[dict[str, Any]] = []
+        for i in range(room):
+            ready, params = self.lookahead.take(self.next_number + i)
+            if not ready:
+                break
+            if params is None:
+                self._exhausted = True
+                break
+            out.append(params)
+        return out
+
+    def close(self) -> None:
+        """Stop preparing suggestions (the search loop is done)."""
+        if self.lookahead is not None:
+            self.lookahead.close()
+
     def record(self, plan: TrialPlan, result: TrialResult) -> TrialRecord | None:
         """Take a finished trial's result into the ledger, keep the best's weights, queue its plots.
 
         An interrupted trial is not counted: its parameters go back to the strategy.
         """
         self.in_flight.pop(plan.number, None)
+        # Flushed at trial end: a trial's records are complete before the next trial's run exists,
+        # so a kill -9 never leaves a half-written finished trial for resume to misread.
+        self._write_errors.extend(self.tracker.flush_writes())
         if result.state == INTERRUPTED:
-            self.strategy.release(plan.params)
+            if self.lookahead is not None:
+                self.lookahead.tell(plan.number, Outcome(plan.params, None, skipped=True))
+            else:
+                self.strategy.release(plan.params)
             return None
         record = TrialRecord.finished(
             number=plan.number,
@@ -453,7 +524,10 @@ class Study:
 
     def requeue(self, params: dict[str, Any]) -> None:
         """Ask these parameters again before anything new (a trial a killed process left running)."""
-        self.strategy.requeue(params)
+        if self.lookahead is not None:
+            self.lookahead.requeue(params)
+        else:
+            self.strategy.requeue(params)
 
     def record_crash(self, plan: TrialPlan, error: str) -> TrialRecord:
         """A trial whose process or task failed before it could report: failed, logged here."""
@@ -483,8 +557,11 @@ class Study:
 
         Trials still in flight are marked interrupted (KILLED); the study run is KILLED when
         interrupted, FAILED otherwise. Nothing is left RUNNING, unless the store itself cannot be
-        written (a full disk): then False, and the study stays resumable as a killed one is.
+        written (a full disk): then False, and the study stays resumable as a killed one is. Queued writes
+        (per-epoch metrics of the trials that just stopped) are written first.
         """
+        self.close()
+        self.flush_writes(timeout=60)
         for plan in list(self.in_flight.values()):
             with contextlib.suppress(Exception):
                 self.tracker.mark_trial(
@@ -528,15 +605,23 @@ class Study:
         if record.value is None or record.value == self._best_logged:
             return
         self._best_logged = record.value
-        self.tracker.log_metrics(
+        self.tracker.submit_metrics(
             self.study_run_id, {f"best_{self.cfg.search.metric}": record.value}, step=self.n_finished - 1
         )
+
+    def flush_writes(self, timeout: float | None = None) -> list[str]:
+        """Wait for the writes queued in this process (trials' metrics, ends of runs, plots);
+        the ones that failed after their retries."""
+        errors = self._write_errors + self.tracker.flush_writes(timeout)
+        self._write_errors = []
+        return errors
 
     def log_final_best(self) -> None:
         """Make the latest `best_<metric>` the study's best (a resumed study's best may come from before)."""
         best = self.best
         if best is None or best.value is None:
             return
+        self.flush_writes()
         name = f"best_{self.cfg.search.metric}"
         history = self.tracker.client.get_metric_history(self.study_run_id, name)
         last = max(history, key=lambda m: m.step, default=None)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import logging
 import os
+import queue
 import re
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -60,11 +64,13 @@ __all__ = [
     "StudyTracker",
     "TrackingError",
     "TrialLogger",
+    "Writer",
     "param_value",
     "prepare_local_store",
     "redact_uri",
     "resolve_tracking_uri",
     "ui_command",
+    "writer",
 ]
 
 log = logging.getLogger(__name__)
@@ -308,12 +314,14 @@ class StudyTracker:
         params: Mapping[str, Any],
         seed: int,
         extra_tags: Mapping[str, str] | None = None,
+        log_params: bool = True,
     ) -> str:
         """Create a trial run (status RUNNING) nested under the study, with its params and tags.
 
         The creating call carries everything resume needs (number, seed, and the params as the
         JSON tag `hyperflow.params`): the params as MLflow params are a second call, and a kill
-        between the two must not lose the trial.
+        between the two must not lose the trial. `log_params=False` leaves that call to the
+        trial's logger, which sends them with its first batch (one call fewer per trial).
         """
         tags = {
             TAG_ROLE: ROLE_TRIAL,
@@ -327,8 +335,24 @@ class StudyTracker:
         run = self.client.create_run(experiment_id, tags=tags, run_name=trial_run_name(number))
         run_id = run.info.run_id
         fault_point("trial-created")
-        self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+        if log_params:
+            self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         return run_id
+
+    def submit_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """`log_metrics` through this process's writer: queued, not waited for."""
+        batch = [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()]
+        writer().submit(
+            f"metrics of run {run_id}", functools.partial(self.client.log_batch, run_id, metrics=batch)
+        )
+
+    def submit_png(self, run_id: str, png: bytes, folder: str | None, name: str) -> None:
+        """`log_png` through this process's writer: queued, not waited for."""
+        writer().submit(f"{name} of run {run_id}", functools.partial(self.log_png, run_id, png, folder, name))
+
+    def flush_writes(self, timeout: float | None = None) -> list[str]:
+        """Wait for this process's queued writes; the ones that failed."""
+        return writer().flush(timeout)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = _now_ms()
@@ -360,17 +384,129 @@ class StudyTracker:
         self.end_run(run_id, RUN_STATUS[state])
 
 
+class Writer:
+    """MLflow writes off the caller's path: one thread per process writes them in the order given.
+
+    The queue is bounded and `submit` blocks while it is full (a store that keeps failing slows the
+    trial down rather than losing a metric). Each write is retried with backoff (on top of MLflow's
+    own HTTP retries) before it counts as failed; `flush` waits for everything submitted so far
+    and returns what failed. The thread is a daemon: `flush` runs at interpreter exit, and the
+    study flushes at each study's end and when a signal stops it.
+
+    A hand-written thread and `queue.Queue` rather than MLflow's asynchronous logging: that one
+    queues without bound, covers only metrics/params/tags (not the end of a run, nor artifacts),
+    and its flush waits on a one-second poll.
+    """
+
+    def __init__(self, maxsize: int = 256, retries: int = 4, retry_delay: float = 2.0) -> None:
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self._queue: queue.Queue[tuple[str, Callable[[], object]] | None] = queue.Queue(maxsize)
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def submit(self, what: str, write: Callable[[], object]) -> None:
+        """Queue one write (`what` names it in errors); blocks while the queue is full."""
+        self._ensure_thread()
+        self._queue.put((what, write))
+
+    def flush(self, timeout: float | None = None) -> list[str]:
+        """Wait until every write submitted so far is done; the errors since the last flush."""
+        if self._thread is not None:
+            if timeout is None:
+                self._queue.join()
+            else:
+                deadline = time.monotonic() + timeout
+                while self._queue.unfinished_tasks and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        return errors
+
+    def join(self) -> None:
+        """Wait until every write submitted so far is done (its errors stay for `flush`)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # a forked child inherits the object, not the thread
+            self.__init__(self._queue.maxsize, self.retries, self.retry_delay)  # type: ignore[misc]
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="hyperflow-mlflow-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                what, write = item
+                error = retrying(write, self.retries, self.retry_delay)
+                if error is not None:
+                    with self._lock:
+                        self._errors.append(f"could not write {what}: {error}")
+            finally:
+                self._queue.task_done()
+
+
+def retrying(write: Callable[[], object], retries: int, delay: float) -> str | None:
+    """Call `write` up to `retries` times, doubling `delay` between tries; the last error or None."""
+    for attempt in range(1, retries + 1):
+        try:
+            write()
+            return None
+        except Exception as exc:
+            if disk_full_cause(exc) is not None:  # waiting frees no space: the study ends
+                return f"{DISK_FULL_MARK}: {_short(exc)}"
+            if attempt == retries:
+                return f"{_short(exc)} (after {attempt} attempts)"
+            time.sleep(delay)
+            delay *= 2
+    return None
+
+
+DISK_FULL_MARK = "the disk is full"  # how a write that failed for want of space is reported
+_WRITER: Writer | None = None
+_WRITER_LOCK = threading.Lock()
+
+
+def writer() -> Writer:
+    """This process's writer (made on first use)."""
+    global _WRITER
+    if _WRITER is None:
+        with _WRITER_LOCK:
+            if _WRITER is None:
+                _WRITER = Writer()
+                atexit.register(_WRITER.flush, 30.0)
+    return _WRITER
+
+
 class TrialLogger:
-    """Logs one trial from wherever it trains (a worker process or a Dask worker).
+    """Logs one trial from wherever it trains (the search loop's process, a worker, a Dask worker).
 
-    It is created in the search loop and pickled with the trial: only the URI and run id travel;
-    the client is made on first use. Per-epoch metrics are queued and written in batches, at most
-    about once a second (every write to SQLite costs ~20 ms, more than an epoch of a small model),
-    asynchronously, so the UI shows curves while the trial trains without slowing it down.
+    It is created in the search loop and pickled with the trial: only the URI, the run id and the
+    params travel; the client is made on first use. Per-epoch metrics are batched and handed to
+    the process's `Writer` at most about once a second, so training never waits for the store
+    (every write to SQLite costs ~20 ms, more than an epoch of a small model); the trial's params
+    go with the first batch. `finish` hands over the final metrics with the state tags (one
+    call), the weights and the end of the run; `wait` (a trial in another process than the
+    search loop) waits for them and raises a TrackingError if the store refused them.
 
-    Transient faults (a server restarting, a 5xx) are retried by MLflow's HTTP client with backoff;
-    what still fails stays queued here and is written again, and `finish` retries each write a few
-    more times with backoff before it gives up with a TrackingError. Nothing queued is dropped.
+    Calls per trial: the run's creation (the search loop, which needs its id), one batch a second
+    while it trains, one last batch, the weights, the end of the run. Nothing is dropped: the
+    writer's queue blocks when full, failed writes are retried, and every flush is waited for at
+    the study's end and when a signal stops it.
     """
 
     def __init__(
@@ -379,6 +515,7 @@ class TrialLogger:
         run_id: str,
         *,
         number: int | None = None,
+        params: Mapping[str, Any] | None = None,
         flush_seconds: float = 1.0,
         retries: int = 4,
         retry_delay: float = 2.0,
@@ -386,19 +523,21 @@ class TrialLogger:
         self.uri = uri
         self.run_id = run_id
         self.number = number  # the trial number: its run is renamed `trial-N · <state>` at the end
+        self.params = dict(params or {})
         self.flush_seconds = flush_seconds
         self.retries = retries
         self.retry_delay = retry_delay
         self._client: MlflowClient | None = None
         self._pending: list[Metric] = []
+        self._params_sent = not self.params
         self._last_flush = 0.0
-        self._in_flight: list[tuple[Any, list[Metric]]] = []
         self._epoch_keys: set[str] = set()  # the names logged per epoch
+        self._writer: Writer | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {
             k: getattr(self, k)
-            for k in ("uri", "run_id", "number", "flush_seconds", "retries", "retry_delay")
+            for k in ("uri", "run_id", "number", "params", "flush_seconds", "retries", "retry_delay")
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -411,65 +550,62 @@ class TrialLogger:
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            shared = writer()
+            # A logger's own retry settings (tests shorten them) on the shared thread's behalf.
+            self._writer = (
+                shared
+                if (self.retries, self.retry_delay) == (shared.retries, shared.retry_delay)
+                else Writer(retries=self.retries, retry_delay=self.retry_delay)
+            )
+        return self._writer
+
     def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Queue an epoch's metrics at step=epoch; write the queue when a second has passed."""
+        """Queue an epoch's metrics at step=epoch; hand the batch over when a second has passed."""
         now = _now_ms()
         self._pending.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items())
         self._epoch_keys.update(metrics)
+        fault_point("epoch-logged")
         if self._last_flush == 0.0:
             self._last_flush = time.monotonic()
         elif time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
-        """Start writing what is queued, without waiting; a failed write stays queued."""
+        """Hand what is batched to the writer (blocks only while the writer's queue is full)."""
         self._last_flush = time.monotonic()
-        self._settle(block=False)
-        batch, self._pending = self._pending[:1000], self._pending[1000:]
-        if not batch:
-            return
-        try:
-            op = self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
-        except Exception:
-            self._pending[:0] = batch
-            return
-        self._in_flight.append((op, batch))
+        self._submit_batches(self._pending, [])
+        self._pending = []
 
-    def _settle(self, block: bool) -> None:
-        """Collect finished asynchronous writes; put the metrics of failed ones back in the queue."""
-        still: list[tuple[Any, list[Metric]]] = []
-        for op, batch in self._in_flight:
-            done = block or all(f.done() for f in getattr(op, "_operation_futures", []))
-            if not done:
-                still.append((op, batch))
-                continue
-            try:
-                op.wait()
-            except Exception:
-                self._pending[:0] = batch
-        self._in_flight = still
-
-    def _retrying(self, what: str, write: Any) -> None:
-        delay = self.retry_delay
-        for attempt in range(1, self.retries + 1):
-            try:
-                write()
-                return
-            except Exception as exc:
-                if disk_full_cause(exc) is not None:  # waiting frees no space: the study ends
-                    raise DiskFull(
-                        f"the disk is full: could not write {what} of run {self.run_id} ({_short(exc)})"
-                    ) from exc
-                if attempt == self.retries:
-                    raise TrackingError(
-                        f"could not write {what} of run {self.run_id} to {self.uri} after {attempt} attempts: "
-                        f"{_short(exc)}"
-                    ) from exc
-                time.sleep(delay)
-                delay *= 2
+    def _submit_batches(self, metrics: list[Metric], tags: list[RunTag]) -> None:
+        params: list[Param] = []
+        if not self._params_sent:
+            params = [Param(k, param_value(v)) for k, v in self.params.items()][:_BATCH_LIMIT]
+            self._params_sent = True
+        if not metrics and not tags and not params:
+            return
+        # MLflow's limit per call is 1000 metrics; the tags and params go with the last batch.
+        chunks = [metrics[i : i + 1000] for i in range(0, len(metrics), 1000)] or [[]]
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            self.writer.submit(
+                f"metrics and tags of run {self.run_id} to {redact_uri(self.uri)}",
+                functools.partial(
+                    self.client.log_batch,
+                    self.run_id,
+                    metrics=chunk,
+                    params=params if last else [],
+                    tags=tags if last else [],
+                ),
+            )
 
     def finish(self, result: TrialResult, metric: str, artifacts_dir: Path | None = None) -> None:
-        """Final metrics, state tags, weight artifacts; then end the run with the state's status."""
+        """Hand over the final metrics, state tags, weight artifacts and the end of the run.
+
+        `artifacts_dir` belongs to the logger from here on: it is deleted once uploaded.
+        """
         now = _now_ms()
         self._pending.extend(
             [
@@ -498,30 +634,36 @@ class TrialLogger:
             tags.append(RunTag(TAG_STOP_REASON, result.stop_reason[:5000]))
         if result.error:
             tags.append(RunTag(TAG_ERROR, result.error[:5000]))
-        self._settle(block=True)
-        while True:
-            # The final metrics and the state tags go in one call (the last batch of metrics).
-            batch = self._pending[:1000]
-            last = len(self._pending) <= 1000
-            self._retrying(
-                "metrics and tags",
-                lambda batch=batch, last=last: self.client.log_batch(
-                    self.run_id, metrics=batch, tags=tags if last else []
-                ),
-            )
-            del self._pending[: len(batch)]
-            if last:
-                break
-        if artifacts_dir is not None and any(artifacts_dir.iterdir()):
+        self._submit_batches(self._pending, tags)
+        self._pending = []
+        where = redact_uri(self.uri)
+        if artifacts_dir is not None:
+            folder = artifacts_dir
 
             def upload() -> None:
-                fault_point("artifact-write")
-                self.client.log_artifacts(self.run_id, str(artifacts_dir), "weights")
+                if folder.exists() and any(folder.iterdir()):
+                    fault_point("artifact-write")
+                    self.client.log_artifacts(self.run_id, str(folder), "weights")
 
-            self._retrying("weights", upload)
-        self._retrying(
-            "the end of the run", lambda: self.client.set_terminated(self.run_id, RUN_STATUS[result.state])
+            self.writer.submit(f"the weights of run {self.run_id} to {where}", upload)
+        status = RUN_STATUS[result.state]
+        self.writer.submit(
+            f"the end of run {self.run_id} to {where}",
+            functools.partial(self.client.set_terminated, self.run_id, status),
         )
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until this process's writes are done.
+
+        Raises:
+            TrackingError: a write failed after its retries (the run is left for resume to mark).
+        """
+        errors = self.writer.flush(timeout)
+        full = [e for e in errors if DISK_FULL_MARK in e]
+        if full:
+            raise DiskFull(f"the disk is full: {full[0]}")
+        if errors:
+            raise TrackingError("; ".join(errors[:5]))
 
 
 def _probe_server(uri: str, timeout: float) -> None:

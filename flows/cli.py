@@ -16,6 +16,7 @@ import hyperflow  # noqa: F401 - its import sets the runtime defaults before Pre
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.study import StudyProgress, StudyResult
+    from hyperflow.flows.prefect_api import CommandServer
 
 # Keep this module's imports light: spawned worker processes import the main module again.
 
@@ -55,12 +56,17 @@ def _cli_defaults() -> None:
 
 
 def load_checked(
-    config: Path, overrides: list[str] | None, *, touch_local_store: bool = True
+    config: Path,
+    overrides: list[str] | None,
+    *,
+    touch_local_store: bool = True,
+    server: CommandServer | None = None,
 ) -> tuple[ExperimentConfig, Any]:
     """Load and check everything that can be checked before a run exists: config, data, strategy.
 
     The tracking store is checked too: a server for being reachable, a local SQLite store (which
-    opening creates) only when `touch_local_store`.
+    opening creates) only when `touch_local_store`. `server` (Prefect's, for a command that runs a
+    flow) starts once the config is valid, so that it comes up while the rest is checked.
     """
     from hyperflow.components.config import ConfigError, load_config
 
@@ -68,6 +74,8 @@ def load_checked(
         cfg = load_config(config, overrides or [])
     except ConfigError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
+    if server is not None:
+        server.start()
     from hyperflow.components.preflight import PreflightError, preflight
     from hyperflow.components.tracking import resolve_tracking_uri
 
@@ -75,6 +83,8 @@ def load_checked(
     try:
         data = preflight(cfg, check_tracking=touch_local_store or is_server)
     except PreflightError as exc:
+        if server is not None:
+            server.stop()
         _fail(str(exc), exc.exit_code)
     return cfg, data
 
@@ -114,17 +124,27 @@ def _announce_stop(signum: int) -> None:
     console.print(f"\n[yellow]{signal.Signals(signum).name}: stopping trials and ending runs...[/]")
 
 
-def _run_flow(cfg: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
+def _command_server() -> CommandServer:
+    """Prefect's server for a command that runs a flow (not started yet; see `CommandServer`)."""
+    from hyperflow.flows.prefect_api import CommandServer
+
+    return CommandServer()
+
+
+def _run_flow(
+    cfg: ExperimentConfig, resume_run_id: str | None = None, server: CommandServer | None = None
+) -> StudyResult:
     from prefect.exceptions import TerminationSignal
 
     from hyperflow.components.interrupt import stop_on_signals
+    from hyperflow.flows.prefect_api import command_server
     from hyperflow.flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
 
     progress = _Progress(cfg.search.n_trials, cfg.search.metric)
     PROGRESS_LISTENERS.append(progress)
     try:
         # A second Ctrl-C leaves at once (runs were already being ended).
-        with stop_on_signals(STOP, _announce_stop), progress.progress:
+        with stop_on_signals(STOP, _announce_stop), command_server(server), progress.progress:
             return run_search(cfg, resume_run_id=resume_run_id)
     except (SearchInterrupted, KeyboardInterrupt, TerminationSignal):
         signum = STOP.signum or signal.SIGINT
@@ -198,7 +218,8 @@ def run(
 ) -> None:
     """Run one search: a Prefect flow whose trials are Lightning runs recorded in MLflow."""
     _cli_defaults()
-    cfg, _ = load_checked(config, overrides)
+    server = _command_server()
+    cfg, _ = load_checked(config, overrides, server=server)
     resume_run_id = None
     if resume:
         from hyperflow.components.resume import find_unfinished_study
@@ -208,7 +229,7 @@ def run(
             console.print(f"resuming study {resume_run_id}")
         if resume_run_id is None:
             console.print("[yellow]no unfinished study of this config: starting a new one[/]")
-    result = _run_flow(cfg, resume_run_id)
+    result = _run_flow(cfg, resume_run_id, server)
     _finish(result, cfg)
 
 
@@ -230,16 +251,20 @@ def resume(
     from hyperflow.components.resume import ResumeError, load_study_config
     from hyperflow.components.tracking import TrackingError
 
+    server = _command_server().start()
     try:
         cfg = load_study_config(tracking_uri, study_run_id, n_trials)
         preflight(cfg)
     except (ResumeError, ConfigError) as exc:
+        server.stop()
         _fail(str(exc), EXIT_BAD_INPUT)
     except PreflightError as exc:
+        server.stop()
         _fail(str(exc), exc.exit_code)
     except TrackingError as exc:
+        server.stop()
         _fail(str(exc), EXIT_TRACKING)
-    result = _run_flow(cfg, study_run_id)
+    result = _run_flow(cfg, study_run_id, server)
     _finish(result, cfg)
 
 

@@ -21,6 +21,7 @@ from servers import poll, start_mlflow_server, stop
 from hyperflow.components.config import validate_config
 from hyperflow.components.resume import recorded_trials
 from hyperflow.components.search import make_strategy
+from hyperflow.components.search._lookahead import Lookahead, Outcome
 from hyperflow.components.tracking import StudyTracker
 
 pytestmark = pytest.mark.slow
@@ -187,13 +188,23 @@ def test_a_kill_at_any_instant_resumes_to_exactly_n_trials(
     tracker = StudyTracker(uri)
     recorded = recorded_trials(tracker, cfg, tracker.client.get_run(study.info.run_id))
     left_running = [t for t in recorded if t.status == "RUNNING"]
-    fresh = make_strategy(cfg)
-    for t in sorted(
-        (t for t in recorded if t.status != "RUNNING"), key=lambda t: (t.end_time or 0, t.number)
-    ):
-        fresh.tell(t.params, t.value)
-    expected_next = left_running[0].params if left_running else fresh.ask(1)[0]
     next_number = max((t.number for t in recorded), default=-1) + 1
+    # With lookahead (the default) suggestion k comes from the trials before k - n_parallel, told
+    # in number order, the recorded ones pending: what a fresh strategy given the records asks.
+    finished = [t for t in recorded if t.status != "RUNNING" and t.state in ("completed", "pruned", "failed")]
+    fresh = Lookahead(
+        make_strategy(cfg),
+        cfg.search.n_parallel,
+        start=next_number,
+        replay={t.number: t.params for t in finished},
+    )
+    for t in finished:
+        fresh.tell(t.number, Outcome(t.params, t.value if t.state != "failed" else None, t.state == "pruned"))
+    if left_running:
+        expected_next = left_running[0].params
+    else:
+        expected_next = fresh.start().take(next_number)[1]
+        fresh.close()
 
     left = sorted(scratch.glob(f"hyperflow-*-{killed.pid}-*"))
     if point == "model-export":

@@ -101,7 +101,8 @@ def test_record_tells_the_strategy_and_the_stop_rule_and_keeps_the_best(
     tmp_path: Path, sqlite_store: str
 ) -> None:
     plots = RecordingPlots()
-    study = make_study(config(tmp_path, sqlite_store, n_parallel=6), plots=plots)
+    # Told at once (without lookahead, which tells in trial-number order: tests/search/test_lookahead.py).
+    study = make_study(config(tmp_path, sqlite_store, n_parallel=6, lookahead=False), plots=plots)
     plans = study.plan()
     weights = {"w": torch.ones(2)}
     study.record(plans[0], result(plans[0], "completed", 0.6, state_dict=weights, histograms={"w": {}}))
@@ -121,6 +122,7 @@ def test_record_tells_the_strategy_and_the_stop_rule_and_keeps_the_best(
     study.record(plans[4], result(plans[4], "completed", 0.7, state_dict=better))
     assert study.best is not None and study.best.number == 4 and study.best.state_dict is better
     assert study.records[0].state_dict is None, "only the best trial's weights are kept"
+    assert study.flush_writes() == []  # written behind the search loop
     history = MlflowClient(sqlite_store).get_metric_history(study.study_run_id, "best_val_accuracy")
     assert [(m.step, m.value) for m in history] == [(0, 0.6), (4, 0.7)], "the running best, by trial number"
 
@@ -143,7 +145,7 @@ def test_min_mode_picks_the_lowest(tmp_path: Path, sqlite_store: str) -> None:
 
 
 def test_an_interrupted_trial_is_not_counted_and_is_asked_again(tmp_path: Path, sqlite_store: str) -> None:
-    study = make_study(config(tmp_path, sqlite_store))
+    study = make_study(config(tmp_path, sqlite_store, lookahead=False))
     (plan,) = study.plan()
     assert study.record(plan, result(plan, "interrupted", 0.5, error="interrupted")) is None
     assert study.n_finished == 0 and not study.in_flight
@@ -196,7 +198,12 @@ def test_records_replayed_into_a_new_study_tell_what_live_results_told(
 ) -> None:
     """What resume does: the same records, through the same ledger, give the same strategy and stop rule."""
     cfg = config(
-        tmp_path, sqlite_store, strategy="genetic", n_parallel=3, genetic={"population_size": 2, "elite": 1}
+        tmp_path,
+        sqlite_store,
+        strategy="genetic",
+        n_parallel=3,
+        lookahead=False,
+        genetic={"population_size": 2, "elite": 1},
     )
     live = make_study(cfg)
     for plan, (state, value) in zip(

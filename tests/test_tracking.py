@@ -1,14 +1,17 @@
-"""TrialLogger's retry path on a real store: failed writes are retried, never dropped, and give up clearly."""
+"""The MLflow writer on a real store: writes leave the caller's path, are retried, never dropped,
+block when the queue is full, and give up clearly."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from hyperflow.components.names import TAG_ERROR, TAG_STATE
-from hyperflow.components.tracking import StudyTracker, TrackingError, TrialLogger
+from hyperflow.components.tracking import StudyTracker, TrackingError, TrialLogger, Writer
 from hyperflow.components.trial import TrialResult
 
 
@@ -27,67 +30,157 @@ class Flaky:
         return self.method(*args, **kwargs)
 
 
+PARAMS = {"learning_rate": 0.1}
+
+
 def trial_run(uri: str, name: str) -> str:
     tracker = StudyTracker(uri)
     exp = tracker.experiment_id(name)
     study = tracker.client.create_run(exp).info.run_id
-    return tracker.start_trial(exp, study, number=0, params={"learning_rate": 0.1}, seed=1)
+    return tracker.start_trial(exp, study, number=0, params=PARAMS, seed=1, log_params=False)
 
 
 def logger_with(uri: str, run_id: str, method: str, failures: int) -> tuple[TrialLogger, Flaky]:
-    logger = TrialLogger(uri, run_id, flush_seconds=0.0, retries=3, retry_delay=0.0)
+    logger = TrialLogger(uri, run_id, params=PARAMS, flush_seconds=0.0, retries=3, retry_delay=0.0)
     flaky = Flaky(getattr(logger.client, method), failures)
     setattr(logger.client, method, flaky)
     return logger, flaky
 
 
 def finished(state: str = "completed", **extra: Any) -> TrialResult:
-    return TrialResult(
-        params={"learning_rate": 0.1}, seed=1, state=state, value=0.5, epochs_trained=2, **extra
-    )  # type: ignore[arg-type]
+    return TrialResult(params=PARAMS, seed=1, state=state, value=0.5, epochs_trained=2, **extra)  # type: ignore[arg-type]
 
 
-def test_final_writes_are_retried_until_they_succeed(sqlite_store: str) -> None:
+def test_final_writes_are_retried_until_they_succeed_and_the_params_go_with_the_metrics(
+    sqlite_store: str,
+) -> None:
     run_id = trial_run(sqlite_store, "retry-succeeds")
     logger, flaky = logger_with(sqlite_store, run_id, "log_batch", failures=2)
     logger.on_epoch(0, {"val_accuracy": 0.4})
     logger.on_epoch(1, {"val_accuracy": 0.5})
     logger.finish(finished(), "val_accuracy")
+    logger.wait()
     run = MlflowClient(sqlite_store).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags[TAG_STATE] == "completed"
     history = MlflowClient(sqlite_store).get_metric_history(run_id, "val_accuracy")
     assert sorted((m.step, m.value) for m in history) == [(0, 0.4), (1, 0.5)], "nothing queued was dropped"
     assert run.data.metrics["epochs_trained"] == 2
+    assert run.data.params == {"learning_rate": "0.1"}
     assert flaky.calls >= 3
+
+
+def test_finish_hands_everything_over_without_waiting_for_the_store(sqlite_store: str) -> None:
+    run_id = trial_run(sqlite_store, "behind")
+    logger = TrialLogger(sqlite_store, run_id, params=PARAMS, retries=3, retry_delay=0.0)
+    release = threading.Event()
+    logger.writer.submit("a write held back", release.wait)  # the store is slow: the queue waits
+    logger.on_epoch(0, {"val_accuracy": 0.4})
+    logger.finish(finished(), "val_accuracy")  # returns although nothing could be written yet
+    assert MlflowClient(sqlite_store).get_run(run_id).info.status == "RUNNING"
+    release.set()
+    logger.wait()
+    run = MlflowClient(sqlite_store).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["val_accuracy"] == 0.4
 
 
 def test_the_end_of_the_run_is_retried_too(sqlite_store: str) -> None:
     run_id = trial_run(sqlite_store, "retry-end")
     logger, flaky = logger_with(sqlite_store, run_id, "set_terminated", failures=2)
     logger.finish(finished("failed", error="nan"), "val_accuracy")
+    logger.wait()
     run = MlflowClient(sqlite_store).get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags[TAG_ERROR] == "nan" and flaky.calls == 3
 
 
-def test_a_store_that_stays_down_fails_clearly_after_the_retries_and_keeps_the_metrics(
-    sqlite_store: str,
-) -> None:
+def test_a_store_that_stays_down_fails_clearly_after_the_retries(sqlite_store: str) -> None:
     run_id = trial_run(sqlite_store, "retry-gives-up")
     logger, flaky = logger_with(sqlite_store, run_id, "log_batch", failures=10)
     logger.on_epoch(0, {"val_accuracy": 0.4})
-    with pytest.raises(TrackingError, match=r"could not write metrics and tags of run .* after 3 attempts"):
-        logger.finish(finished(), "val_accuracy")
-    assert flaky.calls == 3
-    assert {m.key for m in logger._pending} >= {"val_accuracy", "param_count"}, "still queued, not dropped"
-    assert MlflowClient(sqlite_store).get_run(run_id).info.status == "RUNNING", "left for resume to mark"
-
-
-def test_an_epoch_write_that_fails_stays_queued_and_is_written_later(sqlite_store: str) -> None:
-    run_id = trial_run(sqlite_store, "retry-epochs")
-    logger, flaky = logger_with(sqlite_store, run_id, "log_batch", failures=1)
-    logger.on_epoch(0, {"val_accuracy": 0.4})
-    logger.on_epoch(1, {"val_accuracy": 0.45})  # flush_seconds=0: writes now, and fails
-    assert flaky.calls == 1 and [m.step for m in logger._pending] == [0, 1]
     logger.finish(finished(), "val_accuracy")
-    history = MlflowClient(sqlite_store).get_metric_history(run_id, "val_accuracy")
-    assert sorted(m.step for m in history) == [0, 1]
+    with pytest.raises(
+        TrackingError, match=r"could not write metrics and tags of run .* \(after 3 attempts\)"
+    ):
+        logger.wait()
+    assert flaky.calls == 3
+    # The end of the run was still written: a run is never left RUNNING by a refused metric write.
+    assert MlflowClient(sqlite_store).get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_full_queue_blocks_the_caller_and_drops_nothing() -> None:
+    writer = Writer(maxsize=2, retries=1, retry_delay=0.0)
+    release = threading.Event()
+    done: list[int] = []
+    writer.submit("held", release.wait)  # taken by the thread, which then waits
+    started = threading.Event()
+
+    def producer() -> None:
+        started.set()
+        for i in range(5):
+            writer.submit(f"write {i}", lambda i=i: done.append(i))
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    started.wait()
+    thread.join(timeout=0.5)
+    assert thread.is_alive(), "the producer went on although the queue was full"
+    assert done == []
+    release.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert writer.flush() == []
+    assert done == [0, 1, 2, 3, 4], "every write, in the order given"
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Processes started with this Prefect home (the command's own Prefect server)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("PREFECT_HOME") == str(home) and "create_app" in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import small_config
+
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 8, "hidden_layers": [32]},
+        search={"n_trials": 4, "strategy": "random"},
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    home = tmp_path / "prefect-home"  # the command's own server (Prefect's ephemeral mode)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # SIGTERM at the 12th epoch the process logs: trial 0's 8, then the 4th of trial 1.
+    env.update(PREFECT_HOME=str(home), HYPERFLOW_FAULT="epoch-logged:12:TERM")
+    hyperflow = str(Path(sys.executable).parent / "hyperflow")
+    done = subprocess.run(
+        [hyperflow, "run", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
+    assert _servers_of(home) == [], "the command's Prefect server outlived it"
+    client = MlflowClient(cfg.tracking.uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, "tags.`hyperflow.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status != "RUNNING" for r in runs)
+    logged = 0
+    for run in runs:
+        epochs = int(run.data.metrics["epochs_trained"])
+        for name in ("train_loss", "val_loss", "val_accuracy"):
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+            assert steps == list(range(epochs)), f"{name} of {run.info.run_name}"
+        logged += epochs
+    assert logged >= 12, "every epoch logged before the signal was written"

@@ -152,6 +152,17 @@ class Strategy(abc.ABC):
         self._seen.add(params_key(point))
         self._observe_failed(point)
 
+    def pend(self, params: Mapping[str, Any]) -> None:
+        """Take a point as asked without asking (resume: a trial the study asked before it stopped).
+
+        The strategy is then in the state the ask left it in: the point is pending, and an initial
+        point it was is not served again.
+        """
+        point = self.space.coerce(params)
+        key = params_key(point)
+        self._initial = [p for p in self._initial if params_key(p) != key]
+        self._pending[key] = point
+
     def release(self, params: Mapping[str, Any]) -> None:
         """Give back an asked point that was never run (an interrupted trial): it may be asked again."""
         point = self.space.coerce(params)
