@@ -124,7 +124,7 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         "n_trials_failed": result.n_failed,
     }
     if cfg.search.max_param_count is not None:
-        metrics["n_candidates_infeasible"] = len(study.strategy.infeasible)
+        metrics["n_candidates_infeasible"] = study.n_infeasible
     best, champion = study.best, study.champion
     if cfg.search.objectives:
         metrics["pareto_size"] = _tag_front(study)

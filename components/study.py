@@ -231,7 +231,10 @@ class TrialLedger:
         self.records.append(record)
         if self.lookahead is not None:
             value = record.value if record.state != FAILED else None
-            self.lookahead.tell(record.number, Outcome(record.params, value, pruned=record.state == PRUNED))
+            self.lookahead.tell(
+                record.number,
+                Outcome(record.params, value, pruned=record.state == PRUNED, objectives=record.objectives),
+            )
         elif record.state == FAILED:
             self.strategy.tell_failed(record.params)
         else:
@@ -319,6 +322,8 @@ class Study:
             else None
         )
         self._exhausted = False
+        self._closed = False
+        self._n_infeasible = 0
         self._write_errors: list[str] = []
         self.ledger = TrialLedger(strategy, stop_rule, cfg.search.mode, self.lookahead)
         self.tracker = tracker
@@ -481,8 +486,22 @@ class Study:
 
     def close(self) -> None:
         """Stop preparing suggestions (the search loop is done)."""
-        if self.lookahead is not None:
+        if self.lookahead is not None and not self._closed:
+            self._closed = True
+            self.lookahead.stop()
+            # The strategy that was told everything (in its own process for bayes), read once more.
+            with contextlib.suppress(Exception):
+                self._n_infeasible = len(self.lookahead.strategy.infeasible)
             self.lookahead.close()
+
+    @property
+    def n_infeasible(self) -> int:
+        """Candidates the parameter budget ruled out (`n_candidates_infeasible`)."""
+        if self.lookahead is None:
+            return len(self.strategy.infeasible)
+        if not self._closed:
+            self.close()
+        return self._n_infeasible
 
     def record(self, plan: TrialPlan, result: TrialResult) -> TrialRecord | None:
         """Take a finished trial's result into the ledger, keep the best's weights, queue its plots.

@@ -134,24 +134,30 @@ def _command_server() -> CommandServer:
 def _run_flow(
     cfg: ExperimentConfig, resume_run_id: str | None = None, server: CommandServer | None = None
 ) -> StudyResult:
-    from prefect.exceptions import TerminationSignal
-
-    from hyperflow.components.interrupt import stop_on_signals
-    from hyperflow.flows.prefect_api import command_server
-    from hyperflow.flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
+    from hyperflow.flows.prefect_api import ServerStartError, command_server
 
     progress = _Progress(cfg.search.n_trials, cfg.search.metric)
-    PROGRESS_LISTENERS.append(progress)
     try:
-        # A second Ctrl-C leaves at once (runs were already being ended).
-        with stop_on_signals(STOP, _announce_stop), command_server(server), progress.progress:
-            return run_search(cfg, resume_run_id=resume_run_id)
-    except (SearchInterrupted, KeyboardInterrupt, TerminationSignal):
-        signum = STOP.signum or signal.SIGINT
-        console.print("[yellow]interrupted: every open run was ended as KILLED.[/]")
-        raise typer.Exit(128 + int(signum)) from None
-    finally:
-        PROGRESS_LISTENERS.remove(progress)
+        # Entered before Prefect is imported here: Prefect reads PREFECT_API_URL when imported.
+        with command_server(server):
+            from prefect.exceptions import TerminationSignal
+
+            from hyperflow.components.interrupt import stop_on_signals
+            from hyperflow.flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
+
+            PROGRESS_LISTENERS.append(progress)
+            try:
+                # A second Ctrl-C leaves at once (runs were already being ended).
+                with stop_on_signals(STOP, _announce_stop), progress.progress:
+                    return run_search(cfg, resume_run_id=resume_run_id)
+            except (SearchInterrupted, KeyboardInterrupt, TerminationSignal):
+                signum = STOP.signum or signal.SIGINT
+                console.print("[yellow]interrupted: every open run was ended as KILLED.[/]")
+                raise typer.Exit(128 + int(signum)) from None
+            finally:
+                PROGRESS_LISTENERS.remove(progress)
+    except ServerStartError as exc:
+        _fail(str(exc), EXIT_FAILED)
 
 
 def _print_summary(result: StudyResult, cfg: ExperimentConfig | None = None) -> None:

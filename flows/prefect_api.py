@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CommandServer", "command_server", "ephemeral_api_url", "start_ephemeral_server"]
+__all__ = [
+    "CommandServer",
+    "ServerStartError",
+    "command_server",
+    "ephemeral_api_url",
+    "start_ephemeral_server",
+    "wait_for_command_server",
+]
 
 
 def ephemeral_api_url() -> str | None:
@@ -102,129 +109,50 @@ def start_ephemeral_server() -> str | None:
     return server.api_url
 
 
-# The server's process, before it runs uvicorn: on Linux it asks for SIGKILL when the thread that
-# started it ends, so that even a SIGKILL of the command leaves no server behind (that thread lives
-# as long as the command); if the command is already gone, it does not start at all. Set in the
-# child itself (not with `preexec_fn`, which can deadlock a process that has threads).
-_LAUNCHER = """
-import os, sys
-if sys.platform.startswith("linux"):
-    import ctypes, signal
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(sys.argv[1]):
-        sys.exit(0)
-import runpy
-sys.argv = ["uvicorn", *sys.argv[2:]]
-runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
-"""
+class ServerStartError(RuntimeError):
+    """The command's Prefect server did not start (the message says how it ended)."""
 
 
 class CommandServer:
-    """Prefect's API for one command: the server Prefect's ephemeral mode would start, started at
-    the beginning of the command in the background instead of at the first flow run, so that its
-    start (~6-10 s here: a second interpreter importing Prefect's server) overlaps the command's
-    own imports and data loading rather than following them.
+    """Prefect's API for one command: the server Prefect's ephemeral mode would start, started at the
+    beginning of the command instead of at the first flow run, so that its start (a second
+    interpreter importing Prefect's server, ~4 s on an idle core here) overlaps the command's own
+    imports and data loading rather than following them.
 
-    It is Prefect's own ephemeral server (`uvicorn prefect.server.api.server:create_app` with the
-    environment Prefect's `SubprocessASGIServer` gives it, on the same database), on a loopback
-    socket this process binds and hands over (no port race). Nothing outlives the command: `stop`
-    ends it (also at exit), and on Linux it dies with the command even on SIGKILL. With
-    PREFECT_API_URL configured (environment or Prefect profile), or ephemeral mode disabled, it
-    starts nothing and `url()` is None.
+    `start` binds a loopback socket and starts the child (`hyperflow.flows.prefect_server`) at
+    once, before this process imports Prefect: the child decides with the settings this command
+    would resolve whether an API is configured (then it serves nothing and `url()` is None) and
+    otherwise serves Prefect's own server app on that socket, on the same database as Prefect's
+    ephemeral mode. Nothing outlives the command: `stop` ends the child, and on Linux it dies
+    with the command even on SIGKILL (PR_SET_PDEATHSIG, armed by the child itself).
 
-    Prefect's `SubprocessASGIServer` is not used because it imports Prefect's whole server in this
-    process (1.7 s) and starts it only when the first flow run asks for a client.
+    Prefect's `SubprocessASGIServer` is not used because it starts only when a flow first asks
+    for a client, after this process has imported Prefect.
     """
 
     def __init__(self, startup_timeout: float | None = None) -> None:
         self.startup_timeout = startup_timeout
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._url: str | None = None
-        self._error: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self._report: int | None = None
+        self._decision: str | None = None
+        self._port: int | None = None
+        self._ready = False
 
     def start(self) -> CommandServer:
-        """Start the server in the background; returns at once."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="hyperflow-prefect-server", daemon=True)
-            self._thread.start()
-            atexit.register(self.stop)
-        return self
-
-    def url(self) -> str | None:
-        """The API URL once the server answers (None: a configured server is used instead).
-
-        Raises:
-            RuntimeError: the server did not start (its exit code and the last lines it printed).
-        """
-        if self._thread is None:
-            return None
-        self._ready.wait()
-        if self._error is not None:
-            raise RuntimeError(self._error)
-        return self._url
-
-    def stop(self) -> None:
-        """End the server and wait for it (idempotent)."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=15)
-
-    # ------------------------------------------------------------------ the server's thread
-
-    def _serve(self) -> None:
-        try:
-            self._url = self._launch()
-        except Exception as exc:
-            self._error = f"Prefect's server did not start: {exc}"
-        finally:
-            self._ready.set()
-        self._stop.wait()
-        self._terminate()
-
-    def _launch(self) -> str | None:
-        from prefect.settings import (
-            PREFECT_API_URL,
-            PREFECT_SERVER_EPHEMERAL_ENABLED,
-        )
-
-        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-            return None
-        from filelock import FileLock
-        from prefect.settings import PREFECT_HOME
-
-        home = Path(PREFECT_HOME.value()).expanduser()
-        home.mkdir(parents=True, exist_ok=True)
-        # As `start_ephemeral_server`: one start (database creation, migrations) at a time per home.
-        with FileLock(str(home / "hyperflow-server-start.lock")):
-            return self._launch_locked()
-
-    def _launch_locked(self) -> str | None:
-        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-        timeout = self.startup_timeout or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        """Start the child; returns at once (idempotent)."""
+        if self.process is not None:
+            return self
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services, the final app.
-        env = {
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-        }
-        env.pop("PREFECT_API_URL", None)
-        cmd = [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
-        cmd += ["--factory", "prefect.server.api.server:create_app"]
-        cmd += ["--fd", str(sock.fileno()), "--log-level", "error", "--lifespan", "on"]
+        sock.listen(128)  # early clients wait in the backlog until the server accepts
+        self._port = sock.getsockname()[1]
+        read, write = os.pipe()
+        cmd = [sys.executable, "-m", "hyperflow.flows.prefect_server"]
+        cmd += [str(os.getpid()), str(sock.fileno()), str(write)]
         try:
             self.process = subprocess.Popen(
                 cmd,
-                env=env,
-                pass_fds=(sock.fileno(),),
+                pass_fds=(sock.fileno(), write),
                 stdin=subprocess.DEVNULL,
                 # Its own session: a Ctrl-C at the terminal is this command's to handle (it still
                 # reports to the server while it ends its runs); the server stops when told.
@@ -232,26 +160,66 @@ class CommandServer:
             )
         finally:
             sock.close()
-        url = f"http://127.0.0.1:{port}/api"
+            os.close(write)
+        self._report = read
+        atexit.register(self.stop)
+        return self
+
+    def url(self) -> str | None:
+        """The API URL this command uses (the server may still be starting), or None when an API is
+        configured (PREFECT_API_URL in the environment or the Prefect profile) or ephemeral mode is off.
+
+        Raises:
+            ServerStartError: the child ended before it decided.
+        """
+        if self.process is None:
+            return None
+        if self._decision is None:
+            assert self._report is not None
+            with os.fdopen(self._report) as report:
+                self._decision = report.readline().strip()
+            self._report = None
+            if self._decision not in ("configured", "serving"):
+                code = self.process.wait()
+                raise ServerStartError(f"Prefect's server did not start: it exited with code {code}")
+        return f"http://127.0.0.1:{self._port}/api" if self._decision == "serving" else None
+
+    def wait_ready(self) -> None:
+        """Wait until the server answers its health check.
+
+        Raises:
+            ServerStartError: it exited, or did not answer within the start-up timeout
+                (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS).
+        """
+        url = self.url()
+        if url is None or self._ready:
+            return
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        timeout = self.startup_timeout or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         deadline = time.monotonic() + timeout
+        assert self.process is not None
         while time.monotonic() < deadline:
-            if self._stop.is_set():
-                return None
             code = self.process.poll()
             if code is not None:
-                raise RuntimeError(f"it exited with code {code}")
+                raise ServerStartError(f"Prefect's server did not start: it exited with code {code}")
             with (
                 contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(f"{url}/health", timeout=2) as response,  # a loopback server
+                urllib.request.urlopen(f"{url}/health", timeout=max(deadline - time.monotonic(), 0.1)) as r,
             ):
-                if response.status == 200:
-                    return url
-            self._stop.wait(0.05)
-        raise RuntimeError(
-            f"it did not answer within {timeout:g} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+                if r.status == 200:
+                    self._ready = True
+                    return
+            time.sleep(0.05)
+        raise ServerStartError(
+            f"Prefect's server did not answer within {timeout:g} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
         )
 
-    def _terminate(self) -> None:
+    def stop(self) -> None:
+        """End the child and wait for it (idempotent)."""
+        if self._report is not None:
+            os.close(self._report)
+            self._report = None
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -263,9 +231,53 @@ class CommandServer:
             process.wait()
 
 
+_ACTIVE: CommandServer | None = None
+
+
+def wait_for_command_server() -> None:
+    """Before a flow runs: wait until the command's server (if any) answers."""
+    if _ACTIVE is not None:
+        _ACTIVE.wait_ready()
+
+
+def _point_prefect_at(url: str | None) -> None:
+    """Make `url` (None: unset) this process's PREFECT_API_URL, for every thread and child process.
+
+    Prefect's threads (its events and log workers, its process pool's message forwarder) read the
+    process-wide settings made when Prefect was imported, not a `temporary_settings` context: left
+    unset there, one of them starts an ephemeral server of its own.
+    """
+    if url is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = url
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+
+
+def _drain_prefect_workers() -> None:
+    """Send what Prefect's background workers still hold (logs, events) before its server goes."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=10)
+
+
 @contextlib.contextmanager
 def command_server(server: CommandServer | None) -> Iterator[str | None]:
-    """Point this process (and the workers it starts) at `server` while the block runs; stop it after."""
+    """Point this process (and the workers it starts) at `server` while the block runs; stop it after.
+
+    Entered before this process imports Prefect when it can be (the CLI does): the URL is known
+    as soon as the child has decided, before the server answers; `wait_for_command_server` waits
+    for that just before the flow runs.
+    """
+    global _ACTIVE
     if server is None:
         yield None
         return
@@ -274,17 +286,14 @@ def command_server(server: CommandServer | None) -> Iterator[str | None]:
         if url is None:
             yield None
             return
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
         previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers inherit it
+        _point_prefect_at(url)
+        _ACTIVE = server
         try:
-            with temporary_settings(updates={PREFECT_API_URL: url}):
-                yield url
+            yield url
         finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
+            _ACTIVE = None
+            _drain_prefect_workers()
+            _point_prefect_at(previous)
     finally:
         server.stop()

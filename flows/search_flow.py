@@ -39,7 +39,7 @@ from hyperflow.components.resume import resume_study
 from hyperflow.components.scratch import sweep_scratch
 from hyperflow.components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
 from hyperflow.components.trial import TrialResult, TrialSpec
-from hyperflow.flows.prefect_api import ephemeral_api_url, start_ephemeral_server
+from hyperflow.flows.prefect_api import ephemeral_api_url, start_ephemeral_server, wait_for_command_server
 from hyperflow.flows.slot_runner import SlotTaskRunner
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
@@ -254,7 +254,8 @@ def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> St
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
     STOP.reset()  # a stop request belongs to the search it interrupted
     sweep_scratch()  # what a killed search left in the temp folder
-    start_ephemeral_server()  # locked against other searches on this PREFECT_HOME; dies with us
+    wait_for_command_server()  # the CLI's server, started at the command's start
+    start_ephemeral_server()  # (no CLI) locked against other searches on this PREFECT_HOME; dies with us
     if resume_run_id:
         return resume_search(config, resume_run_id)
     return hyperparameter_search(config)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +98,15 @@ class StrategyProcess:
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         return self._call("ask", n)
 
-    def tell(self, params: Mapping[str, Any], value: float, *, pruned: bool = False) -> None:
-        self._call("tell", dict(params), value, pruned=pruned)
+    def tell(
+        self,
+        params: Mapping[str, Any],
+        value: float,
+        *,
+        pruned: bool = False,
+        objectives: Sequence[float] | None = None,
+    ) -> None:
+        self._call("tell", dict(params), value, pruned=pruned, objectives=objectives)
 
     def tell_failed(self, params: Mapping[str, Any]) -> None:
         self._call("tell_failed", dict(params))
@@ -116,6 +123,10 @@ class StrategyProcess:
     @property
     def exhausted(self) -> bool:
         return bool(self._call("exhausted"))
+
+    @property
+    def infeasible(self) -> set[str]:
+        return set(self._call("infeasible"))
 
     @property
     def n_told(self) -> int:
@@ -143,6 +154,7 @@ class Outcome:
     value: float | None
     pruned: bool = False
     skipped: bool = False
+    objectives: tuple[float, ...] | None = None  # `search.objectives`' values, when all are known
 
 
 class Lookahead:
@@ -247,12 +259,17 @@ class Lookahead:
                     return False, None
                 self.lock.wait()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop preparing suggestions; the strategy is the caller's again once this returns."""
         with self.lock:
             self._closed = True
             self.lock.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
+
+    def close(self) -> None:
+        """`stop`, then end the strategy's process (if it has one)."""
+        self.stop()
         if isinstance(self.strategy, StrategyProcess):
             self.strategy.close()
 
@@ -324,6 +341,8 @@ class Lookahead:
             if outcome.value is None:
                 self.strategy.tell_failed(outcome.params)
             else:
-                self.strategy.tell(outcome.params, outcome.value, pruned=outcome.pruned)
+                self.strategy.tell(
+                    outcome.params, outcome.value, pruned=outcome.pruned, objectives=outcome.objectives
+                )
         finally:
             self.lock.acquire()

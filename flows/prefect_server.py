@@ -1,0 +1,82 @@
+"""The child process that serves Prefect's ephemeral API for one hyperflow command (`CommandServer`).
+
+Run as `python -m hyperflow.flows.prefect_server PARENT_PID SOCKET_FD REPORT_FD`. It decides, with
+the settings the command itself would resolve (environment, profile, prefect.toml), whether an API
+is configured; it writes `configured` or `serving` on REPORT_FD, and when serving runs Prefect's own
+server app (`prefect.server.api.server:create_app`, with the environment Prefect's
+`SubprocessASGIServer` gives it) on the listening socket it was handed. The decision is made here
+rather than in the command so that the command need not import Prefect before the child starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+__all__ = ["main"]
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the command dies, even by kill -9 (Linux); leave if it is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    parent, sock_fd, report_fd = (int(a) for a in argv[1:4])
+    _die_with_parent(parent)
+    import hyperflow  # noqa: F401 - the runtime defaults (no telemetry), as in the command
+
+    report = os.fdopen(report_fd, "w")
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        report.write("configured\n")
+        report.close()
+        return 0
+    report.write("serving\n")
+    report.close()
+    # What Prefect's SubprocessASGIServer sets for its server: no UI, ephemeral services, the final app.
+    os.environ.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+
+    import uvicorn
+    from filelock import FileLock
+
+    home = PREFECT_HOME.value().expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    # One start (database creation, migrations) at a time per Prefect home: searches started at the
+    # same moment do not race to migrate it. Released once the app has started, or when we die.
+    lock = FileLock(str(home / "hyperflow-server-start.lock"), thread_local=False)
+    lock.acquire()
+    config = uvicorn.Config(
+        "prefect.server.api.server:create_app",
+        factory=True,
+        fd=sock_fd,
+        log_level="error",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+
+    def release_when_started() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.02)
+        lock.release()
+
+    threading.Thread(target=release_when_started, name="start-lock", daemon=True).start()
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
