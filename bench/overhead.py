@@ -52,7 +52,7 @@ PARTS = {
 }
 CPU_ROWS = {
     "cpu_own": "CPU: this process (training, loop, MLflow client)",
-    "cpu_plots": "CPU: plot worker process (histogram PNGs)",
+    "cpu_strategy": "CPU: strategy process (bayes' lookahead)",
     "cpu_prefect": "CPU: Prefect server process",
     "cpu_mlflow": "CPU: MLflow server process",
     "cpu_other": "CPU: other child processes",
@@ -123,15 +123,15 @@ class Profile:
 
 # Child processes by what their command line runs.
 _CHILDREN = {
-    "plots": ("multiprocessing", "spawn_main"),
+    "strategy": ("multiprocessing", "spawn_main"),
     "prefect": ("prefect",),
     "mlflow": ("mlflow", "uvicorn"),
 }
 
 
 def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by this process and by its live child processes, by kind: the plot
-    worker, Prefect's ephemeral server, the MLflow server (psutil, which dask's distributed installs)."""
+    """CPU seconds used so far by this process and by its live child processes, by kind: the
+    strategy's process, Prefect's server, the MLflow server (psutil, which dask's distributed installs)."""
     try:
         import psutil
     except ImportError:
@@ -244,7 +244,6 @@ def instrument(profile: Profile, mode_ref: list[Mode]) -> None:
 
     import hyperflow.components.study as study_module
     import hyperflow.flows.search_flow as flow_module
-    from hyperflow.components.plots import PlotQueue
     from hyperflow.components.search._base import Strategy
     from hyperflow.components.study import Study
     from hyperflow.components.tracking import TrialLogger
@@ -257,8 +256,7 @@ def instrument(profile: Profile, mode_ref: list[Mode]) -> None:
             profile.wrap(MlflowClient, attr, "artifacts" if attr in _ARTIFACT_CALLS else "mlflow")
     for attr in ("on_epoch", "flush", "finish", "wait", "_settle"):
         profile.wrap(TrialLogger, attr, "mlflow")
-    for attr in ("histograms", "drain"):
-        profile.wrap(PlotQueue, attr, "artifacts")
+    profile.wrap(study_module, "draw_weight_histograms", "artifacts")
     for attr in ("plan", "record"):
         profile.wrap(Study, attr, "study")
     profile.wrap(study_module, "weight_histograms", "artifacts")

@@ -25,7 +25,6 @@ from hyperflow.components.names import (
 )
 from hyperflow.components.plots import (
     CurveRecord,
-    PlotQueue,
     draw_importance,
     draw_learning_curves,
     draw_optimization_history,
@@ -35,7 +34,7 @@ from hyperflow.components.plots import (
 from hyperflow.components.registry import load_state_dict_artifact, log_best_model, register_best_model
 from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import SearchSpace, make_strategy
-from hyperflow.components.study import Study, StudyResult, TrialRecord, histogram_queue
+from hyperflow.components.study import Study, StudyResult, TrialRecord
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
 from hyperflow.components.trial import TrialSpec
 
@@ -61,12 +60,8 @@ def open_study(
     data: Dataset | None,
     *,
     flow_run_id: str | None = None,
-    plots: PlotQueue | None = None,
 ) -> Study:
-    """Check the tracking store, build the strategy and stop rule, create the study run.
-
-    `plots` draws the trials' histograms: by default `histogram_queue`, a worker process.
-    """
+    """Check the tracking store, build the strategy and stop rule, create the study run."""
     tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
     tracker.check()
     strategy = make_strategy(cfg)
@@ -94,7 +89,6 @@ def open_study(
         experiment_id=experiment_id,
         study_run_id=run_id,
         spec=spec,
-        plots=plots if plots is not None else histogram_queue(tracker),
     )
 
 
@@ -151,8 +145,6 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     metrics.update({f"importance_{name}": value for name, value in importances.items()})
     tracker.log_metrics(run_id, metrics)
     _log_study_plots(study, importances)
-    result.errors.extend(study.plots.wait(timeout=120))
-    study.plots.close()
     result.errors.extend(study.flush_writes())
     tracker.end_run(run_id, result.status)
     return result

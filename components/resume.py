@@ -37,7 +37,7 @@ from hyperflow.components.names import (
 )
 from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search import SearchSpace, make_strategy
-from hyperflow.components.study import Study, TrialRecord, histogram_queue, objective_values
+from hyperflow.components.study import Study, TrialRecord, objective_values
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
 from hyperflow.components.trial import TrialSpec
 
@@ -263,7 +263,6 @@ def resume_study(
         experiment_id=run.info.experiment_id,
         study_run_id=study_run_id,
         spec=spec,
-        plots=histogram_queue(tracker),
         next_number=max((t.number for t in trials), default=-1) + 1,
         history=history,
     )

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["scratch_dir", "sweep_scratch"]
+__all__ = ["scratch_dir", "scratch_path", "sweep_scratch"]
 
 # hyperflow-<kind>-<pid>-<random>: the pid says whether the folder's owner still lives.
 _NAME = re.compile(r"^hyperflow-[a-z-]+?-(\d+)-[^/]+$")
@@ -18,6 +18,12 @@ def scratch_dir(kind: str) -> tempfile.TemporaryDirectory[str]:
     """A temporary folder (a context manager, like `tempfile.TemporaryDirectory`) that
     `sweep_scratch` can remove should this process be killed before it cleans up."""
     return tempfile.TemporaryDirectory(prefix=f"hyperflow-{kind}-{os.getpid()}-")
+
+
+def scratch_path(kind: str) -> Path:
+    """A new scratch folder that its maker hands on (e.g. to a writer thread that removes it once
+    uploaded); `sweep_scratch` removes it should this process be killed first."""
+    return Path(tempfile.mkdtemp(prefix=f"hyperflow-{kind}-{os.getpid()}-"))
 
 
 def _alive(pid: int) -> bool:

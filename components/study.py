@@ -26,8 +26,8 @@ from hyperflow.components.names import (
     champion_uri,
 )
 from hyperflow.components.pareto import knee_index, pareto_front, to_losses
-from hyperflow.components.plots import PlotQueue, weight_histograms
-from hyperflow.components.scratch import scratch_dir
+from hyperflow.components.plots import draw_weight_histograms, weight_histograms
+from hyperflow.components.scratch import scratch_path
 from hyperflow.components.search import Strategy
 from hyperflow.components.search._base import derive_seed
 from hyperflow.components.search._lookahead import Lookahead, Outcome, StrategyProcess
@@ -50,7 +50,6 @@ __all__ = [
     "TrialPlan",
     "TrialRecord",
     "execute_trial",
-    "histogram_queue",
     "objective_values",
     "trial_seed",
 ]
@@ -115,20 +114,23 @@ def execute_trial(
         deadline=deadline,
         stop_at=plan.stop_at,
     )
-    with scratch_dir("trial") as tmp:
-        folder = Path(tmp)
-        if result.state_dict is not None and result.state in (COMPLETED, PRUNED):
-            torch.save(result.state_dict, folder / "state_dict.pt")
-            params = {k: v for k, v in result.state_dict.items() if k in set(result.param_names)}
-            result.histograms = weight_histograms(params or result.state_dict)
-            (folder / "histograms.json").write_text(json.dumps(result.histograms, indent=1))
-        plan.logger.finish(result, spec.metric, folder)
-        if os.getpid() != plan.loop_pid:
-            # A worker process may be ended once it reports: its writes are done before it does
-            # (in the search loop's process `Study.record` waits for them, at trial end).
-            plan.logger.wait()
-        else:
-            plan.logger.writer.join()  # the weights are read from this folder before it goes
+    # The writer uploads from this folder after the trial has reported, and then removes it.
+    tmp = scratch_path("trial")
+    folder = tmp / "weights"
+    folder.mkdir()
+    root: list[Path] = []
+    if result.state_dict is not None and result.state in (COMPLETED, PRUNED):
+        torch.save(result.state_dict, folder / "state_dict.pt")
+        params = {k: v for k, v in result.state_dict.items() if k in set(result.param_names)}
+        result.histograms = weight_histograms(params or result.state_dict)
+        (folder / "histograms.json").write_text(json.dumps(result.histograms, indent=1))
+        root.append(draw_weight_histograms(result.histograms, tmp / WEIGHT_HISTOGRAMS))
+    plan.logger.finish(result, spec.metric, folder, root_files=root, scratch=tmp)
+    if os.getpid() != plan.loop_pid:
+        # A worker process may be ended once it reports: its writes are done before it does. In
+        # the search loop's process they go on behind the next trial; `set_terminated` is the
+        # last of a trial's writes, so a run left RUNNING by a kill is one resume re-asks.
+        plan.logger.wait()
     return result
 
 
@@ -270,18 +272,6 @@ class TrialLedger:
         return [done[i] for i in pareto_front(points)]
 
 
-def histogram_queue(tracker: StudyTracker) -> PlotQueue:
-    """The study's plot worker, started: it draws each trial's `weight_histograms.png` and the
-    tracker logs it, at the run's root, where MLflow's compare view lists the files runs share."""
-
-    def upload(run_id: str, png: bytes) -> None:
-        tracker.submit_png(run_id, png, None, WEIGHT_HISTOGRAMS)
-
-    queue = PlotQueue(upload=upload)
-    queue.start()
-    return queue
-
-
 class Study:
     """Plans trials from the strategy, records their outcomes and decides when the search ends.
 
@@ -289,7 +279,6 @@ class Study:
     trials to submit and `record()` as each finishes, in any order. The strategy and the stop
     rule live in the ledger, in the loop's process; trials get a snapshot of the rule when
     planned. `history` (a resumed study's recorded trials) enters the ledger like any result.
-    `plots` draws the trials' histograms (`histogram_queue`; a test passes one that never starts).
     """
 
     def __init__(
@@ -302,7 +291,6 @@ class Study:
         experiment_id: str,
         study_run_id: str,
         spec: TrialSpec,
-        plots: PlotQueue,
         next_number: int = 0,
         history: Sequence[TrialRecord] = (),
     ) -> None:
@@ -330,7 +318,6 @@ class Study:
         self.experiment_id = experiment_id
         self.study_run_id = study_run_id
         self.spec = spec
-        self.plots = plots
         self.next_number = next_number
         self.in_flight: dict[int, TrialPlan] = {}
         self.started = time.monotonic()
@@ -504,14 +491,11 @@ class Study:
         return self._n_infeasible
 
     def record(self, plan: TrialPlan, result: TrialResult) -> TrialRecord | None:
-        """Take a finished trial's result into the ledger, keep the best's weights, queue its plots.
+        """Take a finished trial's result into the ledger, keep the best's weights.
 
         An interrupted trial is not counted: its parameters go back to the strategy.
         """
         self.in_flight.pop(plan.number, None)
-        # Flushed at trial end: a trial's records are complete before the next trial's run exists,
-        # so a kill -9 never leaves a half-written finished trial for resume to misread.
-        self._write_errors.extend(self.tracker.flush_writes())
         if result.state == INTERRUPTED:
             if self.lookahead is not None:
                 self.lookahead.tell(plan.number, Outcome(plan.params, None, skipped=True))
@@ -530,8 +514,6 @@ class Study:
             error=result.error,
             objectives=objective_values(self.cfg, result),
         )
-        if result.histograms:
-            self.plots.histograms(plan.run_id, result.histograms)
         previous_best = self.best
         self.ledger.add(record)
         if self.best is record:
@@ -587,7 +569,6 @@ class Study:
                     plan.run_id, INTERRUPTED, error or "the study was interrupted", number=plan.number
                 )
             self.in_flight.pop(plan.number, None)
-        self.plots.close(cancel=True)
         try:
             if error and state == FAILED:
                 self.tracker.set_tags(self.study_run_id, {TAG_ERROR: error[:5000]})
@@ -629,7 +610,7 @@ class Study:
         )
 
     def flush_writes(self, timeout: float | None = None) -> list[str]:
-        """Wait for the writes queued in this process (trials' metrics, ends of runs, plots);
+        """Wait for the writes queued in this process (trials' metrics, ends of runs);
         the ones that failed after their retries."""
         errors = self._write_errors + self.tracker.flush_writes(timeout)
         self._write_errors = []

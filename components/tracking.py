@@ -9,13 +9,14 @@ import logging
 import os
 import queue
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -601,10 +602,19 @@ class TrialLogger:
                 ),
             )
 
-    def finish(self, result: TrialResult, metric: str, artifacts_dir: Path | None = None) -> None:
+    def finish(
+        self,
+        result: TrialResult,
+        metric: str,
+        artifacts_dir: Path | None = None,
+        root_files: Sequence[Path] = (),
+        scratch: Path | None = None,
+    ) -> None:
         """Hand over the final metrics, state tags, weight artifacts and the end of the run.
 
-        `artifacts_dir` belongs to the logger from here on: it is deleted once uploaded.
+        `artifacts_dir` is logged as `weights/`, each of `root_files` at the run's root (where
+        MLflow's compare view lists the files runs share). They belong to the logger from here on;
+        `scratch`, the folder holding them, is removed once they are written (or given up on).
         """
         now = _now_ms()
         self._pending.extend(
@@ -646,6 +656,14 @@ class TrialLogger:
                     self.client.log_artifacts(self.run_id, str(folder), "weights")
 
             self.writer.submit(f"the weights of run {self.run_id} to {where}", upload)
+        for file in root_files:
+            self.writer.submit(
+                f"{file.name} of run {self.run_id} to {where}",
+                functools.partial(self.client.log_artifact, self.run_id, str(file)),
+            )
+        if scratch is not None:
+            self.writer.submit(f"cleaning up {scratch}", functools.partial(shutil.rmtree, scratch, True))
+        # The last write of a trial: a run still RUNNING is one whose records may be incomplete.
         status = RUN_STATUS[result.state]
         self.writer.submit(
             f"the end of run {self.run_id} to {where}",

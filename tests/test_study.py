@@ -12,31 +12,15 @@ from mlflow.tracking import MlflowClient
 
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.names import TAG_ROLE, TAG_STATE
-from hyperflow.components.plots import PlotQueue
 from hyperflow.components.search import make_strategy
 from hyperflow.components.study import Study, TrialPlan, TrialRecord
 from hyperflow.components.tracking import StudyTracker
 from hyperflow.components.trial import TrialResult, TrialSpec
 
 
-class RecordingPlots(PlotQueue):
-    """The study's plot queue, recording what it is given instead of drawing in a worker process."""
-
-    def __init__(self) -> None:
-        super().__init__(upload=None)
-        self.queued: list[str] = []
-        self.closed = False
-
-    def histograms(self, run_id: str, hist: dict[str, Any]) -> None:
-        self.queued.append(run_id)
-
-    def close(self, *, cancel: bool = False) -> None:
-        self.closed = True
-
-
-def make_study(cfg: Any, history: list[TrialRecord] | None = None, plots: PlotQueue | None = None) -> Study:
-    """A study on a bare study run (what `open_study` adds to it, its records, is not needed here),
-    with a plot queue that starts no process; `history` enters its ledger as resume's does."""
+def make_study(cfg: Any, history: list[TrialRecord] | None = None) -> Study:
+    """A study on a bare study run (what `open_study` adds to it, its records, is not needed here);
+    `history` enters its ledger as resume's does."""
     tracker = StudyTracker(cfg.tracking.uri)
     experiment_id = tracker.experiment_id(cfg.name)
     ids = {
@@ -45,7 +29,7 @@ def make_study(cfg: Any, history: list[TrialRecord] | None = None, plots: PlotQu
     }
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     parts = {"strategy": make_strategy(cfg), "stop_rule": stop_rule, "spec": TrialSpec.from_config(cfg)}
-    return Study(cfg, **parts, **ids, tracker=tracker, plots=plots or RecordingPlots(), history=history or [])
+    return Study(cfg, **parts, **ids, tracker=tracker, history=history or [])
 
 
 def config(tmp_path: Path, store: str, **search: Any) -> Any:
@@ -100,9 +84,8 @@ def params_key(params: dict[str, Any]) -> str:
 def test_record_tells_the_strategy_and_the_stop_rule_and_keeps_the_best(
     tmp_path: Path, sqlite_store: str
 ) -> None:
-    plots = RecordingPlots()
     # Told at once (without lookahead, which tells in trial-number order: tests/search/test_lookahead.py).
-    study = make_study(config(tmp_path, sqlite_store, n_parallel=6, lookahead=False), plots=plots)
+    study = make_study(config(tmp_path, sqlite_store, n_parallel=6, lookahead=False))
     plans = study.plan()
     weights = {"w": torch.ones(2)}
     study.record(plans[0], result(plans[0], "completed", 0.6, state_dict=weights, histograms={"w": {}}))
@@ -116,7 +99,6 @@ def test_record_tells_the_strategy_and_the_stop_rule_and_keeps_the_best(
     best = study.best
     assert best is not None and best.number == 0 and best.state_dict is weights
     assert (study.count("completed"), study.count("pruned"), study.count("failed")) == (1, 1, 2)
-    assert plots.queued == [plans[0].run_id]
 
     better = {"w": torch.zeros(2)}
     study.record(plans[4], result(plans[4], "completed", 0.7, state_dict=better))
@@ -179,8 +161,7 @@ def test_a_grid_ends_exhausted_and_a_budget_spent(tmp_path: Path, sqlite_store: 
 
 
 def test_a_crash_and_an_abort_leave_nothing_running(tmp_path: Path, sqlite_store: str) -> None:
-    plots = RecordingPlots()
-    study = make_study(config(tmp_path, sqlite_store, n_parallel=2), plots=plots)
+    study = make_study(config(tmp_path, sqlite_store, n_parallel=2))
     crashed, running = study.plan()
     record = study.record_crash(crashed, "BrokenProcessPool: the worker died")
     assert record.state == "failed" and record.error == "BrokenProcessPool: the worker died"
@@ -190,7 +171,7 @@ def test_a_crash_and_an_abort_leave_nothing_running(tmp_path: Path, sqlite_store
     assert client.get_run(running.run_id).data.tags[TAG_STATE] == "interrupted"
     assert client.get_run(running.run_id).info.status == "KILLED"
     assert client.get_run(study.study_run_id).info.status == "KILLED"
-    assert plots.closed and not study.in_flight
+    assert not study.in_flight
 
 
 def test_records_replayed_into_a_new_study_tell_what_live_results_told(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from conftest import small_config
 from mlflow.tracking import MlflowClient
-from test_study import RecordingPlots, config, make_study, result
+from test_study import config, make_study, result
 
 from hyperflow.components.data import load_dataset
 from hyperflow.components.names import EXPERIMENT_KIND, SHARED_VIEW, TAG_EXPERIMENT_KIND, WEIGHT_NEAR_ZERO
@@ -117,7 +117,7 @@ def test_the_final_best_is_written_once_after_a_resume(tmp_path: Path, sqlite_st
         (plan,) = first.plan(limit=1)
         first.record(plan, result(plan, "completed", value))
     # A resumed study: the best came from before, and nothing better follows.
-    resumed = make_study(cfg, history=list(first.records), plots=RecordingPlots())
+    resumed = make_study(cfg, history=list(first.records))
     resumed.study_run_id = first.study_run_id
     resumed.log_final_best()
     resumed.log_final_best()
@@ -152,3 +152,30 @@ def test_the_run_list_opens_on_the_trials_with_their_params_and_metric(
     )
     tags = tracker.client.get_experiment(study.experiment_id).tags
     assert json.loads(tags[SHARED_VIEW + run_id]) == run_list_view(cfg, run_id)
+
+
+def test_weight_histograms_png_has_a_panel_per_tensor_with_its_bars(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from hyperflow.components.plots import draw_weight_histograms, weight_histograms
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {
+        "net.0.weight": torch.randn(32, 8, generator=gen),
+        "net.0.bias": torch.zeros(32),  # one bin holds everything
+        "net.2.weight": torch.randn(3, 32, generator=gen) + 5,  # all positive: no zero tick
+        "net.2.bias": torch.full((3,), float("nan")),  # nothing finite: an empty panel
+    }
+    hist = weight_histograms(tensors)
+    path = draw_weight_histograms(hist, tmp_path / "h.png")
+    image = Image.open(path).convert("RGB")
+    assert image.size == (3 * 288, 2 * 207), "three panels a row, two rows for four tensors"
+    bar = (0x44, 0x77, 0xAA)
+
+    def bar_pixels(col: int, row: int) -> int:
+        panel = image.crop((col * 288, row * 207, (col + 1) * 288, (row + 1) * 207))
+        return sum(1 for p in panel.getdata() if p == bar)
+
+    assert bar_pixels(0, 0) > 1000 and bar_pixels(1, 0) > 100 and bar_pixels(2, 0) > 1000
+    assert bar_pixels(0, 1) == 0, "no finite value, no bar"
+    assert bar_pixels(1, 1) == 0 and bar_pixels(2, 1) == 0, "the unused cells stay empty"

@@ -52,8 +52,12 @@ def _serve_strategy(conn: Any, strategy: Strategy) -> None:  # pragma: no cover 
 
 @contextlib.contextmanager
 def _main_script_hidden() -> Iterator[None]:
-    """Spawn without running the user's `__main__` again in the child (as `plots._main_script_hidden`
-    does; the search package may not import plots, which imports torch)."""
+    """Spawn without running the user's `__main__` again in the child.
+
+    A spawned child imports the parent's `__main__` (a user's script calling `hyperflow.search`)
+    unless it has no `__file__` / `__spec__`; the strategy needs nothing from it, and a script
+    without an `if __name__ == "__main__":` guard would otherwise start a second search in it.
+    """
     main = sys.modules.get("__main__")
     if main is None:
         yield

@@ -124,8 +124,6 @@ def test_suggestion_k_learns_from_the_trials_before_k_minus_n_parallel(tmp_path:
 def make_study(cfg: Any, history: list[TrialRecord] | None = None, next_number: int = 0) -> Study:
     tracker = StudyTracker(cfg.tracking.uri)
     experiment_id = tracker.experiment_id(cfg.name)
-    from test_study import RecordingPlots
-
     return Study(
         cfg,
         strategy=make_strategy(cfg),
@@ -134,7 +132,6 @@ def make_study(cfg: Any, history: list[TrialRecord] | None = None, next_number: 
         experiment_id=experiment_id,
         study_run_id=tracker.client.create_run(experiment_id).info.run_id,
         spec=TrialSpec.from_config(cfg),
-        plots=RecordingPlots(),
         next_number=next_number,
         history=history or [],
     )
