@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hyperflow.components.diskfull import DiskFull
 from hyperflow.components.names import (
     COMPLETED,
     FAILED,
@@ -309,6 +310,7 @@ class Study:
             if cfg.search.lookahead
             else None
         )
+        tracker.clear_full_disk()  # a new study tries writes again (space may have been freed)
         self._exhausted = False
         self._closed = False
         self._n_infeasible = 0
@@ -521,7 +523,32 @@ class Study:
             if previous_best is not None:
                 previous_best.state_dict = None
             self._log_running_best(record)
+        self._end_if_disk_full()
         return record
+
+    def _end_if_disk_full(self) -> None:
+        """A full disk ends the study (nothing more can be kept): the trial whose records it
+        refused is failed, and DiskFull goes up to the search loop.
+
+        The trials' writes go on behind the loop, so this sees a refusal one trial late at most.
+        """
+        full = self.tracker.full_disk()
+        if full is None:
+            return
+        self.flush_writes(timeout=60)  # what was queued is tried (skipped) and counted first
+        for r in list(self.records):
+            with contextlib.suppress(Exception):  # the store is likely full too
+                if r.run_id == full.run_id and r.state != FAILED:
+                    r.state, r.error = FAILED, full.message
+                    self.tracker.mark_trial(r.run_id, FAILED, full.message, number=r.number)
+                    self.tracker.end_run(r.run_id, "FAILED")
+                elif r.run_id in full.skipped:
+                    # Trained while the refused write was tried, its records incomplete: not
+                    # counted, and resume asks it again.
+                    self.records.remove(r)
+                    self.tracker.mark_trial(r.run_id, INTERRUPTED, full.message, number=r.number)
+                    self.tracker.end_run(r.run_id, "KILLED")
+        raise DiskFull(full.message)
 
     def requeue(self, params: dict[str, Any]) -> None:
         """Ask these parameters again before anything new (a trial a killed process left running)."""

@@ -53,7 +53,6 @@ from hyperflow.components.names import (
     TAG_TRIAL,
     trial_run_name,
 )
-from hyperflow.components.scratch import scratch_dir
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "FullDisk",
     "StudyTracker",
     "TrackingError",
     "TrialLogger",
@@ -347,13 +347,16 @@ class StudyTracker:
             f"metrics of run {run_id}", functools.partial(self.client.log_batch, run_id, metrics=batch)
         )
 
-    def submit_png(self, run_id: str, png: bytes, folder: str | None, name: str) -> None:
-        """`log_png` through this process's writer: queued, not waited for."""
-        writer().submit(f"{name} of run {run_id}", functools.partial(self.log_png, run_id, png, folder, name))
-
     def flush_writes(self, timeout: float | None = None) -> list[str]:
         """Wait for this process's queued writes; the ones that failed."""
         return writer().flush(timeout)
+
+    def full_disk(self) -> FullDisk | None:
+        """The write of this process that a full disk refused, if one was (nothing after it is tried)."""
+        return writer().full
+
+    def clear_full_disk(self) -> None:
+        writer().clear_full()
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = _now_ms()
@@ -364,13 +367,6 @@ class StudyTracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
-
-    def log_png(self, run_id: str, png: bytes, folder: str | None, name: str) -> None:
-        """A drawn figure as the run's artifact `folder/name` (at the run's root with folder None)."""
-        with scratch_dir("plot") as tmp:
-            path = Path(tmp) / name
-            path.write_bytes(png)
-            self.client.log_artifact(run_id, str(path), folder)
 
     def mark_trial(
         self, run_id: str, state: str, error: str | None = None, *, number: int | None = None
@@ -383,6 +379,15 @@ class StudyTracker:
             tags[TAG_ERROR] = error[:5000]
         self.set_tags(run_id, tags)
         self.end_run(run_id, RUN_STATUS[state])
+
+
+@dataclass(frozen=True)
+class FullDisk:
+    """A write that a full disk refused: the run it was for (None: not a run's), and why."""
+
+    run_id: str | None
+    message: str
+    skipped: set[str] = field(default_factory=set)  # runs with writes not tried after it
 
 
 class Writer:
@@ -402,16 +407,27 @@ class Writer:
     def __init__(self, maxsize: int = 256, retries: int = 4, retry_delay: float = 2.0) -> None:
         self.retries = retries
         self.retry_delay = retry_delay
-        self._queue: queue.Queue[tuple[str, Callable[[], object]] | None] = queue.Queue(maxsize)
+        self._queue: queue.Queue[tuple[str, Callable[[], object], str | None, bool] | None] = queue.Queue(
+            maxsize
+        )
         self._errors: list[str] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        # The first write a full disk refused: every later one is skipped (reported, not tried).
+        self.full: FullDisk | None = None
 
-    def submit(self, what: str, write: Callable[[], object]) -> None:
-        """Queue one write (`what` names it in errors); blocks while the queue is full."""
+    def submit(
+        self, what: str, write: Callable[[], object], run_id: str | None = None, *, always: bool = False
+    ) -> None:
+        """Queue one write (`what` names it in errors, `run_id` is the run it belongs to); blocks
+        while the queue is full. `always`: done even after a full disk (local clean-up)."""
         self._ensure_thread()
-        self._queue.put((what, write))
+        self._queue.put((what, write, run_id, always))
+
+    def clear_full(self) -> None:
+        """Try writes again (a new study, once space was freed)."""
+        self.full = None
 
     def flush(self, timeout: float | None = None) -> list[str]:
         """Wait until every write submitted so far is done; the errors since the last flush."""
@@ -452,11 +468,20 @@ class Writer:
             try:
                 if item is None:
                     return
-                what, write = item
+                what, write, run_id, always = item
+                if self.full is not None and not always:
+                    with self._lock:
+                        self._errors.append(f"did not write {what}: {self.full.message}")
+                        if run_id is not None and run_id != self.full.run_id:
+                            self.full.skipped.add(run_id)
+                    continue
                 error = retrying(write, self.retries, self.retry_delay)
                 if error is not None:
+                    message = f"could not write {what}: {error}"
+                    if error.startswith(DISK_FULL_MARK):
+                        self.full = FullDisk(run_id, message)
                     with self._lock:
-                        self._errors.append(f"could not write {what}: {error}")
+                        self._errors.append(message)
             finally:
                 self._queue.task_done()
 
@@ -600,6 +625,7 @@ class TrialLogger:
                     params=params if last else [],
                     tags=tags if last else [],
                 ),
+                self.run_id,
             )
 
     def finish(
@@ -655,19 +681,23 @@ class TrialLogger:
                     fault_point("artifact-write")
                     self.client.log_artifacts(self.run_id, str(folder), "weights")
 
-            self.writer.submit(f"the weights of run {self.run_id} to {where}", upload)
+            self.writer.submit(f"the weights of run {self.run_id} to {where}", upload, self.run_id)
         for file in root_files:
             self.writer.submit(
                 f"{file.name} of run {self.run_id} to {where}",
                 functools.partial(self.client.log_artifact, self.run_id, str(file)),
+                self.run_id,
             )
         if scratch is not None:
-            self.writer.submit(f"cleaning up {scratch}", functools.partial(shutil.rmtree, scratch, True))
+            self.writer.submit(
+                f"cleaning up {scratch}", functools.partial(shutil.rmtree, scratch, True), always=True
+            )
         # The last write of a trial: a run still RUNNING is one whose records may be incomplete.
         status = RUN_STATUS[result.state]
         self.writer.submit(
             f"the end of run {self.run_id} to {where}",
             functools.partial(self.client.set_terminated, self.run_id, status),
+            self.run_id,
         )
 
     def wait(self, timeout: float | None = None) -> None:

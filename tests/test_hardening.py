@@ -417,9 +417,11 @@ def test_a_full_disk_ends_the_study_failed_with_one_line_and_resume_finishes_it(
     states = sorted(
         (int(r.data.tags["hyperflow.trial"]), r.data.tags["hyperflow.state"], r.info.status) for r in trials
     )
-    assert states == [(0, "completed", "FINISHED"), (1, "failed", "FAILED")], (
-        "the search stopped at the full disk"
-    )
+    # The search stopped at the full disk. A trial's writes go on behind the next trial, so at most
+    # one more trial trained meanwhile: its records are incomplete, it is interrupted (resume asks
+    # it again) and nothing is left RUNNING.
+    assert states[:2] == [(0, "completed", "FINISHED"), (1, "failed", "FAILED")], states
+    assert states[2:] in ([], [(2, "interrupted", "KILLED")]), states
 
     again = subprocess.run(
         [HYPERFLOW, "resume", study.info.run_id, "--tracking-uri", uri],
