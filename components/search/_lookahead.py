@@ -36,6 +36,7 @@ def _serve_strategy(conn: Any, strategy: Strategy) -> None:  # pragma: no cover 
     # The surrogate's fits take what the trials leave of the cores.
     with contextlib.suppress(OSError):
         os.nice(5)
+    conn.send((True, "ready"))  # imported and unpickled: the caller may switch to this process
     while True:
         try:
             method, args, kwargs = conn.recv()
@@ -77,9 +78,15 @@ class StrategyProcess:
     bench/overhead.py measured the GP's tell + ask on a thread of the search loop's process slowing
     the trial training beside it by more than the fit's own time (both hold the GIL); in a process
     it only shares the cores. The strategy is pickled into the child, a spawned interpreter.
+
+    The child takes ~2 s to start (an interpreter importing skopt and scikit-learn), and the first
+    trial would wait for it: until it is ready, calls are served by the strategy here and
+    recorded, and at the switch the child replays them from the same initial state, so it is in
+    the state this one is in (a strategy is a deterministic function of the calls it was given).
     """
 
-    def __init__(self, strategy: Strategy) -> None:
+    def __init__(self, strategy: Strategy, *, wait_for_switch: bool = False) -> None:
+        """`wait_for_switch`: serve every call here until `switch()` is called (tests choose the point)."""
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
@@ -88,16 +95,46 @@ class StrategyProcess:
             self._process = ctx.Process(
                 target=_serve_strategy, args=(child, strategy), name="hyperflow-strategy", daemon=True
             )
-            self._process.start()
+            self._process.start()  # pickles the strategy as it is now: the replay's starting point
         child.close()
         self.space = strategy.space
+        self._local: Strategy | None = strategy  # serves calls until the child is ready
+        self._log: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._wait_for_switch = wait_for_switch
+
+    @property
+    def switched(self) -> bool:
+        """Whether calls now go to the child."""
+        return self._local is None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._local is not None:
+            if self._wait_for_switch or not self._conn.poll():  # the child is still starting
+                attr = getattr(self._local, method)
+                if not callable(attr):
+                    return attr
+                value = attr(*args, **kwargs)
+                self._log.append((method, args, kwargs))
+                return value
+            self.switch()
         self._conn.send((method, args, kwargs))
+        return self._answer()
+
+    def _answer(self) -> Any:
         ok, value = self._conn.recv()
         if not ok:
             raise value
         return value
+
+    def switch(self) -> None:
+        """Send every later call to the child, once it is ready and has replayed the calls so far."""
+        if self._local is None:
+            return
+        self._answer()  # "ready"
+        for method, args, kwargs in self._log:
+            self._conn.send((method, args, kwargs))
+            self._answer()
+        self._local, self._log = None, []
 
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         return self._call("ask", n)

@@ -195,6 +195,34 @@ def test_bayes_thinks_in_its_own_process_and_resumes_the_same(tmp_path: Path, sq
     assert run_study(make_study(cfg, history=history, next_number=3)) == whole[3:]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("switch_at", [0, 3, 11])
+def test_the_strategy_process_serves_calls_here_until_it_is_ready_and_then_agrees(
+    tmp_path: Path, sqlite_store: str, switch_at: int
+) -> None:
+    """Calls made before the child is ready are replayed into it: whenever the switch happens, the
+    suggestions are those of the strategy asked directly (bayes: the GP's fits from point 8 on)."""
+    cfg = cfg_for(tmp_path, "bayes", sqlite_store)
+    direct, proxied = make_strategy(cfg), StrategyProcess(make_strategy(cfg), wait_for_switch=True)
+    try:
+        asked: dict[str, list[dict[str, Any]]] = {"direct": [], "proxied": []}
+        for i in range(14):
+            if i == switch_at:
+                proxied.switch()
+            for name, strategy in (("direct", direct), ("proxied", proxied)):
+                (params,) = strategy.ask(1)
+                if i == 5:
+                    strategy.tell_failed(params)
+                else:
+                    strategy.tell(params, objective(params), pruned=i == 6)
+                asked[name].append(params)
+        assert proxied.switched
+        assert asked["proxied"] == asked["direct"]
+        assert proxied.n_told == direct.n_told == 14, "read from the child after the switch"
+    finally:
+        proxied.close()
+
+
 def test_the_key_validates_and_is_documented(tmp_path: Path) -> None:
     from hyperflow.components.config import ConfigError
 
