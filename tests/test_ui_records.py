@@ -63,6 +63,7 @@ def test_every_finished_trial_logs_per_layer_weight_metrics_every_epoch(
     client = MlflowClient(sqlite_store)
     for plan in study.plan():
         study.record(plan, execute_trial(data, plan, study.spec))
+        assert study.flush_writes() == []  # a trial's records are written behind the search loop
         run = client.get_run(plan.run_id)
         layers = {k.split("/")[1] for k in run.data.metrics if k.startswith("weights/")}
         assert layers == {"model.net.0.weight", "model.net.2.weight", "model.net.4.weight"}
@@ -88,6 +89,7 @@ def test_a_function_s_returned_model_gets_its_weight_metrics_once(tmp_path: Path
     res = result(plan, "completed", 0.5, epochs=3)
     res.histograms = weight_histograms(dict(net.named_parameters()))
     plan.logger.finish(res, cfg.search.metric)
+    plan.logger.wait()
     history = MlflowClient(sqlite_store).get_metric_history(plan.run_id, "weights/weight/near_zero")
     assert [(m.step, m.value) for m in history] == [(2, res.histograms["weight"]["near_zero"])]
 
