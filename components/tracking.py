@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
@@ -115,6 +116,8 @@ def prepare_local_store(uri: str) -> None:
     path = Path(uri.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
+        if not path.exists():
+            _create_store(path)
         MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
         db = sqlite3.connect(path, timeout=30)
         try:
@@ -122,6 +125,54 @@ def prepare_local_store(uri: str) -> None:
         finally:
             db.close()
     _PREPARED.add(uri)
+
+
+def _create_store(path: Path) -> None:
+    """Make a new SQLite store at `path` with MLflow's own schema migrations, ~3x faster.
+
+    MLflow creates a store by running every alembic migration, and SQLite syncs the disk after
+    each of their ~70 commits and ~1,700 statements (6 s of a 1-trial run's 8 s start-up here).
+    They run on a file of our own with `synchronous=OFF` and the journal in memory, which is
+    synced once and renamed into place: a kill during the creation leaves no store, only that
+    file, which the next creation replaces.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    for stale in path.parent.glob(f"{path.name}.creating-*"):
+        stale.unlink(missing_ok=True)  # a creation that was killed (we hold the store's lock)
+    building = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    uri = f"sqlite:///{building}"
+
+    def unsynced(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.execute("PRAGMA journal_mode=MEMORY")
+        cursor.close()
+
+    # Every engine made meanwhile (only MLflow's for this file: the store's lock is held).
+    event.listen(Engine, "connect", unsynced)
+    try:
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    finally:
+        event.remove(Engine, "connect", unsynced)
+        _dispose_engine(uri)
+    fd = os.open(building, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(building, path)
+
+
+def _dispose_engine(uri: str) -> None:
+    """Close the connections MLflow keeps for a store URI that is no longer used."""
+    with contextlib.suppress(Exception):  # MLflow's engine cache is internal: nothing to close if it moved
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
 
 
 def param_value(value: Any) -> str:

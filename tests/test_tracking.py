@@ -184,3 +184,40 @@ def test_sigterm_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_pa
             assert steps == list(range(epochs)), f"{name} of {run.info.run_name}"
         logged += epochs
     assert logged >= 12, "every epoch logged before the signal was written"
+
+
+def _schema(db: Path) -> tuple[list[tuple[str, str, list[str]]], list[tuple[str]], str]:
+    """Tables and indexes with their columns and constraints (in any order: alembic's batch
+    migrations recreate a table's constraints in set order), the migration version, integrity."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
+        objects = [
+            (kind, name, sorted(p.strip() for p in (sql or "").split(", \n"))) for kind, name, sql in rows
+        ]
+        version = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        (check,) = con.execute("PRAGMA integrity_check").fetchone()
+    return objects, version, check
+
+
+def test_a_new_local_store_has_mlflows_own_schema_and_a_killed_creation_leaves_none(tmp_path: Path) -> None:
+    from hyperflow.components.tracking import prepare_local_store
+
+    # MLflow's own creation, for comparison.
+    theirs = tmp_path / "theirs.db"
+    MlflowClient(f"sqlite:///{theirs}").search_experiments(max_results=1)
+    # What a creation killed half-way leaves: a partial file of a dead process, never the store.
+    ours = tmp_path / "mlflow.db"
+    (tmp_path / "mlflow.db.creating-999999999").write_bytes(b"half a database")
+    prepare_local_store(f"sqlite:///{ours}")
+    objects, version, check = _schema(ours)
+    assert (objects, version) == _schema(theirs)[:2], "the same tables, indexes and migration version"
+    assert check == "ok"
+    assert not list(tmp_path.glob("mlflow.db.creating-*")), "the killed creation's file is gone"
+    client = MlflowClient(f"sqlite:///{ours}")
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
