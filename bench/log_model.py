@@ -4,7 +4,7 @@
 
 The baseline is what hyperflow logged before the pyfunc: `mlflow.pytorch.save_model` in the pt2
 format with a tensor signature (torch.export inside). The pyfunc adds the preparation JSON, the
-code file, a column signature and MLflow's check of the input example. Both run in one process,
+code file, an output signature and the input example. Both run in one process,
 interleaved, after one warm-up each (the first torch.export of a process costs about a second
 more, whichever path pays it).
 """

@@ -226,7 +226,7 @@ def _split_and_scale(cfg: DataConfig, seed: int) -> Dataset:
     prep.spec.update(
         task=task,
         n_dropped=raw.n_dropped,
-        target=_target_spec(raw, classes, labels),
+        target=_target_spec(raw, classes, labels, cfg.target if raw.layout == "table" else None),
     )
     return Dataset(
         name=raw.name,
@@ -266,13 +266,16 @@ def _label_values(raw: RawData) -> list[Any]:
     return out
 
 
-def _target_spec(raw: RawData, classes: list[str] | None, labels: list[Any] | None) -> dict[str, Any]:
-    name = raw.label_field
+def _target_spec(
+    raw: RawData, classes: list[str] | None, labels: list[Any] | None, column: str | None
+) -> dict[str, Any]:
+    """The target as the served model needs it; `column` (a table's target) is let through in requests."""
+    spec: dict[str, Any] = {"field": raw.label_field, "column": column}
     if classes is None or labels is None:
-        return {"field": name}
+        return spec
     kinds = {type(v) for v in labels}
     dtype = "bool" if kinds == {bool} else "int64" if kinds == {int} else "object"
-    return {"field": name, "classes": classes, "labels": labels, "label_dtype": dtype}
+    return {**spec, "classes": classes, "labels": labels, "label_dtype": dtype}
 
 
 # --------------------------------------------------------------------------------------------

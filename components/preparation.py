@@ -189,7 +189,7 @@ def fit_preparation(
 
 
 def _served_dtype(values: pd.Series) -> str:
-    """The MLflow signature type of a categorical column: what a reader of the table gives back."""
+    """A categorical column's type in MLflow's names (recorded in preparation.json): what a reader gives back."""
     if pd.api.types.is_bool_dtype(values):
         return "boolean"
     if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):

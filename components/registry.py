@@ -132,19 +132,15 @@ def save_served_model(
 
 
 def served_signature(preparation: dict[str, Any]) -> ModelSignature:
-    """Inputs: the table's columns by name (numbers as double, categorical columns optional), or
-    positional doubles for array data; outputs: `label` and `probability_<class>`, or `value`."""
+    """Outputs only: `label` and `probability_<class>`, or `value`; the inputs are checked by the model.
+
+    No input schema: MLflow 3.17 enforces a column's declared type in-process, where no type takes
+    both int64 and float64 (`double` refuses int64, `long` floats, `AnyType` breaks the scoring
+    server's CSV parsing); `served_model.encode_rows` checks width, columns and numbers itself.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    # Numbers are `double`: MLflow then takes floats, gaps (NaN) and ints of up to 32 bits as they
-    # are, and the scoring server casts CSV and JSON to it; in-process it refuses int64 (upcasting
-    # only ints of at most 6 bytes), so int64 arrays need `.astype(float)` there (README "Serving").
-    columns = preparation["columns"]
-    if preparation["layout"] == "table":
-        inputs = Schema([ColSpec(c["dtype"], c["name"], required=c["kind"] == "numeric") for c in columns])
-    else:
-        inputs = Schema([ColSpec(c["dtype"]) for c in columns])
     if preparation["task"] == "regression":
         outputs = Schema([ColSpec("double", "value")])
     else:
@@ -153,7 +149,7 @@ def served_signature(preparation: dict[str, Any]) -> ModelSignature:
         specs: list[ColSpec | TensorSpec] = [ColSpec(label_type, "label")]
         specs += [ColSpec("double", f"probability_{name}") for name in target["classes"]]
         outputs = Schema(specs)
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(outputs=outputs)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-__all__ = ["ServedModel", "category_strings", "encode_rows", "format_outputs"]
+__all__ = ["ServedModel", "category_strings", "encode_rows", "format_outputs", "rows_frame"]
 
 
 def category_strings(values: pd.Series) -> pd.Series:
@@ -41,23 +42,22 @@ def category_strings(values: pd.Series) -> pd.Series:
     return pd.Series([one(v) for v in values.tolist()], index=values.index, dtype=object)
 
 
-def encode_rows(rows: pd.DataFrame | np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def encode_rows(rows: Any, spec: dict[str, Any]) -> np.ndarray:
     """Fill gaps and one-hot encode raw rows as the network's float32 input (before its scaling).
 
-    Numeric columns come first, then each categorical column's categories in order: the layout of
-    the ColumnTransformer the data was prepared with. A gap takes the train split's fill value; a
+    `rows` is what a caller or MLflow's scoring server hands over: a DataFrame (a table's columns by
+    name; array data by position), a 2-D array or list of rows (by position, in the preparation's
+    column order), one row as a 1-D array, a dict of columns, or a list of records. Numeric columns
+    come first, then each categorical column's categories in order: the layout of the
+    ColumnTransformer the data was prepared with. A gap takes the train split's fill value; a
     category unseen in training encodes as none of the known ones (all zeros).
+
+    Raises:
+        ValueError: the rows have the wrong width, miss a numeric column, name a column the model
+            does not know, or hold something other than a number in a numeric column.
     """
     columns = spec["columns"]
-    if spec["layout"] == "array" or not isinstance(rows, pd.DataFrame):
-        array = np.asarray(rows.to_numpy() if isinstance(rows, pd.DataFrame) else rows)
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2 or array.shape[1] != len(columns):
-            raise ValueError(f"expected rows of {len(columns)} features, got an array of shape {array.shape}")
-        frame = pd.DataFrame(array, columns=[c["name"] for c in columns])
-    else:
-        frame = rows
+    frame = rows_frame(rows, spec)
     n = len(frame)
     parts: list[np.ndarray] = []
     for kind in ("numeric", "categorical"):
@@ -73,6 +73,69 @@ def encode_rows(rows: pd.DataFrame | np.ndarray, spec: dict[str, Any]) -> np.nda
                 known = np.asarray(col["categories"], dtype=object)
                 parts.append((s[:, None] == known[None, :]).astype(np.float64))
     return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+
+
+def rows_frame(rows: Any, spec: dict[str, Any]) -> pd.DataFrame:
+    """Raw rows in any form `encode_rows` takes, as a DataFrame named by the preparation's columns.
+
+    The checks MLflow's signature made before (the model has no input schema, see `served_signature`
+    in hyperflow's registry) are made here: the width of positional rows, the numeric (required)
+    columns of a table, and no column the model does not know (the target column is let through).
+    """
+    names = [c["name"] for c in spec["columns"]]
+    if isinstance(rows, dict):  # the scoring server's `inputs` as columns, or a caller's dict
+        rows = _frame_of_columns(rows)
+    elif isinstance(rows, list | np.ndarray) and len(rows) > 0 and all(isinstance(r, dict) for r in rows):
+        rows = pd.DataFrame([{k: _scalar(v) for k, v in r.items()} for r in rows])  # records
+    elif isinstance(rows, pd.Series):
+        rows = rows.to_frame().T  # one row, its index naming the columns
+    if isinstance(rows, pd.DataFrame) and spec["layout"] == "table":
+        return _named_columns(rows, spec)
+    try:
+        array = np.asarray(rows.to_numpy() if isinstance(rows, pd.DataFrame) else rows)
+    except ValueError as exc:  # ragged rows
+        raise ValueError(f"expected rows of {len(names)} values each: {exc}") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != len(names):
+        order = f" ({', '.join(names)}, in this order)" if spec["layout"] == "table" else ""
+        raise ValueError(
+            f"expected rows of {len(names)} features{order}, got an array of shape {array.shape}"
+        )
+    return pd.DataFrame(array, columns=names)
+
+
+def _named_columns(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """A table's rows by column name: every numeric column present, no column the model does not know."""
+    names = [c["name"] for c in spec["columns"]]
+    given = [str(c) for c in frame.columns]
+    required = [c["name"] for c in spec["columns"] if c["kind"] == "numeric"]
+    missing = [c for c in required if c not in given]
+    target = spec.get("target", {}).get("column")
+    unknown = [c for c in given if c not in set(names) and c != target]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {missing}")
+        if unknown:
+            problems.append(f"unknown column(s) {unknown}")
+        optional = [c["name"] for c in spec["columns"] if c["kind"] != "numeric"]
+        takes = f"the model takes {required}" + (f", and optionally {optional}" if optional else "")
+        raise ValueError(f"{'; '.join(problems)}: {takes}")
+    return frame.set_axis(given, axis=1)
+
+
+def _frame_of_columns(columns: dict[str, Any]) -> pd.DataFrame:
+    """A dict of columns (lists or arrays; scalars for one row) as a DataFrame."""
+    values = {str(k): _scalar(v) for k, v in columns.items()}
+    if all(np.ndim(v) == 0 for v in values.values()):
+        return pd.DataFrame([values])
+    return pd.DataFrame(values)
+
+
+def _scalar(value: Any) -> Any:
+    """A 0-d array (how the scoring server passes a JSON scalar) as its value."""
+    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
 def _numbers(values: pd.Series, name: str) -> np.ndarray:
@@ -106,7 +169,7 @@ def format_outputs(out: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
 
 
 class ServedModel(PythonModel):
-    """Raw rows (a DataFrame, or float/int arrays for array data) in; named outputs out."""
+    """Raw rows (a DataFrame, float or int arrays, the scoring server's parsed requests) in; named outputs out."""
 
     def load_context(self, context: Any) -> None:
         import torch
@@ -119,8 +182,12 @@ class ServedModel(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        # Annotated as a DataFrame, the input gets MLflow's signature checks only (no type-hint schema).
-        x = encode_rows(model_input, self.spec)
+        # Annotated as a DataFrame, MLflow infers no type-hint schema and hands the input over as it
+        # came (the signature declares no inputs): encode_rows checks it.
+        try:
+            x = encode_rows(model_input, self.spec)
+        except ValueError as exc:  # a bad request (HTTP 400 from the scoring server), not a fault
+            raise MlflowException.invalid_parameter_value(str(exc)) from exc
         with self._torch.no_grad():
             out = self.network(self._torch.from_numpy(x)).numpy()
         return format_outputs(out, self.spec)

@@ -2,7 +2,7 @@
 
 Array data (digits) and a penguins-like table (two string columns, a string target, about 3% empty
 cells, written here from scikit-learn's iris) are prepared, trained for real, logged as the pyfunc
-`best_model` and scored with raw rows: float64, float32, int64, DataFrames, CSV and JSON.
+`best_model` and scored with raw rows: float64, float32, int64, DataFrames, CSV, JSON and parquet.
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,11 @@ def test_the_served_preparation_is_the_fitted_column_transformer(table: Dataset)
     assert served[0, island].tolist() == [0.0, 0.0, 0.0]  # none of the known islands
     fill = next(c["fill"] for c in prep.spec["columns"] if c["name"] == "bill_length_mm")
     assert prep.encode(rows)[1, 0] == pytest.approx(fill)
+    # a categorical column left out is all gaps: the train split's most frequent value
+    sex = {f: i for i, f in enumerate(table.feature_names) if f.startswith("sex_")}
+    most_frequent = next(c["fill"] for c in prep.spec["columns"] if c["name"] == "sex")
+    left_out = prep.encode(rows.drop(columns="sex"))[:, list(sex.values())]
+    assert left_out.tolist() == [[float(f == f"sex_{most_frequent}") for f in sex]] * len(rows)
 
 
 def test_a_numeric_column_named_in_data_categorical_is_one_hot_by_its_values(table: Dataset) -> None:
@@ -173,10 +180,12 @@ def test_missing_drop_leaves_out_the_rows_with_gaps(table: Dataset, tmp_path: Pa
 def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table: Dataset) -> None:
     from hyperflow.components.data import DataError
 
-    raw = pd.read_csv(table.source)
-    gap_rows = np.flatnonzero(raw.drop(columns="species").isna().any(axis=1))
+    raw = pd.read_csv(table.source).drop(columns="species")
+    gap_rows = np.flatnonzero(raw.isna().any(axis=1))
+    gap_columns = ", ".join(repr(c) for c in raw.columns if raw[c].isna().any())
+    assert gap_columns.count(",") >= 1, "gaps in several columns"
     with pytest.raises(
-        DataError, match=rf"feature column\(s\) 'bill_length_mm'.*first at row {gap_rows[0]}\)"
+        DataError, match=re.escape(f"feature column(s) {gap_columns}; first at row {gap_rows[0]})")
     ):
         load_dataset(table_config(Path(table.source), missing="error"), 0)
 
@@ -185,9 +194,7 @@ def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table:
 # The pyfunc in-process
 
 
-def test_the_pyfunc_takes_float64_float32_int32_arrays_and_dataframes(
-    digits_model: Path, digits: Dataset
-) -> None:
+def test_the_pyfunc_takes_float_and_int_arrays_and_dataframes(digits_model: Path, digits: Dataset) -> None:
     model = mlflow.pyfunc.load_model(str(digits_model))
     X = digits.test_rows.to_numpy(dtype=np.float64)
     out = model.predict(X)
@@ -195,14 +202,27 @@ def test_the_pyfunc_takes_float64_float32_int32_arrays_and_dataframes(
     assert out["label"].dtype == np.int64
     np.testing.assert_allclose(probabilities(out).sum(axis=1), 1.0, atol=1e-6)
     assert (out["label"].to_numpy() == np.asarray(digits.labels)[digits.y_test]).mean() > 0.85
-    # digits' pixels are whole numbers: int32 scores as float64 does (int64 is cast by the server;
-    # in-process MLflow upcasts ints of at most 32 bits to a `double` column)
-    for same in (X.astype(np.float32), X.astype(np.int32), pd.DataFrame(X), digits.test_rows):
-        again = model.predict(same)
-        assert again["label"].tolist() == out["label"].tolist()
+    # digits' pixels are whole numbers: every int width scores as float64 does, int64 included
+    same = [X.astype(np.float32), X.astype(np.int32), X.astype(np.int64), X.astype(np.uint8)]
+    same += [pd.DataFrame(X), pd.DataFrame(X.astype(np.int64)), digits.test_rows, X.tolist()]
+    for rows in same:
+        again = model.predict(rows)
+        assert again["label"].tolist() == out["label"].tolist(), type(rows)
         np.testing.assert_allclose(probabilities(again), probabilities(out), atol=1e-6)
-    alone = model.predict(X[7:8])
+    alone = model.predict(X[7])  # one row as a 1-D array
     np.testing.assert_allclose(probabilities(alone), probabilities(out)[7:8], atol=1e-5)
+
+
+def test_the_pyfunc_refuses_rows_of_the_wrong_width(digits_model: Path, digits: Dataset) -> None:
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(str(digits_model))
+    X = digits.test_rows.to_numpy()
+    for rows, shape in ((X[:, :63], "(359, 63)"), (pd.DataFrame(X).assign(extra=0), "(359, 65)")):
+        with pytest.raises(
+            MlflowException, match=re.escape(f"expected rows of 64 features, got an array of shape {shape}")
+        ):
+            model.predict(rows)
 
 
 def test_the_pytorch_flavor_loads_the_network_alone(digits_model: Path, digits: Dataset) -> None:
@@ -230,23 +250,76 @@ def test_the_table_pyfunc_scores_raw_rows_with_strings_gaps_and_unseen_categorie
     assert len(scored) == 3 and np.isfinite(probabilities(scored)).all()
     without_sex = model.predict(rows.drop(columns="sex"))  # an optional (categorical) column left out
     assert len(without_sex) == len(rows)
-    bad = rows.iloc[:2].astype({"bill_depth_mm": object})
+    with_target = model.predict(rows.assign(species="setosa"))  # the table as read: its target is let through
+    assert with_target["label"].tolist() == out["label"].tolist()
+
+
+def test_the_table_pyfunc_takes_int64_category_and_all_empty_columns(
+    table_model: Path, table: Dataset
+) -> None:
+    model = mlflow.pyfunc.load_model(str(table_model))
+    rows = table.test_rows.copy()
+    rows["body_mass_g"] = rows["body_mass_g"].fillna(4000.0)
+    expected = model.predict(rows)
+    as_int = rows.astype({"body_mass_g": np.int64})
+    read = pd.read_csv(io.StringIO(as_int.to_csv(index=False)))  # whole numbers without gaps: int64
+    assert read["body_mass_g"].dtype == np.int64
+    categories = rows.astype({"island": "category", "sex": "category"})
+    for variant in (read, as_int, categories, rows.astype({"body_mass_g": "Int64"})):
+        got = model.predict(variant)
+        assert got["label"].tolist() == expected["label"].tolist()
+        np.testing.assert_allclose(probabilities(got), probabilities(expected), atol=1e-6)
+    # an island column left empty reads back as float NaN: scored as if it were left out
+    empty = pd.read_csv(io.StringIO(rows.assign(island=None).to_csv(index=False)))
+    assert empty["island"].dtype == np.float64
+    np.testing.assert_allclose(
+        probabilities(model.predict(empty)),
+        probabilities(model.predict(rows.drop(columns="island"))),
+        atol=1e-6,
+    )
+
+
+def test_the_table_pyfunc_refuses_missing_unknown_and_non_numeric_columns(
+    table_model: Path, table: Dataset
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(str(table_model))
+    rows = table.test_rows.iloc[:4]
+    takes = (
+        r"the model takes \['bill_length_mm', 'bill_depth_mm', 'flipper_length_mm', 'body_mass_g'\], "
+        r"and optionally \['island', 'sex'\]"
+    )
+    with pytest.raises(MlflowException, match=rf"missing column\(s\) \['bill_depth_mm'\]: {takes}"):
+        model.predict(rows.drop(columns="bill_depth_mm"))
+    with pytest.raises(MlflowException, match=rf"unknown column\(s\) \['Island'\]: {takes}"):
+        model.predict(rows.rename(columns={"island": "Island"}))  # a misspelt optional column is no gap
+    bad = rows.astype({"bill_depth_mm": object})
     bad.loc[bad.index[1], "bill_depth_mm"] = "deep"
-    with pytest.raises(Exception, match=r"bill_depth_mm"):
+    with pytest.raises(
+        MlflowException, match=r"column 'bill_depth_mm' takes numbers, but row 1 holds 'deep'"
+    ):
         model.predict(bad)
-    with pytest.raises(ValueError, match=r"column 'bill_depth_mm' takes numbers, but row 1 holds 'deep'"):
-        table.preparation.encode(bad)  # what the served model checks when called without MLflow's checks
+    with pytest.raises(
+        MlflowException, match=r"expected rows of 6 features \(bill_length_mm, .*, sex, in this order\)"
+    ):
+        model.predict(rows.to_numpy()[:, :5])
+    positional = model.predict(rows.to_numpy())  # a 2-D array: the table's columns in order
+    np.testing.assert_allclose(probabilities(positional), probabilities(model.predict(rows)), atol=1e-6)
 
 
-def test_the_signature_names_the_table_columns_and_the_outputs(table_model: Path, table: Dataset) -> None:
-    signature = mlflow.models.Model.load(str(table_model / "MLmodel")).signature
-    inputs = {c.name: c for c in signature.inputs.inputs}
-    assert list(inputs) == table.preparation.input_columns
-    assert inputs["island"].type.name == "string" and not inputs["island"].required
-    assert inputs["bill_length_mm"].required
-    assert signature.outputs.input_names() == ["label"] + [f"probability_{c}" for c in table.classes]
+def test_the_signature_declares_the_outputs_and_the_example_shows_the_inputs(
+    table_model: Path, table: Dataset
+) -> None:
+    meta = mlflow.models.Model.load(str(table_model / "MLmodel"))
+    # no input schema: the model checks its inputs itself (MLflow's would refuse int64 in-process)
+    assert meta.signature.inputs is None
+    assert meta.signature.outputs.input_names() == ["label"] + [f"probability_{c}" for c in table.classes]
+    example = json.loads((table_model / "serving_input_example.json").read_text())["dataframe_split"]
+    assert example["columns"] == table.preparation.input_columns
     spec = json.loads((table_model / "artifacts" / "preparation.json").read_text())
     assert spec == json.loads(json.dumps(table.preparation.spec))
+    assert spec["target"]["column"] == "species"
 
 
 def test_a_regression_pyfunc_returns_values_in_the_target_units(diabetes: Dataset, tmp_path: Path) -> None:
@@ -285,13 +358,34 @@ def serve(model_uri: str, home: Path, **env: str) -> tuple[str, subprocess.Popen
     return f"http://127.0.0.1:{port}", proc
 
 
-def invoke(url: str, body: bytes, content_type: str) -> pd.DataFrame:
+@pytest.fixture(scope="module")
+def digits_server(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, proc = serve(str(digits_model), tmp_path_factory.mktemp("serve-digits"))
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def table_server(table_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, proc = serve(str(table_model), tmp_path_factory.mktemp("serve-table"))
+    yield url
+    stop(proc)
+
+
+def post(url: str, body: bytes, content_type: str) -> tuple[int, str]:
+    """POST to `/invocations`: the status and the body, 4xx and 5xx included."""
     request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return pd.DataFrame(json.loads(response.read())["predictions"])
+            return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
-        raise AssertionError(f"HTTP {exc.code}: {exc.read().decode()[:2000]}") from None
+        return exc.code, exc.read().decode()
+
+
+def invoke(url: str, body: bytes, content_type: str) -> pd.DataFrame:
+    status, text = post(url, body, content_type)
+    assert status == 200, f"HTTP {status}: {text[:2000]}"
+    return pd.DataFrame(json.loads(text)["predictions"])
 
 
 def requests(rows: pd.DataFrame, positional: bool) -> dict[str, tuple[bytes, str]]:
@@ -302,40 +396,87 @@ def requests(rows: pd.DataFrame, positional: bool) -> dict[str, tuple[bytes, str
         if positional
         else {c: json.loads(rows[c].to_json(orient="values")) for c in rows}
     )
-    buffer = io.StringIO()
-    rows.to_csv(buffer, index=False)
     return {
-        "csv": (buffer.getvalue().encode(), "text/csv"),
+        "csv": (rows.to_csv(index=False).encode(), "text/csv"),
         "dataframe_split": (json.dumps({"dataframe_split": split}).encode(), "application/json"),
         "inputs": (json.dumps({"inputs": inputs}).encode(), "application/json"),
     }
 
 
+def assert_same_answers(got: pd.DataFrame, expected: pd.DataFrame, what: str) -> None:
+    assert got["label"].tolist() == expected["label"].tolist(), what
+    np.testing.assert_allclose(probabilities(got), probabilities(expected), atol=1e-6, err_msg=what)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["array", "table"])
 def test_the_scoring_server_answers_csv_dataframe_split_and_inputs_like_the_pyfunc(
-    layout: str, request: pytest.FixtureRequest, tmp_path: Path
+    layout: str, request: pytest.FixtureRequest
 ) -> None:
     data: Dataset = request.getfixturevalue("digits" if layout == "array" else "table")
     folder: Path = request.getfixturevalue("digits_model" if layout == "array" else "table_model")
+    url: str = request.getfixturevalue("digits_server" if layout == "array" else "table_server")
+    model = mlflow.pyfunc.load_model(str(folder))
     rows = data.test_rows.iloc[:20].copy()
     if layout == "table":
         rows.loc[rows.index[0], "island"] = "Atlantis"
-    expected = mlflow.pyfunc.load_model(str(folder)).predict(rows)
-    url, proc = serve(str(folder), tmp_path)
-    try:
-        variants = {"float64": rows}
-        if layout == "array":
-            variants["int64"] = rows.astype(np.int64)  # digits' pixels are whole numbers
-        for dtype, variant in variants.items():
-            for fmt, (body, content_type) in requests(variant, positional=layout == "array").items():
-                got = invoke(url, body, content_type)
-                assert got["label"].tolist() == expected["label"].tolist(), (dtype, fmt)
-                np.testing.assert_allclose(
-                    probabilities(got), probabilities(expected), atol=1e-6, err_msg=f"{dtype} {fmt}"
-                )
-    finally:
-        stop(proc)
+        whole = rows.assign(body_mass_g=rows["body_mass_g"].fillna(4000.0))
+        variants = {"float64": rows, "float64 whole": whole, "int64": whole.astype({"body_mass_g": np.int64})}
+        twins = {"int64": "float64 whole"}  # an int column, as pandas reads one without gaps
+    else:
+        variants = {"float64": rows, "int64": rows.astype(np.int64)}  # digits' pixels are whole numbers
+        twins = {"int64": "float64"}
+    expected = {dtype: model.predict(variant) for dtype, variant in variants.items()}  # in-process
+    for int_rows, float_rows in twins.items():
+        assert_same_answers(expected[int_rows], expected[float_rows], "int64 in-process")
+    for dtype, variant in variants.items():
+        for fmt, (body, content_type) in requests(variant, positional=layout == "array").items():
+            assert_same_answers(invoke(url, body, content_type), expected[dtype], f"{dtype} {fmt}")
+
+
+@pytest.mark.slow
+def test_the_scoring_server_reads_category_parquet_and_an_empty_string_column_in_csv(
+    table_model: Path, table_server: str, table: Dataset
+) -> None:
+    model = mlflow.pyfunc.load_model(str(table_model))
+    rows = table.test_rows.iloc[:20].copy()
+    rows.loc[rows.index[0], "island"] = "Atlantis"  # a category of the column, unseen in training
+    categories = rows.astype({"island": "category", "sex": "category"})
+    buffer = io.BytesIO()
+    categories.to_parquet(buffer)
+    assert isinstance(pd.read_parquet(io.BytesIO(buffer.getvalue()))["island"].dtype, pd.CategoricalDtype)
+    got = invoke(table_server, buffer.getvalue(), "application/vnd.apache.parquet")
+    assert_same_answers(got, model.predict(rows), "parquet with category columns")
+    assert_same_answers(got, model.predict(categories), "category columns in-process")
+
+    no_island = rows.assign(island=None)  # every island cell empty in the CSV
+    body = no_island.to_csv(index=False).encode()
+    assert pd.read_csv(io.BytesIO(body))["island"].dtype == np.float64  # pandas reads it as numbers
+    expected = model.predict(rows.drop(columns="island"))
+    assert_same_answers(invoke(table_server, body, "text/csv"), expected, "CSV, island all empty")
+    assert_same_answers(model.predict(pd.read_csv(io.BytesIO(body))), expected, "the same CSV in-process")
+
+
+@pytest.mark.slow
+def test_the_scoring_server_refuses_bad_rows_with_the_models_message(
+    digits_server: str, table_server: str, table: Dataset
+) -> None:
+    rows = table.test_rows.iloc[:3].astype({"bill_depth_mm": object})
+    rows.loc[rows.index[1], "bill_depth_mm"] = "deep"
+    bad_tables = {
+        "column 'bill_depth_mm' takes numbers, but row 1 holds 'deep'": rows,
+        "unknown column(s) ['Island']": table.test_rows.iloc[:3].rename(columns={"island": "Island"}),
+        "missing column(s) ['body_mass_g']": table.test_rows.iloc[:3].drop(columns="body_mass_g"),
+    }
+    for message, bad in bad_tables.items():
+        for fmt, (body, content_type) in requests(bad, positional=False).items():
+            status, text = post(table_server, body, content_type)
+            assert status == 400 and message in json.loads(text)["message"], (fmt, status, text[:2000])
+    narrow = json.dumps({"inputs": [[0.0] * 63]}).encode()
+    status, text = post(digits_server, narrow, "application/json")
+    assert status == 400 and "expected rows of 64 features, got an array of shape (1, 63)" in text, text[
+        :2000
+    ]
 
 
 def test_validate_prints_the_prepared_feature_count(table: Dataset, tmp_path: Path) -> None:
@@ -421,3 +562,10 @@ def test_a_table_with_strings_gaps_and_a_string_target_trains_and_its_champion_s
         "virginica",
     }
     np.testing.assert_allclose(probabilities(scored).sum(axis=1), 1.0, atol=1e-6)
+    # the raw rows as a CSV reader gives them back: an int64 column, empty cells as NaN
+    as_read = pd.read_csv(
+        io.StringIO(raw.fillna({"body_mass_g": 1500}).astype({"body_mass_g": "int64"}).to_csv(index=False))
+    )
+    assert as_read["body_mass_g"].dtype == np.int64
+    again = champion.predict(as_read)
+    np.testing.assert_allclose(probabilities(again)[:2], probabilities(scored)[:2], atol=1e-6)
