@@ -370,7 +370,7 @@ def _toy_config(tmp_path: Path, kind: str, n_trials: int, name: str) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["asha", "hyperband"])
-def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: str) -> None:
+def test_a_resumed_study_decides_as_the_uninterrupted_one(in_tmp: Path, kind: str) -> None:
     """Through MLflow: a study killed between trials and resumed prunes as the uninterrupted one."""
     from mlflow.tracking import MlflowClient
 
@@ -393,6 +393,7 @@ def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: 
         return out
 
     n = 14
+    tmp_path = in_tmp  # the store's artifacts (mlruns/) land in the working directory
     with registered("toy_stopping:objective", _toy_objective):
         whole = open_study(_toy_config(tmp_path, kind, n, "whole"), None)
         run(whole, n)
