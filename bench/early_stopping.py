@@ -7,8 +7,10 @@ kept in bench/curves.json.gz. A replay feeds the curves, in the recorded search 
 epoch to each rule exactly as a sequential search would (the rule's snapshot taken before each
 trial, completed trials recorded as they finish) and counts the epochs trained, the trials
 pruned, and the best final value among completed trials. The full run also replays 10 shuffled
-orders and reports the median. asha and hyperband use the experiment's min_epochs (5) and the
-default reduction_factor (3); a last table tries other settings of theirs over the same orders.
+orders and reports the median. asha and hyperband use their own defaults (the config's when
+`min_epochs` and `reduction_factor` are left out: a first rung of max(1, 30 // 100) = 1 epoch, a
+reduction factor of 4 for asha and 3 for hyperband); the last tables try other settings of theirs
+and other published decision rules at a rung over the same orders.
 
     python bench/early_stopping.py [--quick] [--record]
 """
@@ -16,9 +18,12 @@ default reduction_factor (3); a last table tries other settings of theirs over t
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import statistics
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,23 +128,26 @@ def replay(
     *,
     min_epochs: int | None = None,
     threshold: float | None = None,
-    reduction_factor: int = 3,
+    reduction_factor: int | None = None,
 ) -> Replay:
     """One sequential search over the recorded runs in `order`, with the rule `kind`.
 
-    `min_epochs` and `threshold` default to the experiment's config; the i-th trial of the
-    order is trial number i (hyperband's bracket comes from it).
+    `min_epochs` and `threshold` default to the experiment's config for median and curve_fit,
+    and `min_epochs` and `reduction_factor` to their own defaults for asha and hyperband (what a
+    config that leaves them out gets); the i-th trial of the order is trial number i
+    (hyperband's bracket comes from it).
     """
     from hyperflow.components.curves import StopRule
 
     metric, mode = experiment["metric"], experiment["mode"]
+    first, factor = halving_defaults(kind)
     rule = StopRule(
         kind,
         metric=metric,
         mode=mode,
-        min_epochs=min_epochs or experiment["min_epochs"],
+        min_epochs=min_epochs or first or experiment["min_epochs"],
         threshold=threshold or experiment["threshold"],
-        reduction_factor=reduction_factor,
+        reduction_factor=reduction_factor or factor,
         max_epochs=EPOCHS,
     )
     out = Replay(kind)
@@ -226,15 +234,47 @@ def sensitivity(
     print()
 
 
-HALVING_VARIANTS = [  # (rule, min_epochs, reduction_factor); the first of each is the default
-    ("asha", 5, 3),
+def halving_defaults(kind: str) -> tuple[int | None, int]:
+    """asha's and hyperband's first rung and reduction factor when a config leaves them out."""
+    from hyperflow.components.stopping import DEFAULT_REDUCTION_FACTOR, HALVING_KINDS, default_first_rung
+
+    if kind not in HALVING_KINDS:
+        return None, 3
+    return default_first_rung(EPOCHS), DEFAULT_REDUCTION_FACTOR[kind]
+
+
+def rungs_of(min_epochs: int, factor: int) -> list[int]:
+    from hyperflow.components.stopping import rung_epochs
+
+    return list(rung_epochs(min_epochs, factor, EPOCHS))
+
+
+def by_construction(min_epochs: int, factor: int) -> float:
+    """The share of none's epochs synchronous successive halving trains whatever the curves:
+    every trial the first rung, 1/factor of them on to the next, ..., 1/factor^k the whole way."""
+    rungs = [*rungs_of(min_epochs, factor), EPOCHS]
+    return (
+        rungs[0] + sum((b - a) / factor ** (i + 1) for i, (a, b) in enumerate(itertools.pairwise(rungs)))
+    ) / EPOCHS
+
+
+def label(kind: str, min_epochs: int | None = None, factor: int | None = None) -> str:
+    first, default_factor = halving_defaults(kind)
+    m, f = min_epochs or first or 0, factor or default_factor
+    return f"{kind} ({m}, {f}: rungs {', '.join(map(str, rungs_of(m, f)))})"
+
+
+HALVING_VARIANTS = [  # (rule, min_epochs, reduction_factor); None: the default
+    ("asha", None, None),
+    ("asha", 5, 3),  # the defaults before (curve_fit's min_epochs, the field's reduction_factor)
     ("asha", 5, 4),
-    ("asha", 3, 3),
+    ("asha", 3, 4),
     ("asha", 2, 3),
     ("asha", 2, 4),
     ("asha", 1, 3),
+    ("hyperband", None, None),
     ("hyperband", 5, 3),
-    ("hyperband", 2, 3),
+    ("hyperband", 1, 4),
 ]
 
 
@@ -254,13 +294,13 @@ def halving_settings(
         ]
         ratios = [g.epochs / n.epochs for g, n in zip(got, nones, strict=True)]
         gaps = [100 * sign * ((g.best or 0.0) - (n.best or 0.0)) for g, n in zip(got, nones, strict=True)]
-        rungs = "/".join(str(r) for r in range(min_epochs, EPOCHS, 1) if _is_rung(r, min_epochs, factor))
+        first, default_factor = halving_defaults(kind)
         rows.append(
             [
-                kind,
-                min_epochs,
-                factor,
-                rungs,
+                label(kind, min_epochs, factor) + (" - default" if min_epochs is None else ""),
+                by_construction(min_epochs or first or 0, factor or default_factor)
+                if kind == "asha"
+                else None,
                 statistics.median(ratios),
                 max(ratios),
                 statistics.median(gaps),
@@ -270,10 +310,8 @@ def halving_settings(
     print_table(
         f"{name}: asha and hyperband settings over {len(orders)} shuffled orders",
         [
-            "rule",
-            "min_epochs",
-            "reduction_factor",
-            "rungs",
+            "rule (min_epochs, reduction_factor)",
+            "by construction",
             "median ratio to none",
             "max",
             "median best vs none (pp)",
@@ -284,16 +322,118 @@ def halving_settings(
     print()
 
 
-def _is_rung(epochs: int, min_epochs: int, factor: int) -> bool:
-    r = min_epochs
-    while r < epochs:
-        r *= factor
-    return r == epochs
+# --------------------------------------------------------------------------------------------
+# Other published decisions at a rung, replayed through the same rule with only the decision
+# swapped: what the choice of hyperflow's (Ray Tune's quantile) rests on.
+
+
+def _optuna_count(value: float, recorded: Sequence[float], factor: int, mode: str) -> Any:
+    """Optuna's SuccessiveHalvingPruner: the top max(1, n // factor) of the n values, its own
+    counted; ties go on (hyperflow's rule before)."""
+    from hyperflow.components.stopping import RungDecision
+
+    values = sorted([*recorded, value], reverse=mode == "max")
+    cutoff = values[max(1, len(values) // factor) - 1]
+    keep = value >= cutoff if mode == "max" else value <= cutoff
+    return RungDecision(keep=keep, cutoff=cutoff, n=len(recorded), quantile=1 - 1 / factor)
+
+
+def _li_count(value: float, recorded: Sequence[float], factor: int, mode: str) -> Any:
+    """Li et al.'s promotion rule read as a stopping one: the top n // factor of the n values at
+    the rung, so nothing goes on before a rung holds `factor` trials (a promotion scheduler
+    would wait; a stopped trial cannot)."""
+    from hyperflow.components.stopping import RungDecision
+
+    values = sorted([*recorded, value], reverse=mode == "max")
+    top = len(values) // factor
+    keep = top >= 1 and (value >= values[top - 1] if mode == "max" else value <= values[top - 1])
+    return RungDecision(keep=keep, cutoff=values[max(top, 1) - 1], n=len(recorded), quantile=1 - 1 / factor)
+
+
+def _optuna_count_strict_ties(value: float, recorded: Sequence[float], factor: int, mode: str) -> Any:
+    """Optuna's count, with a newcomer tied at the cut-off ranked behind the recorded values:
+    at most max(1, n // factor) go on, whatever the ties."""
+    from hyperflow.components.stopping import RungDecision
+
+    top = max(1, (len(recorded) + 1) // factor)
+    as_good = sum(v >= value if mode == "max" else v <= value for v in recorded)
+    cutoff = sorted([*recorded, value], reverse=mode == "max")[top - 1]
+    return RungDecision(keep=as_good < top, cutoff=cutoff, n=len(recorded), quantile=1 - 1 / factor)
+
+
+DECISIONS: list[tuple[str, Callable[..., Any] | None]] = [
+    ("quantile of the recorded values (Ray Tune) - hyperflow's", None),
+    ("top max(1, n // rf), own counted (Optuna) - hyperflow's before", _optuna_count),
+    ("top n // rf (Li et al.'s count, none below rf)", _li_count),
+    ("Optuna's count, ties ranked behind", _optuna_count_strict_ties),
+]
+
+
+@contextmanager
+def decision(judge: Callable[..., Any] | None) -> Iterator[None]:
+    """Swap the decision at a rung that `StopPolicy` applies (None: hyperflow's own)."""
+    from hyperflow.components import curves
+
+    own = curves.judge_at_rung
+    curves.judge_at_rung = judge or own  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        curves.judge_at_rung = own  # type: ignore[assignment]
+
+
+def decision_rules(
+    name: str,
+    runs: list[dict[str, Any]],
+    experiment: dict[str, Any],
+    orders: list[list[int]],
+    nones: list[Replay],
+) -> None:
+    """asha with each published decision at a rung, at the old and the new default settings."""
+    rows = []
+    sign = 1.0 if experiment["mode"] == "max" else -1.0
+    for min_epochs, factor in ((5, 3), (1, 4)):
+        for rule_name, judge in DECISIONS:
+            with decision(judge):
+                got = [
+                    replay(runs, experiment, "asha", o, min_epochs=min_epochs, reduction_factor=factor)
+                    for o in orders
+                ]
+            ratios = [g.epochs / n.epochs for g, n in zip(got, nones, strict=True)]
+            gaps = [100 * sign * ((g.best or 0.0) - (n.best or 0.0)) for g, n in zip(got, nones, strict=True)]
+            lost = sum(g < -100 * GAP_TARGET for g in gaps)
+            rows.append(
+                [
+                    f"{label('asha', min_epochs, factor)}, {rule_name}",
+                    statistics.median(ratios),
+                    max(ratios),
+                    min(gaps),
+                    f"{lost}/{len(orders)}",
+                ]
+            )
+    print_table(
+        f"{name}: decisions at a rung over {len(orders)} shuffled orders",
+        [
+            "asha (min_epochs, reduction_factor), decision",
+            "median ratio to none",
+            "max",
+            "worst best vs none (pp)",
+            "orders losing > 0.5 pp",
+        ],
+        rows,
+    )
+    print()
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--record", action="store_true", help=f"record {DATA.name} again (minutes)")
+    p.add_argument(
+        "--orders",
+        type=int,
+        default=10,
+        help="more than 10: the decisions at a rung also over this many other shuffled orders",
+    )
     args = p.parse_args()
     banner("Early stopping: none vs median vs curve_fit vs asha vs hyperband on recorded curves", args.quick)
     if args.record or not DATA.exists():
@@ -320,7 +460,7 @@ def main() -> None:
             per_check = r.check_seconds / r.checks if r.checks else 0.0
             rows.append(
                 [
-                    kind,
+                    label(kind) if kind in ("asha", "hyperband") else kind,
                     r.epochs,
                     r.epochs / base.epochs,
                     r.pruned,
@@ -407,6 +547,15 @@ def main() -> None:
             print()
             sensitivity(name, runs, experiment, nones[:5])
             halving_settings(name, runs, experiment, orders, nones)
+            decision_rules(name, runs, experiment, orders, nones)
+            if args.orders > n_orders:
+                many = [
+                    [int(i) for i in np.random.default_rng(1000 + s).permutation(len(runs))]
+                    for s in range(args.orders)
+                ]
+                decision_rules(
+                    name, runs, experiment, many, [replay(runs, experiment, "none", o) for o in many]
+                )
         asha_checks = {
             f"at most {ASHA_EPOCH_TARGET}x none's epochs": statistics.median(asha_ratios)
             <= ASHA_EPOCH_TARGET,

@@ -14,7 +14,7 @@ A second table runs hyperflow's bayes with the stop rules `none`, `curve_fit` an
 digits (the same trials budget, seeds interleaved) and times how long each takes to reach the
 best of bayes + none of the same seed (`--stop-rules-only` runs only that table).
 
-    python bench/time_to_accuracy.py [--quick] [--stop-rules-only]
+    python bench/time_to_accuracy.py [--quick] [--stop-rules-only [--stop-rules-extra]]
 """
 
 from __future__ import annotations
@@ -191,13 +191,27 @@ def run_optuna(cfg: Any, data: Any, seed: int, n_trials: int, sampler: str = "tp
 # Stop rules side by side: bayes + asha against bayes + curve_fit and bayes + none, same trials
 
 
-# (label, early_stopping.kind, early_stopping.min_epochs: None keeps the config's); the target is
-# on "asha", the config's settings; the last row shows what an earlier first rung changes.
-STOP_RULES = (
-    ("none", "none", None),
-    ("curve_fit", "curve_fit", None),
-    ("asha", "asha", None),
-    ("asha, min_epochs 2", "asha", 2),
+# (label, early_stopping section, decision at a rung: None is hyperflow's own). "asha" leaves
+# min_epochs and reduction_factor out, so it gets asha's defaults; the target is on it. The last
+# two rows are the settings asha had before (conf/digits.yaml's min_epochs 5, reduction_factor
+# 3), with today's decision and with the one it had then (Optuna's count, bench/early_stopping.py).
+STOP_RULES: tuple[tuple[str, dict[str, Any] | None, str | None], ...] = (
+    ("none", {"kind": "none"}, None),
+    ("curve_fit", None, None),
+    ("asha", {"kind": "asha"}, None),
+    ("asha (5, 3)", {"kind": "asha", "min_epochs": 5, "reduction_factor": 3}, None),
+    (
+        "asha (5, 3), Optuna's count: before",
+        {"kind": "asha", "min_epochs": 5, "reduction_factor": 3},
+        "optuna",
+    ),
+)
+# --stop-rules-extra: other settings, next to none and asha.
+EXTRA_STOP_RULES: tuple[tuple[str, dict[str, Any] | None, str | None], ...] = (
+    ("asha (1, 3)", {"kind": "asha", "reduction_factor": 3}, None),
+    ("asha (2, 4)", {"kind": "asha", "min_epochs": 2}, None),
+    ("asha (1, 2)", {"kind": "asha", "reduction_factor": 2}, None),
+    ("hyperband", {"kind": "hyperband"}, None),
 )
 WALL_TARGET = 0.5  # bayes + asha reaches bayes + none's best within half of none's wall time
 
@@ -208,7 +222,8 @@ class Timed:
 
     `cpu_ends` and `cpu_seconds` are this process's CPU time: everything runs on one thread
     here, so on an idle machine they equal the wall times, and on a shared one they do not move
-    with the other work's load.
+    with the other work's load. `ask_ends` is the wall time spent in the strategy's ask and tell
+    (the GP) up to each trial's end: what a lookahead would move off the trials' path.
     """
 
     out: Outcome
@@ -216,61 +231,97 @@ class Timed:
     train_seconds: float
     cpu_ends: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    ask_ends: list[float] = field(default_factory=list)
+
+    @property
+    def ask_seconds(self) -> float:
+        return self.ask_ends[-1] if self.ask_ends else 0.0
 
 
-def run_stop_rule(cfg: Any, data: Any, seed: int, n_trials: int, kind: str, min_epochs: int | None) -> Timed:
-    """hyperflow's loop (bayes) with `early_stopping.kind` = kind, timing every trial's end."""
+def stop_rule_config(cfg: Any, early_stopping: dict[str, Any] | None, seed: int) -> Any:
+    """`cfg` with another early_stopping section, validated again (so that asha's defaults apply)."""
+    from hyperflow.components.config import validate_config
+
+    raw = cfg.model_dump(mode="json")
+    raw["seed"] = seed
+    if early_stopping is not None:
+        raw["early_stopping"] = early_stopping
+    return validate_config(raw)
+
+
+def run_stop_rule(
+    cfg: Any, data: Any, seed: int, n_trials: int, early_stopping: dict[str, Any] | None, judge: str | None
+) -> Timed:
+    """hyperflow's loop (bayes) with another early_stopping section, timing every trial's end."""
+    from early_stopping import DECISIONS, decision
+
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.search import make_strategy
     from hyperflow.components.study import trial_seed
     from hyperflow.components.training import train_trial
     from hyperflow.components.trial import TrialSpec
 
-    es: dict[str, Any] = {"kind": kind}
-    if min_epochs is not None:
-        es["min_epochs"] = min_epochs
-    cfg = cfg.model_copy(update={"seed": seed, "early_stopping": cfg.early_stopping.model_copy(update=es)})
+    cfg = stop_rule_config(cfg, early_stopping, seed)
+    judges = {"optuna": DECISIONS[1][1]}
     strategy, rule = make_strategy(cfg), make_stop_rule(cfg)
     spec = TrialSpec.from_config(cfg, num_threads=1)
     timed = Timed(Outcome(mode=cfg.search.mode), [], 0.0)
     out = timed.out
+    asking = 0.0
     start, cpu_start = time.perf_counter(), time.process_time()
-    for number in range(n_trials):
-        (params,) = strategy.ask(1)
-        policy = rule.snapshot(number)
-        result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=policy)
-        timed.train_seconds += result.train_seconds
-        ok = result.state in ("completed", "pruned") and result.value is not None
-        state = result.state if ok else "failed"
-        if state == "failed":
-            strategy.tell_failed(params)
-        else:
-            strategy.tell(params, result.value, pruned=state == "pruned")
-        rule.record(result.curve, state, number)
-        out.states.append(state)
-        out.epochs.append(result.epochs_trained)
-        out.values.append(result.value)
-        timed.ends.append(time.perf_counter() - start)
-        timed.cpu_ends.append(time.process_time() - cpu_start)
+    with decision(judges[judge] if judge else None):
+        for number in range(n_trials):
+            t0 = time.perf_counter()
+            (params,) = strategy.ask(1)
+            asking += time.perf_counter() - t0
+            policy = rule.snapshot(number)
+            result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=policy)
+            timed.train_seconds += result.train_seconds
+            ok = result.state in ("completed", "pruned") and result.value is not None
+            state = result.state if ok else "failed"
+            t0 = time.perf_counter()
+            if state == "failed":
+                strategy.tell_failed(params)
+            else:
+                strategy.tell(params, result.value, pruned=state == "pruned")
+            asking += time.perf_counter() - t0
+            rule.record(result.curve, state, number)
+            out.states.append(state)
+            out.epochs.append(result.epochs_trained)
+            out.values.append(result.value)
+            timed.ends.append(time.perf_counter() - start)
+            timed.cpu_ends.append(time.process_time() - cpu_start)
+            timed.ask_ends.append(asking)
     out.seconds = time.perf_counter() - start
     timed.cpu_seconds = time.process_time() - cpu_start
     return timed
 
 
-def seconds_to_reach(timed: Timed, target: float | None, slack: float = 0.0, *, cpu: bool = False) -> float:
-    """Wall (or CPU) time until a completed trial first came within `slack` of `target` (inf if never)."""
+def seconds_to_reach(
+    timed: Timed, target: float | None, slack: float = 0.0, *, cpu: bool = False, no_ask: bool = False
+) -> float:
+    """Wall (or CPU) time until a completed trial first came within `slack` of `target` (inf if never).
+
+    `no_ask`: the wall time less the strategy's ask and tell time spent until then.
+    """
     out = timed.out
     if target is None:
         return math.inf
     sign = 1.0 if out.mode == "max" else -1.0
-    for s, v, t in zip(out.states, out.values, timed.cpu_ends if cpu else timed.ends, strict=True):
+    ends = timed.cpu_ends if cpu else timed.ends
+    if no_ask:
+        ends = [e - a for e, a in zip(timed.ends, timed.ask_ends, strict=True)]
+    for s, v, t in zip(out.states, out.values, ends, strict=True):
         if s == "completed" and v is not None and sign * (v - target) >= -slack:
             return t
     return math.inf
 
 
-def compare_stop_rules(quick: bool) -> tuple[bool, str]:
-    """bayes + asha / curve_fit / none on digits, seeds interleaved; the wall-time target on asha."""
+def compare_stop_rules(quick: bool, extra_rules: bool = False, n_seeds: int = 5) -> tuple[bool, str]:
+    """bayes + asha / curve_fit / none on digits, seeds interleaved; the wall-time target on asha.
+
+    `extra_rules`: none, asha and the EXTRA_STOP_RULES instead of curve_fit and asha's old settings.
+    """
     from hyperflow.components.data import load_dataset
 
     extra = ["search.strategy=bayes"]
@@ -284,15 +335,19 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
         ]
     cfg = load_experiment(DIGITS, extra)
     data = load_dataset(cfg.data, cfg.seed)
-    seeds = [0] if quick else [0, 1, 2, 3, 4]
+    seeds = [0] if quick else list(range(n_seeds))
     variants = STOP_RULES[:3] if quick else STOP_RULES
+    if extra_rules:
+        variants = (STOP_RULES[0], STOP_RULES[2], *EXTRA_STOP_RULES[: 1 if quick else None])
     runs: dict[str, list[Timed]] = {label: [] for label, _, _ in variants}
     for s in seeds:  # every rule on one seed, then the next seed: the machine's load moves all alike
-        for label, kind, min_epochs in variants:
-            runs[label].append(run_stop_rule(cfg, data, s, cfg.search.n_trials, kind, min_epochs))
+        for label, early_stopping, judge in variants:
+            runs[label].append(run_stop_rule(cfg, data, s, cfg.search.n_trials, early_stopping, judge))
     nones = runs["none"]
     rows, seed_rows, ratios = [], [], {}
-    for label, _, _ in variants:
+    for label, early_stopping, _ in variants:
+        es = stop_rule_config(cfg, early_stopping, 0).early_stopping
+        settings = f" ({es.min_epochs}, {es.reduction_factor})" if label in ("asha", "hyperband") else ""
         reach = [
             seconds_to_reach(t, n.out.best()) / n.out.seconds for t, n in zip(runs[label], nones, strict=True)
         ]
@@ -304,30 +359,47 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
             seconds_to_reach(t, n.out.best(), cpu=True) / n.cpu_seconds
             for t, n in zip(runs[label], nones, strict=True)
         ]
+        no_ask = [
+            seconds_to_reach(t, n.out.best(), no_ask=True) / (n.out.seconds - n.ask_seconds)
+            for t, n in zip(runs[label], nones, strict=True)
+        ]
         ratios[label] = statistics.median(reach)
         outs = [t.out for t in runs[label]]
         rows.append(
             [
-                f"bayes + {label}",
+                f"bayes + {label}{settings}",
                 cfg.search.n_trials,
                 statistics.median(b for o in outs if (b := o.best()) is not None),
                 statistics.median(o.total_epochs for o in outs),
                 statistics.median(sum(st == "pruned" for st in o.states) for o in outs),
                 statistics.median(o.seconds for o in outs),
                 statistics.median(t.train_seconds / t.out.seconds for t in runs[label]),
+                statistics.median(t.ask_seconds / t.out.seconds for t in runs[label]),
                 ratios[label],
                 statistics.median(near),
                 sum(r <= WALL_TARGET for r in reach),
                 statistics.median(cpu_reach),
+                statistics.median(no_ask),
             ]
         )
-        for s, t, n, r, c in zip(seeds, runs[label], nones, reach, cpu_reach, strict=True):
+        for s, t, n, r, c, a in zip(seeds, runs[label], nones, reach, cpu_reach, no_ask, strict=True):
             seed_rows.append(
-                [label, s, t.out.best(), n.out.best(), t.out.total_epochs, t.out.seconds, r, t.cpu_seconds, c]
+                [
+                    label,
+                    s,
+                    t.out.best(),
+                    n.out.best(),
+                    t.out.total_epochs,
+                    t.out.seconds,
+                    t.ask_seconds,
+                    r,
+                    t.cpu_seconds,
+                    c,
+                    a,
+                ]
             )
     print_table(
-        f"digits: stop rules under bayes (GP), {cfg.search.n_trials} trials, median over {len(seeds)} seed(s) "
-        f"(min_epochs {cfg.early_stopping.min_epochs}, reduction_factor {cfg.early_stopping.reduction_factor})",
+        f"digits: stop rules under bayes (GP), {cfg.search.n_trials} trials, median over {len(seeds)} seed(s)",
         [
             "search",
             "trials",
@@ -336,10 +408,12 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
             "pruned",
             "wall s",
             "training share of wall",
+            "ask + tell share of wall",
             "wall to none's best / none's wall",
             "same, within 0.5 pp",
             f"seeds within {WALL_TARGET}x",
             "CPU to none's best / none's CPU",
+            "wall less ask + tell, to none's best / none's",
         ],
         rows,
     )
@@ -353,9 +427,11 @@ def compare_stop_rules(quick: bool) -> tuple[bool, str]:
             "none's best",
             "epochs",
             "wall s",
+            "ask + tell s",
             "wall to none's best / none's wall",
             "CPU s",
             "CPU to none's best / none's CPU",
+            "less ask + tell",
         ],
         seed_rows,
     )
@@ -435,6 +511,11 @@ def compare_pruned_policies(quick: bool, seeds: list[int]) -> str:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--stop-rules-only", action="store_true", help="only bayes + asha / curve_fit / none")
+    p.add_argument(
+        "--stop-rules-extra",
+        action="store_true",
+        help="with --stop-rules-only: other asha and hyperband settings",
+    )
     p.add_argument("--pruned-only", action="store_true", help="only the search.bayes.pruned policies")
     p.add_argument("--no-stop-rules", action="store_true", help="skip the stop-rule table")
     p.add_argument("--seeds", type=int, default=5, help="seeds per search (5 by default)")
@@ -454,7 +535,7 @@ def main() -> None:
     )
     seeds = [0] if args.quick else list(range(args.seeds))
     if args.stop_rules_only:
-        ok, note = compare_stop_rules(args.quick)
+        ok, note = compare_stop_rules(args.quick, args.stop_rules_extra, args.seeds)
         verdict(ok, note)
         return
     if args.pruned_only:

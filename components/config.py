@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from hyperflow.components.config_checks import (
     semantic_problems,
 )
 from hyperflow.components.names import Mode
+from hyperflow.components.stopping import DEFAULT_REDUCTION_FACTOR, HALVING_KINDS, default_first_rung
 from hyperflow.components.yamlload import YamlProblem, load_yaml
 
 __all__ = [
@@ -374,13 +376,21 @@ class SearchConfig(_Strict):
 
 class EarlyStoppingConfig(_Strict):
     kind: Literal["none", "median", "curve_fit", "asha", "hyperband"] = "curve_fit"
-    min_epochs: int = Field(5, ge=1)
+    min_epochs: int = Field(
+        5,
+        ge=1,
+        description="epochs before a trial may be stopped; asha, hyperband: the first rung "
+        "(left out: max(1, epochs // 100))",
+    )
     threshold: float = Field(0.05, gt=0, lt=1)
     every: int = Field(1, ge=1, description="ask the rule every k epochs")
+    # 3 is the field's default (what a recorded study's hash leaves out); asha left without one
+    # takes 4, see ExperimentConfig._halving_defaults.
     reduction_factor: int = Field(
         3,
         ge=2,
-        description="asha, hyperband: rungs at min_epochs * reduction_factor^i; the top 1/reduction_factor go on",
+        description="asha, hyperband: rungs at min_epochs * reduction_factor^i; the best "
+        "1/reduction_factor go on (left out: 4 for asha, 3 for hyperband)",
     )
 
 
@@ -445,6 +455,39 @@ class ExperimentConfig(_Strict):
         if isinstance(raw, dict):
             return coerce_to_fields(raw, ModelConfig.model_fields)
         return raw
+
+    def epoch_budget(self) -> int:
+        """The most epochs a trial trains: the space's upper bound of a searched ``max_epochs``,
+        else ``model.max_epochs``."""
+        spec = self.search.space.get("max_epochs")
+        if spec is None:
+            return int(self.model.max_epochs)
+        if isinstance(spec, ChoiceSpec):
+            return int(max(spec.choices))
+        return int(spec.high)
+
+    @model_validator(mode="after")
+    def _halving_defaults(self) -> ExperimentConfig:
+        # asha and hyperband left without min_epochs or reduction_factor take their own defaults
+        # (stopping.default_first_rung, stopping.DEFAULT_REDUCTION_FACTOR), not curve_fit's 5 and
+        # the field's 3. Written into the config, so config.yaml, the study's params and the hash
+        # carry them; the fields' defaults stay what recorded studies were hashed against (a study
+        # recorded with asha's 5 and 3 keeps its hash, and one with the new defaults gets its own).
+        es = self.early_stopping
+        if es.kind not in HALVING_KINDS:
+            return self
+        unset: dict[str, int] = {}
+        if "reduction_factor" not in es.model_fields_set:
+            unset["reduction_factor"] = DEFAULT_REDUCTION_FACTOR[es.kind]
+        if "min_epochs" not in es.model_fields_set:
+            # A malformed max_epochs choice is left for the cross-checks to name.
+            with contextlib.suppress(TypeError, ValueError):
+                unset["min_epochs"] = default_first_rung(self.epoch_budget())
+        if unset:
+            # A copy, so that an EarlyStoppingConfig shared by several configs is not changed;
+            # no validate_assignment: this validator would run again.
+            self.__dict__["early_stopping"] = es.model_copy(update=unset)
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:

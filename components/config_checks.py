@@ -20,6 +20,7 @@ from hyperflow.components.architecture import (
     DEFAULT_WIDTH_DECAY,
     hidden_layer_sizes,
 )
+from hyperflow.components.stopping import default_first_rung
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -350,7 +351,7 @@ def _halving_problems(cfg: dict[str, Any], model: dict[str, Any], space: Any) ->
                 f"{kind} decides at its rungs only (min_epochs * reduction_factor^i); leave every at 1",
             )
         )
-    min_epochs = es.get("min_epochs", 5)
+    min_epochs = es.get("min_epochs")
     budget: Any = model.get("max_epochs", 30)
     where = "model.max_epochs"
     spec = _spec_dict(space.get("max_epochs")) if isinstance(space, dict) else None
@@ -360,6 +361,8 @@ def _halving_problems(cfg: dict[str, Any], model: dict[str, Any], space: Any) ->
         numbers = [c for c in spec.get("choices") or [] if isinstance(c, int | float)]
         budget = spec.get("high") if "choices" not in spec else max(numbers, default=None)
         where = "the upper bound of search.space.max_epochs"
+    if min_epochs is None and isinstance(budget, int | float):
+        min_epochs = default_first_rung(int(budget))
     if isinstance(min_epochs, int) and isinstance(budget, int | float) and min_epochs >= budget:
         problems.append(
             (

@@ -630,10 +630,13 @@ class StopPolicy:
         rung = self.first_rung + i
         rule = "asha" if self.kind == "asha" else f"hyperband (bracket {self.bracket})"
         side = "below" if self.mode == "max" else "above"
+        assert verdict.cutoff is not None  # a trial with nothing recorded at its rung goes on
+        percentile = 100 * (verdict.quantile if self.mode == "max" else 1 - verdict.quantile)
         return StopDecision(
-            f"{rule}: {self.metric} {current:.6g} at rung {rung} ({n} epochs) is {side} the rung's "
-            f"cut-off {verdict.cutoff:.6g}; the best {verdict.top} of the {verdict.n} trials there go on "
-            f"(1/{self.reduction_factor})",
+            f"{rule}: {self.metric} {current:.6g} at rung {rung} ({n} epoch{'s' if n != 1 else ''}) is "
+            f"{side} the rung's cut-off {verdict.cutoff:.6g}, the {percentile:.4g}th "
+            f"percentile of the {verdict.n} value{'s' if verdict.n != 1 else ''} recorded there "
+            f"(the best 1/{self.reduction_factor} go on)",
             rung=rung,
             cutoff=verdict.cutoff,
         )
@@ -773,14 +776,7 @@ class StopRule:
 def epoch_budget(cfg: ExperimentConfig) -> int:
     """The most epochs a trial of the experiment trains: the space's upper bound of a searched
     ``max_epochs``, else ``model.max_epochs``."""
-    from hyperflow.components.config import ChoiceSpec
-
-    spec = cfg.search.space.get("max_epochs")
-    if spec is None:
-        return int(cfg.model.max_epochs)
-    if isinstance(spec, ChoiceSpec):
-        return int(max(spec.choices))
-    return int(spec.high)
+    return cfg.epoch_budget()
 
 
 def make_stop_rule(cfg: ExperimentConfig) -> StopRule:

@@ -128,7 +128,8 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
 
         rule = make_stop_rule(cfg)
         lines.append(
-            f"  rungs at {', '.join(map(str, rule.rungs))} epochs; the top 1/{rule.reduction_factor} at a rung go on"
+            f"  rungs at {', '.join(map(str, rule.rungs))} epochs; a trial goes on when in the best "
+            f"1/{rule.reduction_factor} of the values recorded at its rung"
             + (
                 f"; {rule.n_brackets} brackets, bracket b judging from rung b"
                 if rule.kind == "hyperband"

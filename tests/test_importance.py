@@ -108,7 +108,7 @@ def _objective(params: dict[str, Any], report: Any) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n_trials", [MIN_TRIALS - 1, 12])
-def test_a_finished_study_logs_importances_and_their_plots(tmp_path: Path, n_trials: int) -> None:
+def test_a_finished_study_logs_importances_and_their_plots(in_tmp: Path, n_trials: int) -> None:
     from mlflow.tracking import MlflowClient
 
     from hyperflow.components.config import validate_config
@@ -116,6 +116,7 @@ def test_a_finished_study_logs_importances_and_their_plots(tmp_path: Path, n_tri
     from hyperflow.components.study import execute_trial
     from hyperflow.components.usercode import registered
 
+    tmp_path = in_tmp  # the store's artifacts (mlruns/) land in the working directory
     with registered("toy_importance:objective", _objective):
         cfg = validate_config(
             {

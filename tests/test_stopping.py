@@ -61,33 +61,44 @@ def run_sequential(rule: StopRule, curves: list[list[float]]) -> list[int | None
     return stops
 
 
-def optuna_stops(
-    curves: list[list[float]], mode: str, *, min_resource: int, reduction_factor: int, rate: int = 0
+def ray_asha_stops(
+    curves: list[list[float]], mode: str, *, grace: int, reduction_factor: int, max_t: int, s: int = 0
 ) -> list[int | None]:
-    """Optuna's SuccessiveHalvingPruner on the same curves, reported once per epoch (step = epochs)."""
-    optuna = pytest.importorskip("optuna")
-    from optuna.trial import TrialState
+    """Ray Tune's ASHA on the same curves, reported once per epoch (training_iteration = epochs).
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize" if mode == "max" else "minimize",
-        pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=min_resource, reduction_factor=reduction_factor, min_early_stopping_rate=rate
-        ),
-    )
+    A transcription of `ray.tune.schedulers.async_hyperband` (ray is not a dependency): one
+    `_Bracket(min_t=grace, max_t, reduction_factor, s)`, its milestones ``grace · rf^(k + s)``
+    for ``k < int(log(max_t / grace) / log(rf) - s + 1)``, a trial judged at the highest
+    milestone it reached and is not yet recorded at, stopped when its reward (negated for
+    ``min``) is below ``np.nanpercentile(recorded, (1 - 1 / rf) · 100)``, and recorded there either
+    way. A result at ``max_t`` ends the trial without a judgement, as `on_trial_result` does.
+    """
+    op = 1.0 if mode == "max" else -1.0
+    n_rungs = int(np.log(max_t / grace) / np.log(reduction_factor) - s + 1)
+    rungs: list[tuple[float, dict[int, float]]] = [
+        (grace * reduction_factor ** (k + s), {}) for k in reversed(range(n_rungs))
+    ]
     stops: list[int | None] = []
-    for curve in curves:
-        trial = study.ask()
+    for trial, curve in enumerate(curves):
         stop = None
-        for n in range(1, len(curve) + 1):
-            trial.report(curve[n - 1], step=n)
-            if n < len(curve) and trial.should_prune():
-                stop = n
+        for it in range(1, len(curve) + 1):
+            reward = op * curve[it - 1]
+            if it >= max_t:
                 break
-        if stop is None:
-            study.tell(trial, curve[-1])
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
+            for milestone, recorded in rungs:
+                if it < milestone or trial in recorded:
+                    continue
+                cutoff = (
+                    np.nanpercentile(list(recorded.values()), (1 - 1 / reduction_factor) * 100)
+                    if recorded
+                    else None
+                )
+                if cutoff is not None and reward < cutoff:
+                    stop = it
+                recorded[trial] = reward
+                break
+            if stop is not None:
+                break
         stops.append(stop)
     return stops
 
@@ -130,41 +141,54 @@ def test_a_trials_bracket_comes_from_its_number_alone() -> None:
 # The published rule
 
 
-def test_a_rung_keeps_the_top_third_its_own_value_counted() -> None:
+def test_a_rung_keeps_what_reaches_the_quantile_of_the_values_recorded_there() -> None:
     rule = StopRule("asha", metric="val_accuracy", mode="max", min_epochs=1, max_epochs=10)
     assert rule.rungs == (1, 3, 9)
     for value in (0.9, 0.8, 0.7, 0.6, 0.5):
         rule.record([value] * 10, "completed")
     policy = rule.snapshot()
     assert policy.rung_values[0] == (0.5, 0.6, 0.7, 0.8, 0.9)
-    # Six trials at rung 0 with this one: the top 2 go on, so the cut-off is the second best, 0.8.
+    # The 2/3 quantile of the five: between the 3rd (0.7) and 4th (0.8) value, 2/3 of the way.
     decision = policy.check([0.75], 9)
-    assert decision is not None and decision.rung == 0 and decision.cutoff == 0.8
-    assert "rung 0 (1 epochs)" in decision.reason and "cut-off 0.8" in decision.reason
-    assert "best 2 of the 6" in decision.reason
-    assert policy.check([0.8], 9) is None, "a tie with the cut-off goes on"
+    assert decision is not None and decision.rung == 0 and decision.cutoff == pytest.approx(0.7 + 0.2 / 3)
+    assert "rung 0 (1 epoch)" in decision.reason and "cut-off 0.766667" in decision.reason
+    assert "66.67th percentile of the 5 values recorded there (the best 1/3 go on)" in decision.reason
+    assert policy.check([0.77], 9) is None, "above the cut-off goes on, second best of six as it is"
     assert policy.check([0.75, 0.75], 9) is None, "only rungs are judged"
     assert decision.predicted is None
+    for _ in range(3):
+        rule.record([0.8] * 10, "completed")
+    assert rule.snapshot().check([0.8], 9) is None, "a tie with the cut-off goes on"
+    assert rule.snapshot().check([0.79], 9) is not None
 
 
-def test_the_first_trials_at_a_rung_must_be_the_best_there() -> None:
-    assert judge_at_rung(0.5, [], 3, "max").keep, "the first trial at a rung always goes on"
-    assert not judge_at_rung(0.5, [0.6], 3, "max").keep
-    assert judge_at_rung(0.7, [0.6, 0.65], 3, "max").keep
-    assert judge_at_rung(0.3, [0.6, 0.65], 3, "min").keep
+def test_the_first_trials_at_a_rung_are_judged_on_the_quantile_not_a_count() -> None:
+    first = judge_at_rung(0.5, [], 3, "max")
+    assert first.keep and first.cutoff is None, "the first trial at a rung always goes on"
+    assert not judge_at_rung(0.5, [0.6], 3, "max").keep, "against one value: reach it"
+    assert judge_at_rung(0.6, [0.6], 3, "max").keep
+    # Of 0.6 and 0.65 the 2/3 quantile is 0.6333: 0.64 goes on, though not the best of the three
+    # (Optuna's count, the top max(1, 3 // 3) of three, would stop it).
+    assert judge_at_rung(0.64, [0.6, 0.65], 3, "max").keep
+    assert not judge_at_rung(0.63, [0.6, 0.65], 3, "max").keep
+    # Lower is better: the 1/3 quantile, 0.6167.
+    assert judge_at_rung(0.61, [0.6, 0.65], 3, "min").keep
     assert not judge_at_rung(0.62, [0.6, 0.65], 3, "min").keep
+    with pytest.raises(ValueError, match="mode"):
+        judge_at_rung(0.5, [0.6], 3, "up")
 
 
+@pytest.mark.parametrize("rf", [3, 4])
 @pytest.mark.parametrize(("mode", "step"), [("max", 0.0), ("min", 0.0), ("max", 0.01)])
-def test_asha_stops_where_optunas_successive_halving_does(mode: str, step: float) -> None:
+def test_asha_stops_where_ray_tunes_asha_does(mode: str, step: float, rf: int) -> None:
     curves = synthetic_curves(60, seed=1, mode=mode, step=step)
     metric = "val_accuracy" if mode == "max" else "val_loss"
-    rule = StopRule("asha", metric=metric, mode=mode, min_epochs=2, reduction_factor=3, max_epochs=EPOCHS)
+    rule = StopRule("asha", metric=metric, mode=mode, min_epochs=2, reduction_factor=rf, max_epochs=EPOCHS)
     ours = run_sequential(rule, curves)
-    assert ours == optuna_stops(curves, mode, min_resource=2, reduction_factor=3)
+    assert ours == ray_asha_stops(curves, mode, grace=2, reduction_factor=rf, max_t=EPOCHS)
     stopped = [s for s in ours if s is not None]
-    assert {2, 6, 18} == set(stopped), "trials stop at every rung, and only at rungs"
-    assert sum(s is None for s in ours) < len(curves) / 3
+    assert set(rule.rungs) == set(stopped), "trials stop at every rung, and only at rungs"
+    assert sum(s is None for s in ours) < len(curves) / rf
 
 
 def test_hyperband_runs_asha_from_its_bracket_on_over_its_own_trials() -> None:
@@ -178,9 +202,12 @@ def test_hyperband_runs_asha_from_its_bracket_on_over_its_own_trials() -> None:
     assert set(brackets) == {0, 1, 2, 3}
     for b in range(rule.n_brackets):
         mine = [i for i, x in enumerate(brackets) if x == b]
-        reference = optuna_stops([curves[i] for i in mine], "max", min_resource=1, reduction_factor=3, rate=b)
+        reference = ray_asha_stops(
+            [curves[i] for i in mine], "max", grace=1, reduction_factor=3, max_t=EPOCHS, s=b
+        )
         assert [ours[i] for i in mine] == reference, f"bracket {b}"
         assert all(s is None or s >= 3**b for s in reference), "a bracket judges from its own rung on"
+    assert any(ours[i] is not None for i, x in enumerate(brackets) if x == 0)
 
 
 def test_a_stopped_trials_reason_names_its_bracket_rung_and_cut_off() -> None:
@@ -194,7 +221,8 @@ def test_a_stopped_trials_reason_names_its_bracket_rung_and_cut_off() -> None:
     decision = rule.snapshot(number).check([0.9] * 4, 8)
     assert decision is not None and decision.rung == 1
     assert re.search(
-        r"hyperband \(bracket 1\): val_loss 0\.9 at rung 1 \(4 epochs\) is above the rung's cut-off 0\.3",
+        r"hyperband \(bracket 1\): val_loss 0\.9 at rung 1 \(4 epochs\) is above the rung's cut-off 0\.3, "
+        r"the 50th percentile of the \d+ values recorded there \(the best 1/2 go on\)",
         decision.reason,
     )
 
@@ -215,7 +243,7 @@ def test_a_trial_whose_own_budget_ends_before_a_rung_simply_completes() -> None:
     cfg = validate_config(
         {
             "search": {"space": {"max_epochs": {"low": 4, "high": 20}}},
-            "early_stopping": {"kind": "asha", "min_epochs": 5},
+            "early_stopping": {"kind": "asha", "min_epochs": 5, "reduction_factor": 3},
         }
     )
     rule = make_stop_rule(cfg)
@@ -232,13 +260,15 @@ def test_a_trial_whose_own_budget_ends_before_a_rung_simply_completes() -> None:
 # Parallel trials and resume
 
 
-def test_parallel_trials_finishing_out_of_order_are_judged_by_what_had_finished() -> None:
+@pytest.mark.parametrize("kind", ["asha", "hyperband"])
+def test_parallel_trials_finishing_out_of_order_are_judged_by_what_had_finished(kind: str) -> None:
     """Three trials in flight, of random lengths: each is judged against exactly the trials that
-    had finished when it was planned, whatever order they finished in."""
-    curves = synthetic_curves(40, seed=3)
+    had finished when it was planned (hyperband: those of its bracket, from its bracket's rung
+    on), whatever order they finished in."""
+    curves = synthetic_curves(60, seed=3)
     rng = np.random.default_rng(4)
     rule = StopRule(
-        "asha", metric="val_accuracy", mode="max", min_epochs=2, reduction_factor=3, max_epochs=EPOCHS
+        kind, metric="val_accuracy", mode="max", min_epochs=2, reduction_factor=3, max_epochs=EPOCHS
     )
     running: list[tuple[float, int]] = []  # (finish time, number)
     finished: list[int] = []
@@ -262,15 +292,20 @@ def test_parallel_trials_finishing_out_of_order_are_judged_by_what_had_finished(
     assert finished != sorted(finished), "trials finished out of order"
 
     for t, seen in seen_at_plan.items():
-        # The reference: the rule applied by hand against the trials finished at planning time.
+        # The reference, by hand: at each rung of its bracket, stop below the 2/3 quantile of
+        # the values there of the trials (of its bracket) finished at planning time.
+        bracket = rule.bracket(t)
+        mates = [u for u in seen if rule.bracket(u) == bracket]
         expected = None
-        for r in rule.rungs:
-            at_rung = [outcome[u][r - 1] for u in seen if len(outcome[u]) >= r]
-            if not judge_at_rung(curves[t][r - 1], at_rung, 3, "max").keep:
+        for r in rule.rungs[bracket:]:
+            at_rung = [outcome[u][r - 1] for u in mates if len(outcome[u]) >= r]
+            if at_rung and curves[t][r - 1] < np.percentile(at_rung, 100 * 2 / 3):
                 expected = r
                 break
         assert stops[t] == expected, f"trial {t}"
     assert any(s is not None for s in stops.values()) and any(s is None for s in stops.values())
+    unseen = [t for t, seen in seen_at_plan.items() if set(range(t)) - set(seen)]
+    assert len(unseen) > len(curves) / 2, "trials planned while earlier ones were still in flight"
 
 
 @pytest.mark.parametrize("kind", ["asha", "hyperband"])
@@ -342,7 +377,7 @@ def _toy_config(tmp_path: Path, kind: str, n_trials: int, name: str) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["asha", "hyperband"])
-def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: str) -> None:
+def test_a_resumed_study_decides_as_the_uninterrupted_one(in_tmp: Path, kind: str) -> None:
     """Through MLflow: a study killed between trials and resumed prunes as the uninterrupted one."""
     from mlflow.tracking import MlflowClient
 
@@ -365,6 +400,7 @@ def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: 
         return out
 
     n = 14
+    tmp_path = in_tmp  # the store's artifacts (mlruns/) land in the working directory
     with registered("toy_stopping:objective", _toy_objective):
         whole = open_study(_toy_config(tmp_path, kind, n, "whole"), None)
         run(whole, n)
@@ -384,7 +420,7 @@ def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: 
     pruned = [d for d in expected if d[2] == "pruned"]
     assert pruned and [d for d in expected[6:] if d[2] == "pruned"], "the resumed part prunes too"
     for _, _, _, epochs, reason in pruned:
-        assert reason.startswith(kind) and f"({epochs} epochs)" in reason and "cut-off" in reason
+        assert reason.startswith(kind) and f"({epochs} epoch" in reason and "cut-off" in reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,6 +447,20 @@ def test_a_resumed_study_decides_as_the_uninterrupted_one(tmp_path: Path, kind: 
             "upper bound of search.space.max_epochs (40)",
         ),
         ({"kind": "asha", "every": 2}, {}, "early_stopping.every", "rungs only"),
+        # min_epochs left out: asha's own first rung, 1, which a 1-epoch budget leaves no room for;
+        # also when another key fails and the checks read the raw config.
+        (
+            {"kind": "asha"},
+            {"max_epochs": {"choices": [1]}},
+            "early_stopping.min_epochs",
+            "min_epochs (1) must be below the upper bound of search.space.max_epochs (1)",
+        ),
+        (
+            {"kind": "hyperband", "reduction_factor": "three"},
+            {"max_epochs": {"choices": [1]}},
+            "early_stopping.min_epochs",
+            "min_epochs (1) must be below",
+        ),
     ],
 )
 def test_bad_halving_settings_are_named_by_their_dotted_path(
@@ -424,22 +474,57 @@ def test_bad_halving_settings_are_named_by_their_dotted_path(
 
 
 def test_the_halving_keys_have_defaults_and_are_in_the_readme() -> None:
-    cfg = validate_config({"early_stopping": {"kind": "hyperband"}})
-    assert cfg.early_stopping.reduction_factor == 3
-    assert validate_config(
-        {
-            "search": {"space": {"max_epochs": {"low": 5, "high": 60}}},
-            "early_stopping": {"kind": "asha", "min_epochs": 5},
-        }
+    asha = validate_config({"early_stopping": {"kind": "asha"}}).early_stopping
+    assert (asha.min_epochs, asha.reduction_factor) == (1, 4), "Ray Tune's and Optuna's ASHA defaults"
+    hyperband = validate_config({"early_stopping": {"kind": "hyperband"}}).early_stopping
+    assert (hyperband.min_epochs, hyperband.reduction_factor) == (1, 3), "Li et al.'s eta for Hyperband"
+    long = validate_config(
+        {"search": {"space": {"max_epochs": {"low": 50, "high": 450}}}, "early_stopping": {"kind": "asha"}}
     )
+    assert long.early_stopping.min_epochs == 4, "a hundredth of the longest trial (Optuna's auto)"
+    given = validate_config({"early_stopping": {"kind": "asha", "min_epochs": 5, "reduction_factor": 3}})
+    assert (given.early_stopping.min_epochs, given.early_stopping.reduction_factor) == (5, 3)
+    curve_fit = validate_config({}).early_stopping
+    assert (curve_fit.min_epochs, curve_fit.reduction_factor) == (5, 3), "the other rules keep theirs"
+    assert make_stop_rule(validate_config({"early_stopping": {"kind": "asha"}})).rungs == (1, 4, 16)
     rows = {
         line.split("|")[1].strip(): line
         for line in (ROOT / "README.md").read_text().splitlines()
         if line.startswith("| `")
     }
-    assert "`early_stopping.reduction_factor`" in rows and "`3`" in rows["`early_stopping.reduction_factor`"]
+    rf_row = rows["`early_stopping.reduction_factor`"]
+    assert "asha: `4`" in rf_row and "hyperband: `3`" in rf_row
+    assert "max(1, epochs // 100)" in rows["`early_stopping.min_epochs`"]
     kind_row = rows["`early_stopping.kind`"]
     assert "`asha`" in kind_row and "`hyperband`" in kind_row
+
+
+def test_studies_recorded_with_the_old_halving_defaults_keep_their_hash() -> None:
+    """Before asha took 1 and 4 when left unset, it took the fields' 5 and 3: a study recorded then
+    has them in its config.yaml, and must be found (and resumed) by the hash it recorded."""
+    import yaml
+
+    from hyperflow.components.fingerprint import config_hash, config_yaml
+
+    recorded = validate_config({}).model_dump(mode="json")  # config.yaml: every key written out
+    # Hashes main's code computed (commit f8f0872) for asha and hyperband with every default.
+    for kind, old_hash in (("asha", "8ba5bcae0c1f49d2"), ("hyperband", "6e334f5781845c69")):
+        recorded["early_stopping"]["kind"] = kind
+        assert (recorded["early_stopping"]["min_epochs"], recorded["early_stopping"]["reduction_factor"]) == (
+            5,
+            3,
+        )
+        cfg = validate_config(recorded)
+        assert config_hash(cfg) == old_hash, kind
+        assert (cfg.early_stopping.min_epochs, cfg.early_stopping.reduction_factor) == (5, 3), (
+            "resumed as run"
+        )
+        new = validate_config({"early_stopping": {"kind": kind}})
+        assert config_hash(new) != old_hash, "the new defaults decide otherwise: another study"
+        assert config_hash(validate_config(yaml.safe_load(config_yaml(new)))) == config_hash(new)
+    spelled = validate_config({"early_stopping": {"kind": "asha", "min_epochs": 1, "reduction_factor": 4}})
+    assert config_hash(spelled) == config_hash(validate_config({"early_stopping": {"kind": "asha"}}))
+    assert config_hash(validate_config({})) == "878b726c27b2d568", "curve_fit studies are untouched"
 
 
 def test_validate_prints_the_rungs_and_brackets() -> None:
@@ -451,4 +536,7 @@ def test_validate_prints_the_rungs_and_brackets() -> None:
             "early_stopping": {"kind": "hyperband", "min_epochs": 5},
         }
     )
-    assert "rungs at 5, 15, 45 epochs; the top 1/3 at a rung go on; 3 brackets" in describe_config(cfg, None)
+    assert (
+        "rungs at 5, 15, 45 epochs; a trial goes on when in the best 1/3 of the values recorded at its "
+        "rung; 3 brackets" in describe_config(cfg, None)
+    )
