@@ -592,11 +592,49 @@ def test_a_two_objective_study_records_its_front_and_registers_what_select_names
     )
     study_run = client.get_run(study.study_run_id)
     assert study_run.data.tags[TAG_CHAMPION_TRIAL] == str(expected) == str(result.champion_trial)
+    assert result.champion_objectives == {
+        "val_accuracy": values[expected][0],
+        "param_count": values[expected][1],
+    }
+    assert result.champion_params == next(r.params for r in study.records if r.number == expected)
     assert study_run.data.metrics["best_val_accuracy"] == max(v[0] for v in values.values())
     version = client.get_model_version(cfg.name, result.model_version)
     assert version.run_id == study.study_run_id
     arts = {a.path for a in client.list_artifacts(study.study_run_id, "plots")}
     assert "plots/pareto_front.png" in arts
+
+
+def test_the_cli_summary_names_the_champion_when_select_registers_another_front_member(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hyperflow.components.study import StudyResult
+    from hyperflow.flows.cli import _print_summary
+
+    result = StudyResult(
+        study_run_id="abc",
+        experiment_id="1",
+        tracking_uri="sqlite:///mlflow.db",
+        metric="val_accuracy",
+        mode="max",
+        status="FINISHED",
+        best_params={"hidden_layers": [256]},
+        best_value=0.98,
+        best_trial=7,
+        champion_trial=3,
+        champion_params={"hidden_layers": [16]},
+        champion_objectives={"val_accuracy": 0.95, "param_count": 1210.0},
+        test_metrics={"test_accuracy": 0.94},
+    )
+    _print_summary(result)
+    printed = capsys.readouterr().out
+    assert "best       trial 7: val_accuracy = 0.98\nparams     hidden_layers=[256]\n" in printed
+    assert (
+        "champion   trial 3 (the front's knee): val_accuracy = 0.95, param_count = 1210\n"
+        "params     hidden_layers=[16]\ntest       test_accuracy = 0.94"
+    ) in printed
+    result.champion_trial, result.champion_params = 7, result.best_params  # select: primary
+    _print_summary(result)
+    assert "champion" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
