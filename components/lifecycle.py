@@ -127,6 +127,10 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         result.best_params, result.best_value = best.params, best.value
         result.best_trial, result.best_run_id = best.number, best.run_id
         result.champion_trial = champion.number
+        result.champion_params = champion.params
+        if champion.objectives is not None:
+            names = [o.metric for o in cfg.search.objectives]
+            result.champion_objectives = dict(zip(names, champion.objectives, strict=True))
         tracker.set_tags(
             run_id,
             {

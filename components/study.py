@@ -699,6 +699,9 @@ class StudyResult:
     best_trial: int | None = None
     best_run_id: str | None = None
     champion_trial: int | None = None  # the trial registered (search.select: the best, or the knee)
+    champion_params: dict[str, Any] | None = None
+    # The champion's value of each of `search.objectives` (several objectives only), by metric.
+    champion_objectives: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
     n_completed: int = 0
     n_pruned: int = 0

@@ -174,6 +174,12 @@ def _print_summary(result: StudyResult, cfg: ExperimentConfig | None = None) -> 
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
         lines.append(f"best       trial {result.best_trial}: {result.metric} = {result.best_value:.6g}")
         lines.append(f"params     {params}")
+        if result.champion_trial != result.best_trial and result.champion_params is not None:
+            # search.select: knee registered another front member: the model tested is that one.
+            values = ", ".join(f"{k} = {v:.6g}" for k, v in result.champion_objectives.items())
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.champion_params.items())
+            lines.append(f"champion   trial {result.champion_trial} (the front's knee): {values}")
+            lines.append(f"params     {params}")
         tests = ", ".join(f"{k} = {v:.6g}" for k, v in result.test_metrics.items())
         if tests:  # a training function's study has no model to test
             lines.append(f"test       {tests}")

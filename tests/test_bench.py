@@ -90,3 +90,21 @@ def json_key(params: dict) -> str:  # type: ignore[type-arg]
     import json
 
     return json.dumps(params, sort_keys=True)
+
+
+def test_the_multi_objective_bands_add_up_to_the_hypervolume_gap() -> None:
+    sys.path.insert(0, str(BENCH))
+    from multi_objective import band_losses, log_hypervolume, normalised_hypervolume, zdt
+
+    best = [(0.5, 100.0), (0.8, 400.0), (0.9, 2000.0)]
+    told = [(0.4, 100.0), (0.85, 1000.0)]
+    edges = [100.0, 1000.0, 10000.0]
+    # by hand: below 1,000 the gap is 0.1 over [100, 400) and 0.4 over [400, 1000); above, -0.05
+    # over [1000, 2000) (told is ahead there) and 0.05 over [2000, 10000); per 10,000
+    assert band_losses(told, best, edges, log=False) == pytest.approx([0.027, 0.035])
+    gap = normalised_hypervolume(best, 10000.0) - normalised_hypervolume(told, 10000.0)
+    assert sum(band_losses(told, best, edges, log=False)) == pytest.approx(gap)
+    log_gap = log_hypervolume(best, 100.0, 10000.0) - log_hypervolume(told, 100.0, 10000.0)
+    assert sum(band_losses(told, best, edges, log=True)) == pytest.approx(log_gap)
+    assert zdt("zdt1", [0.25, 0, 0, 0, 0]) == pytest.approx((0.25, 0.5))
+    assert zdt("zdt2", [0.5, 0, 0, 0, 0]) == pytest.approx((0.5, 0.75))

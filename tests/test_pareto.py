@@ -35,8 +35,9 @@ from hyperflow.components.search import (
     SearchSpace,
     make_strategy,
 )
-from hyperflow.components.search._genetic import Member, _nsga2_survivors
-from hyperflow.components.search._parego import augmented_chebyshev
+from hyperflow.components.search._base import derive_seed
+from hyperflow.components.search._genetic import Member, _nsga2_survivors, latin_hypercube
+from hyperflow.components.search._parego import augmented_chebyshev, simplex_lattice
 from hyperflow.components.search._space import params_key
 from hyperflow.components.trial import TrialSpec
 
@@ -294,6 +295,141 @@ def test_nsga2_survivors_are_by_front_then_crowding_with_failures_last() -> None
     assert [m.params["i"] for m in _nsga2_survivors(members, 3)] == order[:3]
 
 
+def test_nsga2_generation_zero_is_a_latin_hypercube_covering_every_stratum_and_choice() -> None:
+    space = SearchSpace(
+        [
+            Dimension("x", "real", 0.0, 1.0),
+            Dimension("optimizer", "categorical", choices=("sgd", "adam", "adamw", "rmsprop")),
+            Dimension("width", "int", 1, 12),
+        ]
+    )
+    design = latin_hypercube(space, 12, seed=5)
+    assert sorted(int(p["x"] * 12) for p in design) == list(range(12))  # one point a stratum
+    assert sorted(p["width"] for p in design) == list(range(1, 13))
+    assert all(sum(p["optimizer"] == c for p in design) == 3 for c in ("sgd", "adam", "adamw", "rmsprop"))
+    assert latin_hypercube(space, 12, seed=5) == design and latin_hypercube(space, 12, seed=6) != design
+    ga = GeneticStrategy(space, seed=0, population_size=12, elite=1)
+    ga.objective_modes = ("max", "min")
+    asked = [p for _ in range(12) for p in ga.ask(1)]
+    seed = derive_seed("genetic", 0, "design")
+    assert asked == latin_hypercube(space, 12, seed)
+    plain = GeneticStrategy(space, seed=0, population_size=12, elite=1)  # one objective: as before
+    assert [p for _ in range(12) for p in plain.ask(1)] != asked
+
+
+def test_steady_state_nsga2_takes_a_child_into_the_population_as_soon_as_it_is_told() -> None:
+    space = SearchSpace([Dimension("x", "real", 0.0, 1.0), Dimension("y", "real", 0.0, 1.0)])
+
+    def told_gen0(survival: str) -> GeneticStrategy:
+        ga = GeneticStrategy(space, seed=2, population_size=4, elite=1, survival=survival)
+        ga.objective_modes = ("min", "min")
+        for _ in range(4):
+            (p,) = ga.ask(1)
+            ga.tell(p, 1.0 + p["x"], objectives=(1.0 + p["x"], 1.0 + p["y"]))
+        return ga
+
+    child = {"x": 0.5, "y": 0.5}  # (0, 0): dominates every member of generation 0
+    steady, generational = told_gen0("steady"), told_gen0("generational")
+    for ga in (steady, generational):
+        assert ga.generation == 1
+        ga.tell(child, 0.0, objectives=(0.0, 0.0))
+    assert steady.population[0][0] == child and len(steady.population) == 4
+    assert child not in [p for p, _ in generational.population]  # waits for 3 more children
+    for ga in (steady, generational):
+        for _ in range(3):
+            (p,) = ga.ask(1)
+            ga.tell(p, 1.0 + p["x"], objectives=(1.0 + p["x"], 1.0 + p["y"]))
+        assert ga.generation == 2 and ga.population[0][0] == child
+
+
+def test_numeric_choices_mutate_to_a_neighbour_and_other_choices_to_any() -> None:
+    rates = (0.3, 0.001, 0.01, 0.1, 0.003)  # not written in order
+    space = SearchSpace(
+        [
+            Dimension("learning_rate", "categorical", choices=rates),
+            Dimension("optimizer", "categorical", choices=("sgd", "adam", "adamw", "rmsprop")),
+        ]
+    )
+    ordered = sorted(rates)
+    for ordinal in (True, False):
+        options = {} if ordinal else {"ordinal_choices": False}  # ordinal is the default
+        ga = GeneticStrategy(space, seed=0, mutation_rate=1.0, **options)
+        ga.objective_modes = ("max", "min")
+        rng = np.random.default_rng(0)
+        steps, jumps = set(), set()
+        for start in rates:
+            for _ in range(40):
+                child = ga._mutate({"learning_rate": start, "optimizer": "sgd"}, rng)
+                steps.add(abs(ordered.index(child["learning_rate"]) - ordered.index(start)))
+                jumps.add(child["optimizer"])
+        assert steps == ({1} if ordinal else {1, 2, 3, 4})
+        assert jumps == {"adam", "adamw", "rmsprop"}  # never a neighbour-only walk for words
+
+
+def test_nsga2_never_asks_a_point_twice_and_covers_a_small_space() -> None:
+    space = SearchSpace(
+        [
+            Dimension("hidden_layers", "categorical", choices=([4], [8], [16], [32])),
+            Dimension("learning_rate", "categorical", choices=(0.001, 0.01, 0.1)),
+            Dimension("optimizer", "categorical", choices=("sgd", "adam")),
+        ]
+    )
+    for kind in ("genetic", "random"):
+        s = (
+            GeneticStrategy(space, seed=4, population_size=6, elite=1)
+            if kind == "genetic"
+            else RandomStrategy(space, seed=4)
+        )
+        s.objective_modes = ("max", "min")
+        keys = []
+        while not s.exhausted:
+            batch = s.ask(2)
+            for p in batch:
+                values = (p["learning_rate"] * 10, p["hidden_layers"][0])
+                s.tell(p, values[0], objectives=values)
+                keys.append(params_key(p))
+        assert len(keys) == len(set(keys)) == 24, kind
+
+
+def zdt1(p: dict[str, Any]) -> tuple[float, float]:
+    """ZDT1 (Zitzler, Deb and Thiele 2000) on five variables: a convex front at g = 1."""
+    x = [p[f"x{i}"] for i in range(5)]
+    g = 1 + 9 * sum(x[1:]) / 4
+    return x[0], g * (1 - math.sqrt(x[0] / g))
+
+
+def test_nsga2_beats_random_on_zdt1_in_40_evaluations() -> None:
+    space = SearchSpace([Dimension(f"x{i}", "real", 0.0, 1.0) for i in range(5)])
+
+    def hv(strategy: Any) -> float:
+        strategy.objective_modes = ("min", "min")
+        points = []
+        for _ in range(40):
+            (p,) = strategy.ask(1)
+            f = zdt1(p)
+            strategy.tell(p, f[0], objectives=f)
+            points.append(f)
+        return hypervolume(points, (1.1, 11.0))
+
+    def median(make: Any) -> float:
+        return float(np.median([hv(make(seed)) for seed in range(5)]))
+
+    nsga2 = median(lambda seed: GeneticStrategy(space, mode="min", seed=seed, population_size=8, elite=1))
+    random = median(lambda seed: RandomStrategy(space, mode="min", seed=seed))
+    before = median(
+        lambda seed: GeneticStrategy(
+            space,
+            mode="min",
+            seed=seed,
+            population_size=8,
+            elite=1,
+            survival="generational",
+            initial_design="random",
+        )
+    )
+    assert nsga2 > before > random
+
+
 def synthetic_two(p: dict[str, Any]) -> tuple[float, float]:
     """A trade-off on [0, 1]^2: accuracy rises with x, the count with x too; y only adds noise-like cost."""
     x, y = p["x"], p["y"]
@@ -344,26 +480,53 @@ def test_nsga2_sorts_its_population_by_the_objectives_and_is_rebuilt_by_telling(
     assert again.ask(3) == ga.ask(3)
 
 
-def test_parego_tells_the_bayes_strategy_one_scalarised_value_per_trial() -> None:
+def test_parego_fits_one_scalarisation_per_suggestion_over_every_told_trial() -> None:
     pe = two_objective("bayes", 0)
     assert isinstance(pe, ParEGOStrategy)
-    told = run_two(pe, 5)  # four initial points, then one from the surrogate
-    assert len(pe.inner.history) == 5
+    told = run_two(pe, 6)  # four initial points, then two from the surrogate
     losses = np.array([to_losses(v, ("max", "min")) for _, v in told])
-    for k, obs in enumerate(pe.inner.history):
-        seen = losses[: k + 1]
-        low, high = seen.min(axis=0), seen.max(axis=0)
-        span = np.where(high > low, high - low, 1.0)
-        w = pe.weights(k)
-        assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
-        assert obs.value == pytest.approx(augmented_chebyshev((losses[k] - low) / span, w))
+    low, high = losses.min(axis=0), losses.max(axis=0)
+    scaled = (losses - low) / (high - low)
+    assert pe.scaled_losses() == pytest.approx(scaled)
+    for position in (6, 7):
+        w = pe.weights(position)
+        inner = pe.surrogate_strategy(position, [])
+        # every told trial, scalarised with this one suggestion's weights (not each with its own)
+        assert [o.params for o in inner.history] == [p for p, _ in told]
+        expected = [float(v) for v in augmented_chebyshev(scaled, w)]
+        assert [o.value for o in inner.history] == pytest.approx(expected)
+    assert not np.array_equal(pe.weights(6), pe.weights(7))
     again = two_objective("bayes", 0)
     for p, v in told:
         again.tell(p, v[0], objectives=v)
     assert again.ask(1) == pe.ask(1)
-    assert not pe.inner.pending or {params_key(p) for p in pe.inner.pending} <= {
-        params_key(p) for p in pe.pending
-    }
+
+
+def test_parego_weights_visit_the_whole_simplex_lattice_in_every_cycle() -> None:
+    lattice = simplex_lattice(2, 10)
+    assert len(lattice) == 11 and all(w.sum() == pytest.approx(1.0) and (w >= 0).all() for w in lattice)
+    assert len(simplex_lattice(3, 4)) == 15
+    pe = two_objective("bayes", 3)
+    for cycle in range(3):
+        seen = sorted(tuple(pe.weights(11 * cycle + i)) for i in range(11))
+        assert seen == sorted(tuple(w) for w in lattice)
+    assert [tuple(pe.weights(i)) for i in range(11)] != [tuple(pe.weights(11 + i)) for i in range(11)]
+    # the augmented Chebyshev value: the largest weighted loss plus 0.05 of their sum
+    assert augmented_chebyshev(np.array([[0.5, 1.0]]), np.array([0.3, 0.7]))[0] == pytest.approx(
+        0.7 + 0.05 * (0.15 + 0.7)
+    )
+
+
+def test_parego_tells_a_missing_objective_as_a_failure_and_keeps_pending_points_pending() -> None:
+    pe = two_objective("bayes", 1)
+    told = run_two(pe, 4)
+    (p,) = pe.ask(1)
+    pe.tell(p, 0.5, objectives=[0.5, float("nan")])  # an objective missing
+    batch = pe.ask(2)
+    inner = pe.surrogate_strategy(pe.n_told + 2, batch)
+    assert inner.history[-1].state == "failed" and inner.history[-1].params == p
+    assert [o.params for o in inner.history[:4]] == [q for q, _ in told]
+    assert {params_key(q) for q in inner.pending} == {params_key(q) for q in batch}
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,11 +592,49 @@ def test_a_two_objective_study_records_its_front_and_registers_what_select_names
     )
     study_run = client.get_run(study.study_run_id)
     assert study_run.data.tags[TAG_CHAMPION_TRIAL] == str(expected) == str(result.champion_trial)
+    assert result.champion_objectives == {
+        "val_accuracy": values[expected][0],
+        "param_count": values[expected][1],
+    }
+    assert result.champion_params == next(r.params for r in study.records if r.number == expected)
     assert study_run.data.metrics["best_val_accuracy"] == max(v[0] for v in values.values())
     version = client.get_model_version(cfg.name, result.model_version)
     assert version.run_id == study.study_run_id
     arts = {a.path for a in client.list_artifacts(study.study_run_id, "plots")}
     assert "plots/pareto_front.png" in arts
+
+
+def test_the_cli_summary_names_the_champion_when_select_registers_another_front_member(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hyperflow.components.study import StudyResult
+    from hyperflow.flows.cli import _print_summary
+
+    result = StudyResult(
+        study_run_id="abc",
+        experiment_id="1",
+        tracking_uri="sqlite:///mlflow.db",
+        metric="val_accuracy",
+        mode="max",
+        status="FINISHED",
+        best_params={"hidden_layers": [256]},
+        best_value=0.98,
+        best_trial=7,
+        champion_trial=3,
+        champion_params={"hidden_layers": [16]},
+        champion_objectives={"val_accuracy": 0.95, "param_count": 1210.0},
+        test_metrics={"test_accuracy": 0.94},
+    )
+    _print_summary(result)
+    printed = capsys.readouterr().out
+    assert "best       trial 7: val_accuracy = 0.98\nparams     hidden_layers=[256]\n" in printed
+    assert (
+        "champion   trial 3 (the front's knee): val_accuracy = 0.95, param_count = 1210\n"
+        "params     hidden_layers=[16]\ntest       test_accuracy = 0.94"
+    ) in printed
+    result.champion_trial, result.champion_params = 7, result.best_params  # select: primary
+    _print_summary(result)
+    assert "champion" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
-"""A generational genetic algorithm over the unit-cube encoding of the space, asked and told.
+"""A genetic algorithm over the unit-cube encoding of the space, asked and told (NSGA-II: several objectives).
 
-With several objectives (`search.objectives`) it is NSGA-II (Deb et al. 2002): each generation is
-the best `population_size` of parents and children by non-dominated rank, then crowding distance.
-pymoo's NSGA-II was the candidate library; its ask/tell hands out and takes back whole generations
-in its own real-valued encoding, and it would bring nine packages, so the selection is
-`components.pareto` (non-dominated sort and crowding) over this GA's asynchronous breeding.
+With several objectives (`search.objectives`) it is NSGA-II (Deb et al. 2002): the population is
+the best `population_size` of everything told by non-dominated rank, then crowding distance, kept
+up to date after every told child (steady-state, Durillo et al. 2009), with a Latin-hypercube first
+generation and ordinal mutation of numeric choices (see `GeneticStrategy`). pymoo's NSGA-II was the
+candidate library; its ask/tell hands out and takes back whole generations in its own real-valued
+encoding, and it would bring nine packages, so the selection is `components.pareto`
+(non-dominated sort and crowding) over this GA's asynchronous breeding.
 
 Why not a library: DEAP has no ask/tell (it owns the evaluation loop); pymoo's ask/tell is
 generational over whole populations and heavy for one search strategy; pygad is callback-driven;
@@ -17,16 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 import numpy as np
+from scipy.stats import qmc
 
 from hyperflow.components.pareto import crowding_distance, non_dominated_sort
-from hyperflow.components.search._base import Strategy, StrategyOptions
+from hyperflow.components.search._base import Strategy, StrategyOptions, derive_seed
 from hyperflow.components.search._random import sample_new, space_exhausted
-from hyperflow.components.search._space import SearchSpace
+from hyperflow.components.search._space import Dimension, SearchSpace
 
-__all__ = ["GeneticStrategy", "Member"]
+__all__ = ["GeneticStrategy", "Member", "latin_hypercube"]
 
 # Attempts at breeding a child that is new before falling back to a random point.
 _BREED_TRIES = 32
@@ -62,6 +65,23 @@ class GeneticStrategy(Strategy):
     generation being filled in the order they are told. So parallel asks never stall waiting for a
     generation to finish, and the population is a deterministic function of the told sequence.
     Failures rank below every value; a pruned trial's last value counts as its fitness.
+
+    With several objectives (`nsga2`) three things differ, each measured on the two-objective
+    benchmark (README, "Two objectives"):
+
+    - `survival="steady"`: after generation 0, every told child competes with the population at
+      once (the best `population_size` of both by rank, then crowding), instead of waiting for a
+      whole generation of children; `"generational"` waits. In a 40-trial study a generation of 12
+      is a quarter of the budget, so waiting leaves parents stale for most of it.
+    - `initial_design="latin_hypercube"`: generation 0 (after any initial points) is a Latin
+      hypercube over the unit-cube encoding (scipy's, seeded by the study seed), so each dimension's
+      range, each categorical's choices included, is covered evenly by even a small population;
+      `"random"` draws it uniformly.
+    - `ordinal_choices=True`: a categorical whose choices are all numbers (`learning_rate:
+      {choices: [0.001, 0.01, 0.1]}`) mutates to a neighbouring value, as a real or int gene takes
+      a small step, instead of to any other choice. Other categoricals (`hidden_layers`,
+      `optimizer`) still jump to any other choice: the order they are written in need not mean
+      anything.
     """
 
     name = "genetic"
@@ -76,6 +96,9 @@ class GeneticStrategy(Strategy):
         elite: int = 2,
         tournament_size: int = 3,
         mutation_scale: float = 0.1,
+        survival: Literal["steady", "generational"] = "steady",
+        initial_design: Literal["latin_hypercube", "random"] = "latin_hypercube",
+        ordinal_choices: bool = True,
         **options: Unpack[StrategyOptions],
     ) -> None:
         problems = []
@@ -91,6 +114,10 @@ class GeneticStrategy(Strategy):
         ):
             if not 0.0 <= rate <= 1.0:
                 problems.append(f"{rate_name} must be in [0, 1], not {rate}")
+        if survival not in ("steady", "generational"):
+            problems.append(f"survival must be steady or generational, not {survival!r}")
+        if initial_design not in ("latin_hypercube", "random"):
+            problems.append(f"initial_design must be latin_hypercube or random, not {initial_design!r}")
         if problems:
             raise ValueError("search.genetic: " + "; ".join(problems))
         super().__init__(space, **options)
@@ -100,6 +127,9 @@ class GeneticStrategy(Strategy):
         self.elite = elite
         self.tournament_size = tournament_size
         self.mutation_scale = mutation_scale
+        self.survival = survival
+        self.initial_design = initial_design
+        self.ordinal_choices = ordinal_choices
         self.generation = 0
         self._parents: list[Member] = []  # the current population, best first
         self._filling: list[Member] = []  # told members of the generation being filled
@@ -134,6 +164,14 @@ class GeneticStrategy(Strategy):
 
     def _add(self, member: Member) -> None:
         self._filling.append(member)
+        if self.nsga2 and self.survival == "steady" and self.generation > 0:
+            # Steady-state NSGA-II: the child competes with the population now; `generation` still
+            # counts population_size children.
+            self._parents = _nsga2_survivors([*self._parents, member], self.population_size)
+            if len(self._filling) == self.population_size:
+                self._filling = []
+                self.generation += 1
+            return
         # NSGA-II: population_size children a generation, then the best population_size of parents
         # and children survive (elitist by itself); else `elite` parents carry over.
         quota = (
@@ -154,10 +192,23 @@ class GeneticStrategy(Strategy):
     def _suggest(self, n: int) -> list[dict[str, Any]]:
         def propose(position: int, is_free: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any] | None:
             rng = self._rng("child" if self._parents else "sample", position)
-            point = self._breed(rng, is_free) if self._parents else None
+            if self._parents:
+                point = self._breed(rng, is_free)
+            else:
+                point = self._design_point(position)
+                point = point if point is not None and is_free(point) else None
+            # A taken (or over-budget) design point, or no new child: a random new point instead.
             return point if point is not None else sample_new(self.space, rng, is_free)
 
         return self._collect(n, propose)
+
+    def _design_point(self, position: int) -> dict[str, Any] | None:
+        """Generation 0's point at `position` (NSGA-II's Latin hypercube), or None to draw at random."""
+        if not (self.nsga2 and self.initial_design == "latin_hypercube") or position >= self.population_size:
+            return None
+        return latin_hypercube(self.space, self.population_size, derive_seed(self.name, self.seed, "design"))[
+            position
+        ]
 
     def _tournament(self, rng: np.random.Generator) -> Member:
         size = min(self.tournament_size, len(self._parents))
@@ -185,7 +236,9 @@ class GeneticStrategy(Strategy):
         for d in self.space:
             if rng.random() >= self.mutation_rate:
                 continue
-            if d.kind == "categorical":
+            if d.kind == "categorical" and self.nsga2 and self.ordinal_choices and _numeric(d):
+                out[d.name] = _neighbour(d, out[d.name], rng)
+            elif d.kind == "categorical":
                 if len(d.choices) > 1:
                     current = d.index_of(out[d.name])
                     others = [i for i in range(len(d.choices)) if i != current]
@@ -207,6 +260,34 @@ def _nsga2_survivors(members: list[Member], size: int) -> list[Member]:
         ranked.extend(scored[front[k]] for k in order)
     rest = sorted((m for m in members if m.losses is None), key=Member.rank_key)
     return (ranked + rest)[:size]
+
+
+def latin_hypercube(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+    """n points of a Latin hypercube over the space's unit-cube encoding (scipy's, by seed).
+
+    Each dimension's [0, 1] is cut into n equal strata and every stratum holds one point, so a
+    categorical's choices (each a 1/k-wide bin of the encoding) appear as evenly as n allows.
+    """
+    u = qmc.LatinHypercube(d=len(space), seed=seed).random(n)
+    return [{d.name: d.from_unit(float(row[j])) for j, d in enumerate(space)} for row in u]
+
+
+def _numeric(d: Dimension) -> bool:
+    """Whether a categorical's choices are all numbers (so ordered), with more than two of them."""
+    return len(d.choices) > 2 and all(
+        isinstance(c, int | float | np.number) and not isinstance(c, bool) for c in d.choices
+    )
+
+
+def _neighbour(d: Dimension, value: Any, rng: np.random.Generator) -> Any:
+    """The next smaller or larger of a numeric categorical's choices (either way at random; at an
+    end, the only one there is)."""
+    order = sorted(range(len(d.choices)), key=lambda i: float(d.choices[i]))
+    at = order.index(d.index_of(value))  # type: ignore[arg-type]
+    step = 1 if rng.random() < 0.5 else -1
+    if not 0 <= at + step < len(order):
+        step = -step
+    return d.choices[order[at + step]]
 
 
 def _reflect(u: float) -> float:
