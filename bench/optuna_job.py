@@ -93,7 +93,11 @@ def main() -> None:
     models: dict[int, nn.Module] = {}
     epochs_total = [0]
 
+    first_trial: list[float] = []
+
     def objective(trial: Any) -> float:
+        if not first_trial:
+            first_trial.append(time.time() - START)
         params = {**fixed, **suggest(trial)}
         torch.manual_seed(trial_seed(cfg.seed, trial.number))
         net = build(list(params["hidden_layers"]))
@@ -151,6 +155,7 @@ def main() -> None:
         "best_val_accuracy": best.value,
         "epochs": epochs_total[0],
         "seconds": time.time() - START,
+        "first_trial_seconds": first_trial[0] if first_trial else None,
     }
     print(json.dumps(report))
 

@@ -207,7 +207,9 @@ def config(n_trials: int, uri: str, quick: bool = False) -> Any:
 
 
 def bare_loop(cfg: Any, profile: Profile, mode: Mode) -> None:
-    """(a): ask -> train_trial -> tell, as the search loop does it, with nothing else."""
+    """(a): ask -> train_trial -> tell with nothing else, on the loop's path: suggestion k is asked
+    after telling the trials below k - 1 (what the flow's lookahead computes while trial k - 1
+    trains, `search.lookahead`), so that every mode trains the same trials."""
     from hyperflow.components.data import load_dataset
     from hyperflow.components.lifecycle import threads_per_trial
     from hyperflow.components.search import make_strategy
@@ -224,14 +226,18 @@ def bare_loop(cfg: Any, profile: Profile, mode: Mode) -> None:
     tell = profile.timed(strategy.tell, "strategy", "Strategy.tell")
     tell_failed = profile.timed(strategy.tell_failed, "strategy", "Strategy.tell_failed")
     mode.loop_started = time.perf_counter()
+    untold: list[tuple[dict[str, Any], float | None]] = []  # trial k - 1's result, told before k + 1
     for number in range(cfg.search.n_trials):
+        if len(untold) > 1 or (len(untold) == 1 and not cfg.search.lookahead):
+            told_params, told_value = untold.pop(0)
+            if told_value is None:
+                tell_failed(told_params)
+            else:
+                tell(told_params, told_value)
         (params,) = ask(1)
         result = train(data, params, spec, seed=trial_seed(cfg.seed, number))
         value = result.value if result.state == "completed" else None
-        if value is None:
-            tell_failed(params)
-        else:
-            tell(params, value)
+        untold.append((params, value))
         mode.values.append(value)
         mode.snapshots.append(profile.snapshot())
     mode.loop_ended = mode.ended = time.perf_counter()

@@ -23,6 +23,7 @@ SCRIPTS = (
     "early_stopping",
     "schedule_curves",
     "overhead",
+    "job",
     "time_to_accuracy",
     "search_quality",
     "training_recipe",

@@ -22,6 +22,7 @@ EXPECTED = {
     "lightning_parity": ["final losses agree"],
     "ask_cost": ["ours and direct skopt asked the same points: yes"],
     "overhead": ["the same trials (values) in every mode: yes", "One-time costs"],
+    "job": ["The whole job: 2 trials", "Where the time goes", "| digits "],
     "early_stopping": [
         "digits: 40 configurations",
         "breast_cancer: 40 configurations",
