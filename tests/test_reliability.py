@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from conftest import small_config
@@ -128,6 +129,13 @@ def count_state(uri: str, state: str) -> int:
 
 def trial_running(uri: str) -> bool:
     return any(status == "RUNNING" and role == "trial" for status, role, _ in peek(uri))
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def group_alive(pgid: int) -> bool:
@@ -317,11 +325,20 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
     )
     try:
         poll("a trial training", lambda: epoch_logged(uri), 300, proc)
+        # Prefect's server leads a session of its own (a Ctrl-C at the terminal is the command's to
+        # handle): found as the command's child, it must go too.
+        servers = [
+            p
+            for p in psutil.Process(proc.pid).children()
+            if "hyperflow.flows.prefect_server" in " ".join(p.cmdline())
+        ]
+        assert servers, "the command's Prefect server"
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
         took = time.monotonic() - sent
         poll("the process group to be gone", lambda: not group_alive(proc.pid), 10)
+        poll("the Prefect server to be gone", lambda: not any(_alive(p) for p in servers), 10)
     finally:
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)

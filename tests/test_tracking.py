@@ -138,7 +138,9 @@ def _servers_of(home: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if proc.environ().get("PREFECT_HOME") == str(home) and "create_app" in " ".join(proc.cmdline()):
+            cmdline = " ".join(proc.cmdline())
+            serves = "create_app" in cmdline or "hyperflow.flows.prefect_server" in cmdline
+            if proc.environ().get("PREFECT_HOME") == str(home) and serves:
                 found.append(proc.pid)
         except psutil.Error:
             continue
