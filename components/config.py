@@ -233,7 +233,7 @@ class BayesConfig(_Strict):
         "auto", description="skopt's acquisitions: lbfgs for GP while the history is short, sampling after"
     )
     pruned: Literal["last", "worst", "omit", "predicted", "discounted"] = Field(
-        "worst",
+        "predicted",
         description="what the GP is told for a pruned trial (logEI): its last value, the worst, nothing, "
         "the stop rule's predicted final value, or its last value discounted by the epochs it did not train",
     )

@@ -129,7 +129,7 @@ class BayesStrategy(Strategy):
         acquisition: Acquisition = "logEI",
         n_initial_points: int = 8,
         acq_optimizer: AcqOptimizer = "auto",
-        pruned: PrunedPolicy = "worst",
+        pruned: PrunedPolicy = "predicted",
         fit: _gp.FitSettings | None = None,
     ) -> None:
         super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)

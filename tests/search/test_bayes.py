@@ -197,3 +197,19 @@ def test_studies_recorded_under_the_gp_hedge_default_keep_their_hash() -> None:
     old_rf = {"seed": 3, "search": {"bayes": {"surrogate": "RF", "acquisition": "gp_hedge"}}}
     assert config_hash(ExperimentConfig.model_validate(old_rf)) == "5597cc325776d4a4"
     assert config_hash(ExperimentConfig()) != "44136fa355b3678a"  # a logEI study is another study
+
+
+def test_studies_recorded_under_the_worst_default_keep_their_hash() -> None:
+    from hyperflow.components.fingerprint import config_hash
+
+    # Hashes this code computed before `predicted` became search.bayes.pruned's default.
+    assert config_hash(ExperimentConfig.model_validate({"search": {"bayes": {"pruned": "worst"}}})) == (
+        "878b726c27b2d568"
+    )
+    assert config_hash(ExperimentConfig()) != "878b726c27b2d568"  # a predicted study is another study
+    # Strategies that never read the key keep their hash without naming it.
+    assert config_hash(ExperimentConfig.model_validate({"search": {"strategy": "random"}})) == (
+        "71b1bdf722bd8198"
+    )
+    genetic = {"seed": 3, "search": {"strategy": "genetic"}}
+    assert config_hash(ExperimentConfig.model_validate(genetic)) == "2acd6ab8cf9eed1d"
