@@ -116,8 +116,15 @@ def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
         )
         if state == "failed":
             strategy.tell_failed(params)
-        else:
-            strategy.tell(params, result.value, pruned=state == "pruned")
+        else:  # as the study's ledger tells it (components/study.py, TrialLedger.add)
+            strategy.tell(
+                params,
+                result.value,
+                pruned=state == "pruned",
+                predicted=result.predicted_final,
+                epochs=result.epochs_trained,
+                max_epochs=spec.max_epochs(params),
+            )
         rule.record(result.curve, state)
         out.states.append(state)
         out.epochs.append(result.epochs_trained)
@@ -443,7 +450,6 @@ def compare_stop_rules(quick: bool, extra_rules: bool = False, n_seeds: int = 5)
     )
 
 
-PRUNED_POLICIES = ("last", "worst", "omit")
 PEERS = (("Optuna: TPE + MedianPruner", "tpe"), ("Optuna: GPSampler + MedianPruner", "gp"))
 
 
@@ -463,6 +469,7 @@ def experiment(name: str, quick: bool, extra: list[str] = ()) -> Any:  # type: i
 def compare_pruned_policies(quick: bool, seeds: list[int]) -> str:
     """bayes + curve_fit with each `search.bayes.pruned` policy, seeds and policies interleaved."""
     from hyperflow.components.data import load_dataset
+    from hyperflow.components.search._bayes import PRUNED_POLICIES
 
     rows = []
     for name in EXPERIMENTS:

@@ -234,9 +234,10 @@ class BayesConfig(_Strict):
     acq_optimizer: Literal["auto", "sampling", "lbfgs"] = Field(
         "auto", description="skopt's acquisitions: lbfgs for GP while the history is short, sampling after"
     )
-    pruned: Literal["last", "worst", "omit"] = Field(
-        "worst",
-        description="what the GP is told for a pruned trial (logEI): its last value, the worst, or nothing",
+    pruned: Literal["last", "worst", "omit", "predicted", "discounted"] = Field(
+        "predicted",
+        description="what the GP is told for a pruned trial (logEI): its last value, the worst, nothing, "
+        "the stop rule's predicted final value, or its last value discounted by the epochs it did not train",
     )
 
 

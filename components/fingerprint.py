@@ -68,6 +68,16 @@ def config_hash(cfg: ExperimentConfig) -> str:
         del flat["search.bayes.acquisition"]
     elif "search.bayes.acquisition" not in flat:
         flat["search.bayes.acquisition"] = "logEI"
+    # worst was search.bayes.pruned's default before predicted: a recorded study keeps its hash,
+    # and a study under the new default gets one of its own where the key is read (bayes, GP,
+    # logEI); every other study ignores it and keeps its hash.
+    bayes = cfg.search.bayes
+    if flat.get("search.bayes.pruned") == "worst":
+        del flat["search.bayes.pruned"]
+    elif "search.bayes.pruned" not in flat and (
+        cfg.search.strategy == "bayes" and bayes.surrogate == "GP" and bayes.acquisition == "logEI"
+    ):
+        flat["search.bayes.pruned"] = "predicted"
     # An empty section flattens to {"": {}} or {"model.args": {}}: nothing that defines a study.
     return _hash_flat({k: v for k, v in flat.items() if v != {}})
 

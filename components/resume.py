@@ -254,7 +254,10 @@ def resume_study(
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     finished = [t for t in trials if t.state in FINISHED_STATES and t.status != "RUNNING"]
     finished.sort(key=lambda t: (t.end_time or 0, t.number))
-    history = [_record(tracker, cfg, trial, curve=stop_rule is not None) for trial in finished]
+    history = [
+        _record(tracker, cfg, trial, curve=stop_rule is not None, max_epochs=spec.max_epochs(trial.params))
+        for trial in finished
+    ]
     study = Study(
         cfg,
         strategy=strategy,
@@ -283,10 +286,11 @@ def resume_study(
 
 
 def _record(
-    tracker: StudyTracker, cfg: ExperimentConfig, trial: RecordedTrial, *, curve: bool
+    tracker: StudyTracker, cfg: ExperimentConfig, trial: RecordedTrial, *, curve: bool, max_epochs: int
 ) -> TrialRecord:
     """A finished trial run as the ledger takes it; its curve is read where the stop rule or the
-    plots need it (with a stop rule, or a completed trial)."""
+    plots need it (with a stop rule, or a completed trial). What the live study told the strategy
+    comes back from the run: the value, `epochs_trained` and `predicted_final_<metric>`."""
     values: list[float] = []
     if curve or trial.state == COMPLETED:
         history = tracker.client.get_metric_history(trial.run_id, cfg.search.metric)
@@ -299,11 +303,13 @@ def _record(
         state=trial.state,
         value=trial.value if trial.state != FAILED else None,
         curve=values,
-        epochs_trained=len(values),
+        epochs_trained=int(trial.metrics.get("epochs_trained", len(values))),
         error=trial.error,
         objectives=objective_values(cfg, None, {**trial.metrics, cfg.search.metric: trial.value})
         if trial.value is not None
         else None,
+        predicted=trial.metrics.get(f"predicted_final_{cfg.search.metric}"),
+        max_epochs=max_epochs,
     )
 
 

@@ -150,6 +150,8 @@ class TrialRecord:
     error: str | None = None
     state_dict: dict[str, torch.Tensor] | None = None
     objectives: tuple[float, ...] | None = None  # `search.objectives`' values, when all are known
+    predicted: float | None = None  # the stop rule's predicted final value (`predicted_final_<metric>`)
+    max_epochs: int | None = None  # the epochs the trial would have trained, unstopped
 
     @classmethod
     def finished(
@@ -165,12 +167,15 @@ class TrialRecord:
         epochs_trained: int,
         error: str | None,
         objectives: Sequence[float | None] | None = None,
+        predicted: float | None = None,
+        max_epochs: int | None = None,
     ) -> TrialRecord:
         """A record whatever reported the trial: a value that is not finite is none, and a trial
         that is not completed or pruned with a value is failed."""
         value = value if value is not None and math.isfinite(value) else None
         counted: FinishedState = state if state in (COMPLETED, PRUNED) and value is not None else FAILED  # type: ignore[assignment]
         record = cls(number, params, seed, run_id, counted, value, list(curve), epochs_trained, error)
+        record.predicted, record.max_epochs = predicted, max_epochs
         if counted != FAILED and objectives is not None:
             known = [float(v) for v in objectives if v is not None and math.isfinite(float(v))]
             if len(known) == len(objectives):
@@ -243,7 +248,13 @@ class TrialLedger:
         else:
             assert record.value is not None
             self.strategy.tell(
-                record.params, record.value, pruned=record.state == PRUNED, objectives=record.objectives
+                record.params,
+                record.value,
+                pruned=record.state == PRUNED,
+                objectives=record.objectives,
+                predicted=record.predicted,
+                epochs=record.epochs_trained,
+                max_epochs=record.max_epochs,
             )
         if self.stop_rule is not None:
             self.stop_rule.record(record.curve, record.state, number=record.number)
@@ -515,6 +526,8 @@ class Study:
             epochs_trained=result.epochs_trained,
             error=result.error,
             objectives=objective_values(self.cfg, result),
+            predicted=result.predicted_final,
+            max_epochs=self.spec.max_epochs(plan.params),
         )
         previous_best = self.best
         self.ledger.add(record)

@@ -28,5 +28,12 @@ def replay(factory: Callable[..., Strategy], original: Strategy, **kw: Any) -> S
             fresh.tell_failed(obs.params)
         else:
             assert obs.value is not None
-            fresh.tell(obs.params, obs.value, pruned=obs.state == "pruned")
+            fresh.tell(
+                obs.params,
+                obs.value,
+                pruned=obs.state == "pruned",
+                predicted=obs.predicted,
+                epochs=obs.epochs,
+                max_epochs=obs.max_epochs,
+            )
     return fresh

@@ -230,3 +230,36 @@ def test_the_study_best_is_the_latest_value_when_parallel_trials_finish_out_of_o
     run = MlflowClient(sqlite_store).get_run(study.study_run_id)
     assert outcome.best_value == 0.8 and run.data.metrics["best_score"] == 0.8
     assert run.info.status == "FINISHED" and outcome.model_uri is None
+
+
+def test_a_pruned_trials_prediction_and_epochs_reach_the_strategy_live_and_from_its_recorded_run(
+    tmp_path: Path, sqlite_store: str
+) -> None:
+    """Resume tells what the live study told (`search.bayes.pruned: predicted | discounted` need
+    it): the prediction and the epochs come back from the trial runs' metrics."""
+    from hyperflow.components.resume import _record, recorded_trials
+
+    cfg = config(
+        tmp_path,
+        sqlite_store,
+        strategy="bayes",
+        n_parallel=3,
+        bayes={"pruned": "predicted", "n_initial_points": 2},
+    )
+    live = make_study(cfg)
+    outcomes = [("completed", 0.4, 4, None), ("pruned", 0.3, 2, 0.55), ("completed", 0.5, 4, None)]
+    for plan, (state, value, epochs, predicted) in zip(live.plan(), outcomes, strict=True):
+        res = result(plan, state, value, epochs=epochs, predicted_final=predicted)
+        for epoch, v in enumerate(res.curve):
+            plan.logger.on_epoch(epoch, {"val_accuracy": v})
+        plan.logger.finish(res, "val_accuracy")
+        live.record(plan, res)
+    told = live.strategy.history[1]
+    assert (told.state, told.predicted, told.epochs, told.max_epochs) == ("pruned", 0.55, 2, 4)
+    tracker = StudyTracker(sqlite_store)
+    runs = recorded_trials(tracker, cfg, tracker.client.get_run(live.study_run_id))
+    spec = TrialSpec.from_config(cfg)
+    records = [_record(tracker, cfg, t, curve=True, max_epochs=spec.max_epochs(t.params)) for t in runs]
+    replayed = make_study(cfg, history=records)
+    assert replayed.strategy.history == live.strategy.history
+    assert replayed.strategy.ask(2) == live.strategy.ask(2)

@@ -28,12 +28,20 @@ def derive_seed(*parts: int | str) -> int:
 
 @dataclass(frozen=True)
 class Observation:
-    """One told trial. `value` is the metric as reported (None for a failed trial)."""
+    """One told trial. `value` is the metric as reported (None for a failed trial).
+
+    `predicted`, `epochs` and `max_epochs` are what the study knows of a trial that may have been
+    stopped early: the stop rule's predicted final value of the metric (curve_fit), the epochs it
+    trained and the epochs it would have trained. None where unknown.
+    """
 
     params: dict[str, Any]
     value: float | None
     state: FinishedState
     objectives: tuple[float, ...] | None = None  # every objective's value, several objectives only
+    predicted: float | None = None
+    epochs: int | None = None
+    max_epochs: int | None = None
 
 
 class StrategyOptions(TypedDict, total=False):
@@ -118,13 +126,19 @@ class Strategy(abc.ABC):
         *,
         pruned: bool = False,
         objectives: Sequence[float] | None = None,
+        predicted: float | None = None,
+        epochs: int | None = None,
+        max_epochs: int | None = None,
     ) -> None:
         """Record a finished trial's value (the metric at its last epoch).
 
-        A pruned trial's last value is told to the optimiser too but it never becomes `best`.
-        A value that is not finite is a failure (see `tell_failed`). With several objectives,
-        `objectives` holds every objective's value (the first is `value`); a strategy that searches
-        them (`_observe_objectives`) is given them all as losses, the others the primary's.
+        A pruned trial is told to the optimiser too (how, is the strategy's choice: bayes's
+        `pruned` policy) but it never becomes `best`. A value that is not finite is a failure (see
+        `tell_failed`). With several objectives, `objectives` holds every objective's value (the
+        first is `value`); a strategy that searches them (`_observe_objectives`) is given them all
+        as losses, the others the primary's. `predicted` (the stop rule's predicted final value of
+        the metric, None if it made none), `epochs` (trained) and `max_epochs` (the trial's budget)
+        are kept in the history as given; a value that is not finite or positive counts as unknown.
         """
         point = self.space.coerce(params)
         if value is None or not math.isfinite(float(value)):
@@ -136,7 +150,15 @@ class Strategy(abc.ABC):
             vector = tuple(float(v) for v in objectives)
             if len(vector) != len(self.objective_modes) or not all(math.isfinite(v) for v in vector):
                 vector = None  # an objective missing: the trial is told by its primary value only
-        obs = Observation(point, float(value), PRUNED if pruned else COMPLETED, vector)
+        obs = Observation(
+            point,
+            float(value),
+            PRUNED if pruned else COMPLETED,
+            vector,
+            predicted=float(predicted) if predicted is not None and math.isfinite(float(predicted)) else None,
+            epochs=int(epochs) if epochs is not None and epochs > 0 else None,
+            max_epochs=int(max_epochs) if max_epochs is not None and max_epochs > 0 else None,
+        )
         self.history.append(obs)
         self._seen.add(params_key(point))
         if vector is not None:

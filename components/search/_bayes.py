@@ -19,16 +19,17 @@ from threadpoolctl import threadpool_limits
 
 from hyperflow.components.names import COMPLETED, FAILED, PRUNED
 from hyperflow.components.search import _gp
-from hyperflow.components.search._base import Strategy, derive_seed
+from hyperflow.components.search._base import Observation, Strategy, derive_seed
 from hyperflow.components.search._random import sample_new, space_exhausted
 from hyperflow.components.search._space import Dimension, SearchSpace, params_key
 
-__all__ = ["BayesStrategy", "acquisition_settings"]
+__all__ = ["PRUNED_POLICIES", "BayesStrategy", "acquisition_settings"]
 
 Surrogate = Literal["GP", "RF", "ET", "GBRT"]
 Acquisition = Literal["logEI", "gp_hedge", "EI", "PI", "LCB"]
 AcqOptimizer = Literal["auto", "sampling", "lbfgs"]
-PrunedPolicy = Literal["last", "worst", "omit"]
+PrunedPolicy = Literal["last", "worst", "omit", "predicted", "discounted"]
+PRUNED_POLICIES: tuple[PrunedPolicy, ...] = ("last", "worst", "omit", "predicted", "discounted")
 
 # skopt's defaults: candidates sampled per acquisition, L-BFGS starts among the best of them.
 _SKOPT_N_POINTS = 10_000
@@ -128,14 +129,16 @@ class BayesStrategy(Strategy):
         acquisition: Acquisition = "logEI",
         n_initial_points: int = 8,
         acq_optimizer: AcqOptimizer = "auto",
-        pruned: PrunedPolicy = "worst",
+        pruned: PrunedPolicy = "predicted",
         fit: _gp.FitSettings | None = None,
     ) -> None:
         super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
         if n_initial_points < 1:
             raise ValueError(f"search.bayes.n_initial_points must be at least 1, not {n_initial_points}")
-        if pruned not in ("last", "worst", "omit"):
-            raise ValueError(f"search.bayes.pruned must be last, worst or omit, not {pruned!r}")
+        if pruned not in PRUNED_POLICIES:
+            raise ValueError(
+                f"search.bayes.pruned must be one of {', '.join(PRUNED_POLICIES)}, not {pruned!r}"
+            )
         self.surrogate = surrogate
         # logEI is ours and GP-only; the tree surrogates keep skopt's previous default.
         self.ours = surrogate == "GP" and acquisition == "logEI"
@@ -383,13 +386,30 @@ class BayesStrategy(Strategy):
                 if self.pruned == "omit":
                     continue
                 assert worst_completed is not None
-                loss = max(worst_completed, self._loss(obs.value))
+                loss = self._pruned_loss(obs, self._loss(obs.value), worst_completed)
             else:
                 loss = self._loss(obs.value)
             rows.append(row)
             losses.append(loss)
         width = len(self._rows[0]) if self._rows else 0
         return np.asarray(rows, dtype=float).reshape(len(rows), width), np.asarray(losses, dtype=float)
+
+    def _pruned_loss(self, obs: Observation, last: float, worst_completed: float) -> float:
+        """The loss a pruned trial is told as (`pruned`: worst, predicted or discounted).
+
+        `worst`: the worst completed loss, or its own if worse. `predicted`: the stop rule's
+        predicted final value (`worst` where the rule predicted none: median, asha). `discounted`:
+        from its own loss towards `worst`'s by the share of its epochs it did not train (all the way
+        where the epochs are unknown): a trial stopped at epoch 5 of 30 counts mostly as the worst,
+        one stopped at 28 of 30 mostly as itself.
+        """
+        worst = max(worst_completed, last)
+        if self.pruned == "predicted":
+            return self._loss(obs.predicted) if obs.predicted is not None else worst
+        if self.pruned == "discounted" and obs.epochs is not None and obs.max_epochs is not None:
+            trained = min(obs.epochs / obs.max_epochs, 1.0)
+            return trained * last + (1.0 - trained) * worst
+        return worst
 
     def _fitted(self) -> _gp.Posterior:
         if self._posterior is not None and self._posterior[0] == self.n_told:

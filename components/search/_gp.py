@@ -33,12 +33,14 @@ _SQRT5 = math.sqrt(5.0)
 _C1 = 0.5 * math.log(2 * math.pi)
 _C2 = 0.5 * math.log(math.pi / 2)
 _Z_TAIL = -1.0 / math.sqrt(np.finfo(float).eps)
-# skopt's amplitude bounds (cook_estimator). Ours, measured on Branin/Hartmann6/Ackley-5 (3 seeds,
-# README): length scales from 0.03, not skopt's 0.01 (Ackley-5 at 50: median regret 5.4 vs 11.8),
-# a noise floor of 1e-7 on standardised losses (Hartmann6 at 100: 1.9e-5 vs 8.6e-5 with 1e-6;
-# 1e-8 left one seed in the local minimum).
+# skopt's amplitude bounds (cook_estimator). Ours, measured on Branin/Hartmann6/Ackley-5 (README):
+# length scales from 0.03, not skopt's 0.01 (Ackley-5 at 50: median regret 5.4 vs 11.8, 3 seeds),
+# and up to 3, not 100 (with the prior, 10 seeds: Hartmann6 at 50 0.0045 vs 0.0065, Ackley-5 6.1 vs
+# 6.8; a dimension the GP reads as flat, length scale 4-5 on the unit cube, is never explored
+# again and the search stalls in a local minimum); a noise floor of 1e-7 on standardised losses
+# (Hartmann6 at 100: 1.9e-5 vs 8.6e-5 with 1e-6; 1e-8 left one seed in the local minimum).
 _AMP_BOUNDS = (0.01, 1000.0)
-_LS_BOUNDS = (0.03, 100.0)
+_LS_BOUNDS = (0.03, 3.0)
 _NOISE_BOUNDS = (1e-7, 1.0)
 _JITTER = 1e-10  # sklearn's GaussianProcessRegressor default `alpha`
 _WARM_STEPS = 20
@@ -58,12 +60,18 @@ class FitSettings:
             rest drawn by seed); the posterior always conditions on every point.
         reuse_after: beyond this many points, no fit between anchors at all: the anchor's
             hyperparameters are reused and only the posterior is recomputed.
+        prior: maximise the marginal likelihood times a prior on the hyperparameters (Optuna
+            GPSampler's: length scales near 1, amplitude near 1, a little noise) instead of the
+            likelihood alone.
+        warm_steps: L-BFGS steps of a warm-started fit between anchors.
     """
 
     anchor_every: int = 8
     restarts: int = 2
     fit_window: int = 200
     reuse_after: int = 300
+    prior: bool = True
+    warm_steps: int = 20
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,56 @@ def _kernel(d: int, theta: np.ndarray | None) -> Any:
     ) + WhiteKernel(noise, _NOISE_BOUNDS)
 
 
+def log_prior(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """Optuna GPSampler's log prior on (log amplitude, log length scales, log noise), and its gradient.
+
+    On the values, not their logs (as Optuna's): -(0.1 l^2 + 0.1 / l^2) a length scale, a Gamma(2, 1)
+    amplitude and a Gamma(1.1, 30) noise, each up to a constant.
+    """
+    amp, ls, noise = theta[0], theta[1:-1], theta[-1]
+    up, down = np.exp(2 * ls), np.exp(-2 * ls)
+    value = -0.1 * float(np.sum(up + down)) + (amp - math.exp(amp)) + (0.1 * noise - 30.0 * math.exp(noise))
+    grad = np.concatenate([[1.0 - math.exp(amp)], -0.2 * (up - down), [0.1 - 30.0 * math.exp(noise)]])
+    return value, grad
+
+
+def _with_prior(obj_func: Callable[..., Any]) -> Callable[..., Any]:
+    def objective(theta: np.ndarray, eval_gradient: bool = True) -> Any:
+        nll, grad = obj_func(theta, eval_gradient=True)
+        lp, lp_grad = log_prior(theta)
+        return nll - lp, grad - lp_grad
+
+    return objective
+
+
+def _optimizer(steps: int | None, prior: bool) -> Any:
+    """sklearn's L-BFGS-B on the negative log marginal likelihood (plus the prior), `steps` at most."""
+
+    def run(
+        obj_func: Callable[..., Any], initial_theta: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        res = minimize(
+            _with_prior(obj_func) if prior else obj_func,
+            initial_theta,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={} if steps is None else {"maxiter": steps},
+        )
+        return res.x, float(res.fun)
+
+    return run if prior or steps is not None else "fmin_l_bfgs_b"
+
+
 def _fit_theta(
-    x: np.ndarray, y: np.ndarray, start: np.ndarray | None, restarts: int, seed: int
+    x: np.ndarray,
+    y: np.ndarray,
+    start: np.ndarray | None,
+    restarts: int,
+    seed: int,
+    *,
+    prior: bool = False,
+    warm_steps: int = _WARM_STEPS,
 ) -> np.ndarray:
     """Log hyperparameters maximising the marginal likelihood, by skopt's GP (sklearn's L-BFGS-B)."""
     gp = GaussianProcessRegressor(
@@ -156,7 +212,7 @@ def _fit_theta(
         n_restarts_optimizer=restarts,
         random_state=seed,
         # A warm start is near its optimum already: a few steps, not a full convergence.
-        optimizer="fmin_l_bfgs_b" if start is None else _few_steps,
+        optimizer=_optimizer(None if start is None else warm_steps, prior),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence notes at the bounds
@@ -164,15 +220,6 @@ def _fit_theta(
     # skopt zeroes the white noise after fitting (for its predict); read it back from noise_.
     noise = max(float(gp.noise_ or _NOISE_BOUNDS[0]), _NOISE_BOUNDS[0])
     return np.append(np.asarray(gp.kernel_.k1.theta, dtype=float), math.log(noise))
-
-
-def _few_steps(
-    obj_func: Callable[..., Any], initial_theta: np.ndarray, bounds: np.ndarray
-) -> tuple[np.ndarray, float]:
-    res = minimize(
-        obj_func, initial_theta, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": _WARM_STEPS}
-    )
-    return res.x, float(res.fun)
 
 
 def _fit_subset(n: int, y: np.ndarray, window: int, seed: int) -> np.ndarray:
@@ -209,7 +256,15 @@ def fit_posterior(
     def fitted(m: int, start: np.ndarray | None, restarts: int) -> np.ndarray:
         ym = standardise(losses[:m])
         idx = _fit_subset(m, ym, settings.fit_window, seed_for("subset", m))
-        return _fit_theta(x[:m][idx], ym[idx], start, restarts, seed_for("fit", m))
+        return _fit_theta(
+            x[:m][idx],
+            ym[idx],
+            start,
+            restarts,
+            seed_for("fit", m),
+            prior=settings.prior,
+            warm_steps=settings.warm_steps,
+        )
 
     if anchor not in cache:
         cache[anchor] = fitted(anchor, None, settings.restarts)
@@ -293,7 +348,14 @@ def propose(
     cand = np.clip(np.vstack(raw), 0.0, 1.0)
     (values,) = log_ei(post, cand)
     order = np.argsort(-values, kind="stable")
-    starts = cand[order[:n_starts]]
+    # Half the starts from the Sobol set, half from the perturbations: ranked together, the
+    # perturbations of the best points take every start once the GP is confident near them, and
+    # the search stalls in that basin (Hartmann6, README).
+    n_sobol = len(raw[0])
+    half = n_starts // 2
+    far = np.argsort(-values[:n_sobol], kind="stable")[:half]
+    near = n_sobol + np.argsort(-values[n_sobol:], kind="stable")[: n_starts - half]
+    starts = cand[np.concatenate([far, near])]
 
     def neg(flat: np.ndarray) -> tuple[float, np.ndarray]:
         # The starts are independent: one L-BFGS-B on their sum (as BoTorch does) costs one

@@ -13,6 +13,7 @@ from strategy_driving import ask_and_tell, replay
 
 from hyperflow.components.config import ExperimentConfig
 from hyperflow.components.search import BayesStrategy, Dimension, SearchSpace, _gp
+from hyperflow.components.search._bayes import PRUNED_POLICIES
 from hyperflow.components.search._space import params_key
 from hyperflow.components.search.objectives import branin
 
@@ -96,25 +97,50 @@ def test_a_rebuilt_strategy_asks_what_the_uninterrupted_one_would_next() -> None
 
 def test_pruned_trials_are_told_as_the_policy_says() -> None:
     space = branin().space
-    strategies = {p: BayesStrategy(space, mode="max", seed=0, pruned=p) for p in ("last", "worst", "omit")}
+    strategies = {p: BayesStrategy(space, mode="max", seed=0, pruned=p) for p in PRUNED_POLICIES}
     for s in strategies.values():
-        a, b, c = s.ask(3)
-        s.tell(a, 2.0)
-        s.tell(b, 5.0)
-        s.tell(c, 9.0, pruned=True)  # its last value looks best; it was stopped early
+        a, b, c, d, e = s.ask(5)
+        s.tell(a, 2.0, epochs=30, max_epochs=30)
+        s.tell(b, 5.0, epochs=30, max_epochs=30)
+        # Its last value looks best; it was stopped at epoch 6 of 30, predicted to end at 4.0.
+        s.tell(c, 9.0, pruned=True, predicted=4.0, epochs=6, max_epochs=30)
+        s.tell(d, 8.0, pruned=True)  # stopped by a rule that predicts nothing, epochs unknown
+        s.tell(e, 1.0, pruned=True, predicted=3.0, epochs=24, max_epochs=30)  # worse than the worst
         s.tell_failed(s.ask()[0])
-    # mode max: losses are -value; a failure is the worst value seen (2.0).
-    assert list(strategies["last"].surrogate_data()[1]) == [-2.0, -5.0, -9.0, -2.0]
-    assert list(strategies["worst"].surrogate_data()[1]) == [-2.0, -5.0, -2.0, -2.0]
+    # mode max: losses are -value; a failure is the worst value seen (1.0); `worst` is the worst
+    # completed value (2.0), or the trial's own if worse.
+    assert list(strategies["last"].surrogate_data()[1]) == [-2.0, -5.0, -9.0, -8.0, -1.0, -1.0]
+    assert list(strategies["worst"].surrogate_data()[1]) == [-2.0, -5.0, -2.0, -2.0, -1.0, -1.0]
     x, losses = strategies["omit"].surrogate_data()
-    assert list(losses) == [-2.0, -5.0, -2.0] and x.shape == (3, 2)
+    assert list(losses) == [-2.0, -5.0, -1.0] and x.shape == (3, 2)
+    # predicted: the prediction where there is one, else as `worst`.
+    assert list(strategies["predicted"].surrogate_data()[1]) == [-2.0, -5.0, -4.0, -2.0, -3.0, -1.0]
+    # discounted: 6 of 30 epochs trained: 0.2 of the way from worst (-2) to its own (-9); unknown
+    # epochs: as `worst`; 24 of 30 but worse than the worst: its own.
+    discounted = strategies["discounted"].surrogate_data()[1]
+    assert np.allclose(discounted, [-2.0, -5.0, 0.2 * -9.0 + 0.8 * -2.0, -2.0, -1.0, -1.0])
     assert all(s.best is not None and s.best.value == 5.0 for s in strategies.values())
+
+
+def test_a_rebuilt_strategy_tells_pruned_trials_as_the_original_did() -> None:
+    space, fn, _ = branin()
+    for policy in ("predicted", "discounted"):
+        original = BayesStrategy(space, mode="min", seed=2, n_initial_points=3, pruned=policy)
+        ask_and_tell(original, 4, fn)
+        for i, point in enumerate(original.ask(2)):
+            original.tell(
+                point, fn(point) + 3.0, pruned=True, predicted=fn(point) + 1.0, epochs=3 + i, max_epochs=9
+            )
+        ask_and_tell(original, 2, fn)
+        fresh = replay(BayesStrategy, original, mode="min", seed=2, n_initial_points=3, pruned=policy)
+        assert np.array_equal(fresh.surrogate_data()[1], original.surrogate_data()[1])
+        assert fresh.ask() == original.ask()
 
 
 def test_bad_pruned_policy_names_the_key() -> None:
     with pytest.raises(ValidationError, match=r"search\.bayes\.pruned|pruned"):
         ExperimentConfig.model_validate({"search": {"bayes": {"pruned": "dropped"}}})
-    with pytest.raises(ValueError, match=r"search\.bayes\.pruned"):
+    with pytest.raises(ValueError, match=r"search\.bayes\.pruned must be one of last, worst"):
         BayesStrategy(branin().space, pruned="dropped")  # type: ignore[arg-type]
 
 
@@ -171,3 +197,19 @@ def test_studies_recorded_under_the_gp_hedge_default_keep_their_hash() -> None:
     old_rf = {"seed": 3, "search": {"bayes": {"surrogate": "RF", "acquisition": "gp_hedge"}}}
     assert config_hash(ExperimentConfig.model_validate(old_rf)) == "5597cc325776d4a4"
     assert config_hash(ExperimentConfig()) != "44136fa355b3678a"  # a logEI study is another study
+
+
+def test_studies_recorded_under_the_worst_default_keep_their_hash() -> None:
+    from hyperflow.components.fingerprint import config_hash
+
+    # Hashes this code computed before `predicted` became search.bayes.pruned's default.
+    assert config_hash(ExperimentConfig.model_validate({"search": {"bayes": {"pruned": "worst"}}})) == (
+        "878b726c27b2d568"
+    )
+    assert config_hash(ExperimentConfig()) != "878b726c27b2d568"  # a predicted study is another study
+    # Strategies that never read the key keep their hash without naming it.
+    assert config_hash(ExperimentConfig.model_validate({"search": {"strategy": "random"}})) == (
+        "71b1bdf722bd8198"
+    )
+    genetic = {"seed": 3, "search": {"strategy": "genetic"}}
+    assert config_hash(ExperimentConfig.model_validate(genetic)) == "2acd6ab8cf9eed1d"
