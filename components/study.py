@@ -241,7 +241,15 @@ class TrialLedger:
             value = record.value if record.state != FAILED else None
             self.lookahead.tell(
                 record.number,
-                Outcome(record.params, value, pruned=record.state == PRUNED, objectives=record.objectives),
+                Outcome(
+                    record.params,
+                    value,
+                    pruned=record.state == PRUNED,
+                    objectives=record.objectives,
+                    predicted=record.predicted,
+                    epochs=record.epochs_trained,
+                    max_epochs=record.max_epochs,
+                ),
             )
         elif record.state == FAILED:
             self.strategy.tell_failed(record.params)

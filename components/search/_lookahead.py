@@ -146,8 +146,20 @@ class StrategyProcess:
         *,
         pruned: bool = False,
         objectives: Sequence[float] | None = None,
+        predicted: float | None = None,
+        epochs: int | None = None,
+        max_epochs: int | None = None,
     ) -> None:
-        self._call("tell", dict(params), value, pruned=pruned, objectives=objectives)
+        self._call(
+            "tell",
+            dict(params),
+            value,
+            pruned=pruned,
+            objectives=objectives,
+            predicted=predicted,
+            epochs=epochs,
+            max_epochs=max_epochs,
+        )
 
     def tell_failed(self, params: Mapping[str, Any]) -> None:
         self._call("tell_failed", dict(params))
@@ -196,6 +208,9 @@ class Outcome:
     pruned: bool = False
     skipped: bool = False
     objectives: tuple[float, ...] | None = None  # `search.objectives`' values, when all are known
+    predicted: float | None = None  # the stop rule's predicted final value (bayes's `pruned` policy)
+    epochs: int | None = None  # epochs trained
+    max_epochs: int | None = None  # epochs it would have trained, unstopped
 
 
 class Lookahead:
@@ -383,7 +398,13 @@ class Lookahead:
                 self.strategy.tell_failed(outcome.params)
             else:
                 self.strategy.tell(
-                    outcome.params, outcome.value, pruned=outcome.pruned, objectives=outcome.objectives
+                    outcome.params,
+                    outcome.value,
+                    pruned=outcome.pruned,
+                    objectives=outcome.objectives,
+                    predicted=outcome.predicted,
+                    epochs=outcome.epochs,
+                    max_epochs=outcome.max_epochs,
                 )
         finally:
             self.lock.acquire()
