@@ -223,6 +223,63 @@ def test_the_strategy_process_serves_calls_here_until_it_is_ready_and_then_agree
         proxied.close()
 
 
+def test_a_pruned_trial_reaches_the_strategy_with_its_prediction_and_epochs(
+    tmp_path: Path, sqlite_store: str
+) -> None:
+    """What bayes's `pruned` policy reads (the predicted final value, epochs trained, max_epochs)
+    goes from the study's record through the lookahead's thread into the strategy's history."""
+    cfg = cfg_for(tmp_path, "genetic", sqlite_store, n_trials=5, n_parallel=1)
+    study = make_study(cfg)
+    assert study.lookahead is not None
+    expected: dict[int, tuple[float | None, int, int]] = {}
+    try:
+        for k in range(4):  # planning trial 3 tells trials 0 and 1 (2 too, if the thread went on)
+            (plan,) = study.plan()
+            if k == 3:
+                break
+            value = objective(plan.params)
+            result = TrialResult(
+                plan.params,
+                plan.seed,
+                "pruned" if k == 1 else "completed",
+                value,
+                curve=[value],
+                epochs_trained=1 + k,
+            )
+            result.predicted_final = value + 0.25 if k == 1 else None
+            study.record(plan, result)
+            expected[k] = (result.predicted_final, 1 + k, study.spec.max_epochs(plan.params))
+        with study.lookahead.lock:
+            told = [(o.predicted, o.epochs, o.max_epochs) for o in study.lookahead.strategy.history]
+    finally:
+        study.close()
+    assert len(told) >= 2 and told == [expected[k] for k in range(len(told))]
+    assert expected[1][0] is not None and expected[1][2] > 0
+
+
+@pytest.mark.slow
+def test_the_strategy_process_passes_the_prediction_on(tmp_path: Path) -> None:
+    """bayes (GP, `pruned: predicted`) in its own process asks what the same strategy asks here
+    when a pruned trial is told its prediction, and something else when it is told none."""
+    cfg = cfg_for(tmp_path, "bayes", bayes={"surrogate": "GP", "n_initial_points": 3, "pruned": "predicted"})
+    here, without, proxied = make_strategy(cfg), make_strategy(cfg), StrategyProcess(make_strategy(cfg))
+    try:
+        asked: dict[str, list[dict[str, Any]]] = {"here": [], "without": [], "proxied": []}
+        for i in range(6):
+            for name, strategy in (("here", here), ("without", without), ("proxied", proxied)):
+                (params,) = strategy.ask(1)
+                pruned = i in (1, 2)
+                prediction = {"predicted": 0.99, "epochs": 2, "max_epochs": 10} if name != "without" else {}
+                strategy.tell(
+                    params, objective(params) - 0.5 * pruned, pruned=pruned, **(prediction if pruned else {})
+                )
+                asked[name].append(params)
+        assert asked["proxied"] == asked["here"]
+        assert asked["without"] != asked["here"], "the prediction changes what the GP asks"
+    finally:
+        proxied.close()
+
+
 def test_the_key_validates_and_is_documented(tmp_path: Path) -> None:
     from hyperflow.components.config import ConfigError
 
