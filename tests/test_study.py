@@ -245,6 +245,7 @@ def test_a_pruned_trials_prediction_and_epochs_reach_the_strategy_live_and_from_
         strategy="bayes",
         n_parallel=3,
         bayes={"pruned": "predicted", "n_initial_points": 2},
+        lookahead=False,  # the strategy read here directly (the lookahead path: tests/search/test_lookahead.py)
     )
     live = make_study(cfg)
     outcomes = [("completed", 0.4, 4, None), ("pruned", 0.3, 2, 0.55), ("completed", 0.5, 4, None)]
