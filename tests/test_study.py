@@ -257,6 +257,7 @@ def test_a_pruned_trials_prediction_and_epochs_reach_the_strategy_live_and_from_
         live.record(plan, res)
     told = live.strategy.history[1]
     assert (told.state, told.predicted, told.epochs, told.max_epochs) == ("pruned", 0.55, 2, 4)
+    assert live.tracker.flush_writes() == [], "the trials' writes landed"
     tracker = StudyTracker(sqlite_store)
     runs = recorded_trials(tracker, cfg, tracker.client.get_run(live.study_run_id))
     spec = TrialSpec.from_config(cfg)
