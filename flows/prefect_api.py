@@ -85,12 +85,13 @@ def start_ephemeral_server() -> str | None:
     one, even after a kill -9 (PR_SET_PDEATHSIG), instead of outliving it. Called from the main
     thread: Linux sends the signal when the thread that started the child ends.
     """
-    from filelock import FileLock
-    from prefect.server.api import server as server_module
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return None
+        return None  # before importing Prefect's server (2 s): the command's own server, or a user's
+    from filelock import FileLock
+    from prefect.server.api import server as server_module
+
     server = server_module.SubprocessASGIServer()  # the one Prefect's clients use in this process
     if server.running:
         return server.api_url
