@@ -230,7 +230,7 @@ def main() -> None:
         wait_ok, wait_median, wait_n = lookahead_table(trial, space, args.quick)
         verdict(
             wait_ok,
-            f"lookahead's wait at {wait_n} told points {wait_median * 1000:.1f} ms median (target <= 5 ms)",
+            f"lookahead's wait at {wait_n} told points {wait_median * 1000:.3f} ms median (target <= 5 ms)",
         )
         return
 
@@ -358,7 +358,7 @@ def main() -> None:
     big = ", ".join(f"{gp_mean[n] * 1000:.0f} ms at {n}" for n in long_sizes if n >= 500)
     verdict(
         ok,
-        f"lookahead's wait at {wait_n} told points {wait_median * 1000:.1f} ms median "
+        f"lookahead's wait at {wait_n} told points {wait_median * 1000:.3f} ms median "
         f"({'<=' if wait_ok else 'NOT <='} 5 ms); "
         f"log-EI tell + ask {big or '(not run)'} vs the {trial.seconds * 1000:.0f} ms default trial "
         f"({'below' if long_ok else 'NOT below'}); "
