@@ -48,7 +48,7 @@ def logger_with(uri: str, run_id: str, method: str, failures: int) -> tuple[Tria
 
 
 def finished(state: str = "completed", **extra: Any) -> TrialResult:
-    return TrialResult(params=PARAMS, seed=1, state=state, value=0.5, epochs_trained=2, **extra)  # type: ignore[arg-type]
+    return TrialResult(params=PARAMS, seed=1, state=state, value=0.5, **{"epochs_trained": 2, **extra})  # type: ignore[arg-type]
 
 
 def test_final_writes_are_retried_until_they_succeed_and_the_params_go_with_the_metrics(
@@ -223,3 +223,54 @@ def test_a_new_local_store_has_mlflows_own_schema_and_a_killed_creation_leaves_n
     run = client.create_run(client.create_experiment("e"))
     client.log_metric(run.info.run_id, "m", 1.0)
     assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+
+
+@pytest.mark.slow
+def test_a_tracking_server_restarted_mid_trial_loses_no_per_epoch_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real MLflow server is stopped while a trial's metric write is in flight and started again
+    on the same port and store: the writer retries, and every epoch's metrics are there."""
+    from servers import start_mlflow_server, stop
+
+    # MLflow's client gives up quickly on a refused connection: our writer's retries are tested.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    home = tmp_path / "server"
+    server = start_mlflow_server(home)
+    port = int(server.url.rsplit(":", 1)[1])
+    run_id = trial_run(server.url, "restart")
+    logger = TrialLogger(server.url, run_id, params=PARAMS, flush_seconds=0.0, retries=12, retry_delay=0.2)
+    attempted_while_down = threading.Event()
+    down = threading.Event()
+    log_batch = logger.client.log_batch
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if down.is_set():
+            attempted_while_down.set()
+        return log_batch(*args, **kwargs)
+
+    logger.client.log_batch = watched  # type: ignore[method-assign]
+    epochs, names = 10, ("train_loss", "val_loss", "val_accuracy")
+    try:
+        for epoch in range(epochs):
+            if epoch == 5:
+                logger.writer.flush()  # epochs 0-4 are in; the server goes down mid-trial
+                assert server.proc is not None
+                stop(server.proc)
+                down.set()
+            logger.on_epoch(epoch, {name: 0.1 * epoch + i for i, name in enumerate(names)})
+        assert attempted_while_down.wait(60), "a write was tried while the server was down"
+        server = start_mlflow_server(home, port=port)  # the same port and store
+        down.clear()
+        logger.finish(finished(epochs_trained=epochs), "val_accuracy")
+        logger.wait()
+    finally:
+        if server.proc is not None:
+            stop(server.proc)
+    # Read from the store itself: the server is gone.
+    store = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    assert store.get_run(run_id).info.status == "FINISHED"
+    for name in names:
+        steps = sorted(m.step for m in store.get_metric_history(run_id, name))
+        assert steps == list(range(epochs)), f"{name}: {steps}"
