@@ -128,20 +128,46 @@ def prepare_local_store(uri: str) -> None:
 
 
 def _create_store(path: Path) -> None:
-    """Make a new SQLite store at `path` with MLflow's own schema migrations, ~3x faster.
+    """Make a new SQLite store at `path` with MLflow's own schema: a copy of a template, or migrated.
 
-    MLflow creates a store by running every alembic migration, and SQLite syncs the disk after
-    each of their ~70 commits and ~1,700 statements (6 s of a 1-trial run's 8 s start-up here).
-    They run on a file of our own with `synchronous=OFF` and the journal in memory, which is
-    synced once and renamed into place: a kill during the creation leaves no store, only that
-    file, which the next creation replaces.
+    MLflow creates a store by running every alembic migration (6 s of a 1-trial run's 8 s start-up
+    here: SQLite syncs the disk after each of ~70 commits). The first creation runs them on a file
+    of our own with `synchronous=OFF` and the journal in memory (1.4 s), and keeps a copy without
+    the Default experiment, whose artifact location is the store's, as a template in the user's
+    cache, one per MLflow version; later creations copy it (milliseconds) and MLflow adds the
+    Default experiment when the store is first opened. Either way the file is synced once and
+    renamed into place: a kill during the creation leaves no store, only that file, which the
+    next creation replaces.
     """
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
     for stale in path.parent.glob(f"{path.name}.creating-*"):
         stale.unlink(missing_ok=True)  # a creation that was killed (we hold the store's lock)
     building = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    template = _store_template()
+    if template is not None and template.is_file():
+        shutil.copyfile(template, building)
+    else:
+        _migrate_unsynced(building)
+        if template is not None:
+            _keep_template(building, template)
+    _fsync(building)
+    os.replace(building, path)
+
+
+def _store_template() -> Path | None:
+    """Where the template store of this MLflow version lives (None: no cache folder is known)."""
+    import mlflow
+
+    cache = os.environ.get("XDG_CACHE_HOME") or (str(Path.home() / ".cache") if Path.home().is_dir() else "")
+    if not cache:
+        return None
+    return Path(cache) / "hyperflow" / f"mlflow-{mlflow.__version__}-store.db"
+
+
+def _migrate_unsynced(building: Path) -> None:
+    """MLflow's migrations on `building` with SQLite's syncs off (they are made once, after)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
     uri = f"sqlite:///{building}"
 
     def unsynced(dbapi_connection: Any, _record: Any) -> None:
@@ -157,12 +183,37 @@ def _create_store(path: Path) -> None:
     finally:
         event.remove(Engine, "connect", unsynced)
         _dispose_engine(uri)
-    fd = os.open(building, os.O_RDONLY)
+
+
+def _keep_template(store: Path, template: Path) -> None:
+    """Keep a copy of a just-migrated `store`, without its Default experiment, as `template`.
+
+    Best effort: a cache that cannot be written leaves every later creation migrating.
+    """
+    partial = template.with_name(f"{template.name}.{os.getpid()}")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store, partial)
+        db = sqlite3.connect(partial)
+        try:
+            with db:
+                db.execute("DELETE FROM experiment_tags WHERE experiment_id = 0")
+                db.execute("DELETE FROM experiments WHERE experiment_id = 0")
+        finally:
+            db.close()
+        _fsync(partial)
+        os.replace(partial, template)  # two creations at once: either copy is whole
+    except (OSError, sqlite3.Error):
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(building, path)
 
 
 def _dispose_engine(uri: str) -> None:

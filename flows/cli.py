@@ -418,17 +418,18 @@ def _leave(code: object) -> NoReturn:
     """Exit without the interpreter's teardown of torch's, Lightning's, MLflow's and Prefect's
     modules (~2 s after every command here; nothing of ours is in it).
 
-    What a normal exit does first is done here too: wait for threads that are not daemons, run
-    the atexit handlers (the MLflow writer's flush, multiprocessing's, weakref finalizers: temp
-    folders), shut logging down and flush the streams; then `os._exit`.
+    What a normal exit does first is done here too: threading's shutdown (its exit hooks, then
+    waiting for threads that are not daemons), the atexit handlers (the MLflow writer's flush,
+    multiprocessing's, weakref finalizers: temp folders), logging's shutdown and flushing the
+    streams; then `os._exit`.
     """
     import atexit
     import logging
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # The interpreter's own first step: threading's exit hooks (which stop thread pools' workers),
+    # then it waits for the threads that are not daemons.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     logging.shutdown()
     if isinstance(code, str):  # sys.exit("message"): printed, status 1

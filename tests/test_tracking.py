@@ -205,24 +205,55 @@ def _schema(db: Path) -> tuple[list[tuple[str, str, list[str]]], list[tuple[str]
     return objects, version, check
 
 
-def test_a_new_local_store_has_mlflows_own_schema_and_a_killed_creation_leaves_none(tmp_path: Path) -> None:
-    from hyperflow.components.tracking import prepare_local_store
+def test_a_new_local_store_has_mlflows_own_schema_and_a_killed_creation_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first store is migrated and leaves a template in the cache; the next is copied from it.
+    Both are MLflow's own schema, each with its own Default experiment."""
+    from hyperflow.components import tracking
+    from hyperflow.components.tracking import _store_template, prepare_local_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = _store_template()
+    assert template is not None and not template.exists()
+
+    def default_location(db: Path) -> str:
+        return MlflowClient(f"sqlite:///{db}").get_experiment("0").artifact_location
 
     # MLflow's own creation, for comparison.
     theirs = tmp_path / "theirs.db"
     MlflowClient(f"sqlite:///{theirs}").search_experiments(max_results=1)
-    # What a creation killed half-way leaves: a partial file of a dead process, never the store.
-    ours = tmp_path / "mlflow.db"
-    (tmp_path / "mlflow.db.creating-999999999").write_bytes(b"half a database")
-    prepare_local_store(f"sqlite:///{ours}")
-    objects, version, check = _schema(ours)
-    assert (objects, version) == _schema(theirs)[:2], "the same tables, indexes and migration version"
-    assert check == "ok"
-    assert not list(tmp_path.glob("mlflow.db.creating-*")), "the killed creation's file is gone"
-    client = MlflowClient(f"sqlite:///{ours}")
-    run = client.create_run(client.create_experiment("e"))
-    client.log_metric(run.info.run_id, "m", 1.0)
-    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    for folder in ("first", "second"):  # migrated; then copied from the template, elsewhere
+        where = tmp_path / folder
+        where.mkdir()
+        monkeypatch.chdir(where)  # MLflow puts the Default experiment's artifacts under the working folder
+        theirs_here = where / "theirs.db"
+        MlflowClient(f"sqlite:///{theirs_here}").search_experiments(max_results=1)
+        # What a creation killed half-way leaves: a partial file of a dead process, never the store.
+        ours = where / "mlflow.db"
+        (where / "mlflow.db.creating-999999999").write_bytes(b"half a database")
+        prepare_local_store(f"sqlite:///{ours}")
+        objects, version, check = _schema(ours)
+        assert (objects, version) == _schema(theirs)[:2], f"{folder}: the same tables, indexes and version"
+        assert check == "ok"
+        assert not list(where.glob("mlflow.db.creating-*")), "the killed creation's file is gone"
+        assert default_location(ours) == default_location(theirs_here), folder
+        assert template.is_file(), "the first creation kept a template"
+        client = MlflowClient(f"sqlite:///{ours}")
+        run = client.create_run(client.create_experiment("e"))
+        client.log_metric(run.info.run_id, "m", 1.0)
+        assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+
+        def migrating(building: Path) -> None:
+            raise AssertionError("the second store was migrated, not copied")
+
+        monkeypatch.setattr(tracking, "_migrate_unsynced", migrating)
+    import sqlite3
+
+    with sqlite3.connect(template) as con:
+        assert con.execute("SELECT count(*) FROM experiments").fetchone() == (0,), (
+            "no Default in the template"
+        )
 
 
 @pytest.mark.slow
