@@ -428,8 +428,11 @@ def _leave(code: object) -> NoReturn:
     import threading
 
     # The interpreter's own first step: threading's exit hooks (which stop thread pools' workers),
-    # then it waits for the threads that are not daemons.
-    threading._shutdown()  # type: ignore[attr-defined]
+    # then it waits for the threads that are not daemons. A Python without it exits normally.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:
+        sys.exit(code)  # type: ignore[arg-type]
+    shutdown()
     atexit._run_exitfuncs()
     logging.shutdown()
     if isinstance(code, str):  # sys.exit("message"): printed, status 1
