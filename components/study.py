@@ -237,33 +237,19 @@ class TrialLedger:
         With lookahead the strategy is told in trial-number order, on the lookahead's thread.
         """
         self.records.append(record)
+        outcome = Outcome(
+            record.params,
+            record.value if record.state != FAILED else None,
+            pruned=record.state == PRUNED,
+            objectives=record.objectives,
+            predicted=record.predicted,
+            epochs=record.epochs_trained,
+            max_epochs=record.max_epochs,
+        )
         if self.lookahead is not None:
-            value = record.value if record.state != FAILED else None
-            self.lookahead.tell(
-                record.number,
-                Outcome(
-                    record.params,
-                    value,
-                    pruned=record.state == PRUNED,
-                    objectives=record.objectives,
-                    predicted=record.predicted,
-                    epochs=record.epochs_trained,
-                    max_epochs=record.max_epochs,
-                ),
-            )
-        elif record.state == FAILED:
-            self.strategy.tell_failed(record.params)
+            self.lookahead.tell(record.number, outcome)
         else:
-            assert record.value is not None
-            self.strategy.tell(
-                record.params,
-                record.value,
-                pruned=record.state == PRUNED,
-                objectives=record.objectives,
-                predicted=record.predicted,
-                epochs=record.epochs_trained,
-                max_epochs=record.max_epochs,
-            )
+            outcome.tell_to(self.strategy)
         if self.stop_rule is not None:
             self.stop_rule.record(record.curve, record.state, number=record.number)
 
@@ -562,13 +548,11 @@ class Study:
                 if r.run_id == full.run_id and r.state != FAILED:
                     r.state, r.error = FAILED, full.message
                     self.tracker.mark_trial(r.run_id, FAILED, full.message, number=r.number)
-                    self.tracker.end_run(r.run_id, "FAILED")
                 elif r.run_id in full.skipped:
                     # Trained while the refused write was tried, its records incomplete: not
                     # counted, and resume asks it again.
                     self.records.remove(r)
                     self.tracker.mark_trial(r.run_id, INTERRUPTED, full.message, number=r.number)
-                    self.tracker.end_run(r.run_id, "KILLED")
         raise DiskFull(full.message)
 
     def requeue(self, params: dict[str, Any]) -> None:

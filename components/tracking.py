@@ -250,6 +250,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _metric_batch(metrics: Mapping[str, float], step: int) -> list[Metric]:
+    """`metrics` as one `log_batch`'s metrics, stamped now, at `step`."""
+    now = _now_ms()
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+
 def _git_commit() -> str | None:
     """The commit of the checkout hyperflow's code runs from (none for an installed wheel)."""
     try:
@@ -444,7 +450,7 @@ class StudyTracker:
 
     def submit_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         """`log_metrics` through this process's writer: queued, not waited for."""
-        batch = [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()]
+        batch = _metric_batch(metrics, step)
         writer().submit(
             f"metrics of run {run_id}", functools.partial(self.client.log_batch, run_id, metrics=batch)
         )
@@ -461,8 +467,7 @@ class StudyTracker:
         writer().clear_full()
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        now = _now_ms()
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.client.log_batch(run_id, metrics=_metric_batch(metrics, step))
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -543,15 +548,6 @@ class Writer:
         with self._lock:
             errors, self._errors = self._errors, []
         return errors
-
-    def join(self) -> None:
-        """Wait until every write submitted so far is done (its errors stay for `flush`)."""
-        if self._thread is not None:
-            self._queue.join()
-
-    @property
-    def pending(self) -> int:
-        return self._queue.unfinished_tasks
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():  # a forked child inherits the object, not the thread
@@ -692,8 +688,7 @@ class TrialLogger:
 
     def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Queue an epoch's metrics at step=epoch; hand the batch over when a second has passed."""
-        now = _now_ms()
-        self._pending.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items())
+        self._pending.extend(_metric_batch(metrics, epoch))
         self._epoch_keys.update(metrics)
         fault_point("epoch-logged")
         if self._last_flush == 0.0:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,27 +141,9 @@ class StrategyProcess:
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         return self._call("ask", n)
 
-    def tell(
-        self,
-        params: Mapping[str, Any],
-        value: float,
-        *,
-        pruned: bool = False,
-        objectives: Sequence[float] | None = None,
-        predicted: float | None = None,
-        epochs: int | None = None,
-        max_epochs: int | None = None,
-    ) -> None:
-        self._call(
-            "tell",
-            dict(params),
-            value,
-            pruned=pruned,
-            objectives=objectives,
-            predicted=predicted,
-            epochs=epochs,
-            max_epochs=max_epochs,
-        )
+    def tell(self, params: Mapping[str, Any], value: float, **told: Any) -> None:
+        """`Strategy.tell`, its keywords passed on as given."""
+        self._call("tell", dict(params), value, **told)
 
     def tell_failed(self, params: Mapping[str, Any]) -> None:
         self._call("tell_failed", dict(params))
@@ -215,6 +197,21 @@ class Outcome:
     predicted: float | None = None  # the stop rule's predicted final value (bayes's `pruned` policy)
     epochs: int | None = None  # epochs trained
     max_epochs: int | None = None  # epochs it would have trained, unstopped
+
+    def tell_to(self, strategy: Strategy | StrategyProcess) -> None:
+        """Tell `strategy` this result: `tell_failed` without a value, else `tell` with all it knows."""
+        if self.value is None:
+            strategy.tell_failed(self.params)
+        else:
+            strategy.tell(
+                self.params,
+                self.value,
+                pruned=self.pruned,
+                objectives=self.objectives,
+                predicted=self.predicted,
+                epochs=self.epochs,
+                max_epochs=self.max_epochs,
+            )
 
 
 class Lookahead:
@@ -398,17 +395,6 @@ class Lookahead:
             return
         self.lock.release()
         try:
-            if outcome.value is None:
-                self.strategy.tell_failed(outcome.params)
-            else:
-                self.strategy.tell(
-                    outcome.params,
-                    outcome.value,
-                    pruned=outcome.pruned,
-                    objectives=outcome.objectives,
-                    predicted=outcome.predicted,
-                    epochs=outcome.epochs,
-                    max_epochs=outcome.max_epochs,
-                )
+            outcome.tell_to(self.strategy)
         finally:
             self.lock.acquire()
