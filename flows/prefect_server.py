@@ -18,21 +18,11 @@ import time
 __all__ = ["main"]
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL when the command dies, even by kill -9 (Linux); leave if it is already gone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def main(argv: list[str]) -> int:
+    from hyperflow.flows.prefect_api import _die_with  # standard library only: imports no Prefect
+
     parent, sock_fd, report_fd = (int(a) for a in argv[1:4])
-    _die_with_parent(parent)
+    _die_with(parent, gone_code=0)()  # SIGKILL when the command dies, even by kill -9
     import hyperflow  # noqa: F401 - the runtime defaults (no telemetry), as in the command
 
     report = os.fdopen(report_fd, "w")
