@@ -269,21 +269,23 @@ def test_a_tracking_server_restarted_mid_trial_loses_no_per_epoch_metric(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     home = tmp_path / "server"
     server = start_mlflow_server(home)
-    port = int(server.url.rsplit(":", 1)[1])
-    run_id = trial_run(server.url, "restart")
-    logger = TrialLogger(server.url, run_id, params=PARAMS, flush_seconds=0.0, retries=12, retry_delay=0.2)
-    attempted_while_down = threading.Event()
-    down = threading.Event()
-    log_batch = logger.client.log_batch
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        if down.is_set():
-            attempted_while_down.set()
-        return log_batch(*args, **kwargs)
-
-    logger.client.log_batch = watched  # type: ignore[method-assign]
     epochs, names = 10, ("train_loss", "val_loss", "val_accuracy")
-    try:
+    try:  # the server is stopped whatever fails from here on
+        port = int(server.url.rsplit(":", 1)[1])
+        run_id = trial_run(server.url, "restart")
+        logger = TrialLogger(
+            server.url, run_id, params=PARAMS, flush_seconds=0.0, retries=12, retry_delay=0.2
+        )
+        attempted_while_down = threading.Event()
+        down = threading.Event()
+        log_batch = logger.client.log_batch
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            if down.is_set():
+                attempted_while_down.set()
+            return log_batch(*args, **kwargs)
+
+        logger.client.log_batch = watched  # type: ignore[method-assign]
         for epoch in range(epochs):
             if epoch == 5:
                 logger.writer.flush()  # epochs 0-4 are in; the server goes down mid-trial
