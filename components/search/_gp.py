@@ -2,9 +2,9 @@
 
 skopt supplies the surrogate (its `GaussianProcessRegressor` with the Matern-5/2 kernel its
 `cook_estimator` builds) and the space's transform to [0, 1] (one-hot for categoricals). Ours:
-standardised outputs, kernel hyperparameters warm-started from an anchor fit, a history subset for
-the hyperparameter fit of long studies, log expected improvement (Ament et al. 2023, "Unexpected
-improvements to expected improvement") with analytic gradients, and its maximisation by L-BFGS-B
+standardised outputs, kernel hyperparameters warm-started from an anchor fit, history subsets for
+the hyperparameter fit and the posterior of long studies, log expected improvement (Ament et al.
+2023, "Unexpected improvements to expected improvement") with analytic gradients, and its maximisation by L-BFGS-B
 from the best raw candidates of a Sobol set plus perturbations of the best points seen.
 
 Everything here is a pure function of its inputs and the seeds it is given: the caller derives
@@ -57,9 +57,14 @@ class FitSettings:
             fit starts from the last anchor's hyperparameters, without restarts.
         restarts: random restarts of a full fit (skopt's default is 2).
         fit_window: at most this many points enter the hyperparameter fit (the best quarter, the
-            rest drawn by seed); the posterior always conditions on every point.
+            rest drawn by seed).
         reuse_after: beyond this many points, no fit between anchors at all: the anchor's
             hyperparameters are reused and only the posterior is recomputed.
+        anchor_every_long: beyond `reuse_after` points, a full fit every this many points (a
+            multiple of `anchor_every`).
+        posterior_window: at most this many points condition the posterior the acquisition
+            reads: the best quarter, the latest quarter and the rest drawn by seed. Up to this
+            many points it conditions on every point.
         prior: maximise the marginal likelihood times a prior on the hyperparameters (Optuna
             GPSampler's: length scales near 1, amplitude near 1, a little noise) instead of the
             likelihood alone.
@@ -70,8 +75,27 @@ class FitSettings:
     restarts: int = 2
     fit_window: int = 200
     reuse_after: int = 300
+    anchor_every_long: int = 32
+    posterior_window: int = 300
     prior: bool = True
     warm_steps: int = 20
+
+    def anchor(self, n: int) -> int:
+        """The number of points of the last anchor fit at n told points (at most n).
+
+        Every `anchor_every` points up to `reuse_after`, then every `anchor_every_long`; never
+        earlier than an anchor already passed, so a growing study refits each anchor once.
+        """
+        if n < self.anchor_every:
+            return n
+        if n <= self.reuse_after:
+            return n - n % self.anchor_every
+        last_short = self.reuse_after - self.reuse_after % self.anchor_every
+        return max(last_short, n - n % self.anchor_every_long)
+
+    def period(self, n: int) -> int:
+        """Points between two anchors at n told points (what one anchor's full fit is spread over)."""
+        return self.anchor_every if n <= self.reuse_after else self.anchor_every_long
 
 
 @dataclass(frozen=True)
@@ -232,6 +256,22 @@ def _fit_subset(n: int, y: np.ndarray, window: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([best, drawn]))
 
 
+def _posterior_subset(n: int, y: np.ndarray, window: int, seed: int) -> np.ndarray:
+    # The best quarter (where EI looks), the latest quarter (what the acquisition just asked: left
+    # out, the GP would not know those places were tried) and a seeded draw of the rest.
+    if n <= window:
+        return np.arange(n)
+    quarter = window // 4
+    best = np.argsort(y, kind="stable")[:quarter]
+    keep = np.zeros(n, dtype=bool)
+    keep[best] = True
+    keep[n - quarter :] = True
+    rest = np.flatnonzero(~keep)
+    drawn = np.random.default_rng(seed).choice(rest, size=window - int(keep.sum()), replace=False)
+    keep[drawn] = True
+    return np.flatnonzero(keep)
+
+
 def standardise(losses: np.ndarray) -> np.ndarray:
     std = float(np.std(losses))
     return (losses - float(np.mean(losses))) / (std if std > 0 else 1.0)
@@ -244,13 +284,15 @@ def fit_posterior(
     seed_for: Callable[..., int],
     cache: dict[int, np.ndarray],
 ) -> Posterior:
-    """The GP on (x, losses): hyperparameters fitted as `settings` says, then conditioned on all.
+    """The GP on (x, losses): hyperparameters fitted as `settings` says, then conditioned.
+
+    It conditions on every point, or on `settings.posterior_window` of them in a long study.
 
     `seed_for(*parts)` derives seeds; `cache` keeps anchor fits by their number of points (an
     anchor fit depends only on the first `anchor` points, so a rebuilt strategy recomputes it).
     """
     n = len(x)
-    anchor = n - n % settings.anchor_every if n >= settings.anchor_every else n
+    anchor = settings.anchor(n)
     y = standardise(losses)
 
     def fitted(m: int, start: np.ndarray | None, restarts: int) -> np.ndarray:
@@ -275,7 +317,8 @@ def fit_posterior(
     if n != anchor and n <= settings.reuse_after:
         theta = fitted(n, theta, 0)
     amp, ls, noise = float(np.exp(theta[0])), np.exp(theta[1:-1]), float(np.exp(theta[-1]))
-    return _condition(x, y, amp, ls, noise, theta)
+    idx = _posterior_subset(n, y, settings.posterior_window, seed_for("posterior", n))
+    return _condition(x[idx], y[idx], amp, ls, noise, theta)
 
 
 def log_h(z: np.ndarray) -> np.ndarray:

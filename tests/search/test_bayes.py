@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -186,6 +188,65 @@ def test_long_histories_fit_hyperparameters_on_a_bounded_subset_that_keeps_the_b
     assert set(np.argsort(y)[:50].tolist()) <= set(idx.tolist())
     assert np.array_equal(idx, _gp._fit_subset(500, y, 200, seed=7))
     assert np.array_equal(_gp._fit_subset(150, y[:150], 200, seed=7), np.arange(150))
+
+
+def test_anchors_are_every_8_points_up_to_300_then_every_32_and_never_go_back() -> None:
+    fit = _gp.FitSettings()
+    anchors = [fit.anchor(n) for n in range(1, 1200)]
+    # Up to reuse_after, the schedule the search-quality figures were measured with.
+    assert anchors[:300] == [n - n % 8 if n >= 8 else n for n in range(1, 301)]
+    assert all(b >= a for a, b in itertools.pairwise(anchors))
+    assert all(a <= n for n, a in zip(range(1, 1200), anchors, strict=True))
+    # Beyond it, one full fit per 32 points, so any 32 consecutive asks pay for exactly one.
+    for start in (301, 500, 977):
+        window = anchors[start - 1 : start - 1 + 32]
+        assert len(set(window)) in (1, 2) and fit.period(start) == 32
+        assert sum(1 for n, a in zip(range(start, start + 32), window, strict=True) if n == a) == 1
+
+
+def test_long_histories_condition_the_posterior_on_a_window_with_the_best_and_the_latest() -> None:
+    y = np.random.default_rng(2).standard_normal(1000)
+    idx = _gp._posterior_subset(1000, y, 300, seed=5)
+    assert len(idx) == 300 == len(set(idx.tolist()))
+    assert set(np.argsort(y)[:75].tolist()) <= set(idx.tolist())
+    assert set(range(925, 1000)) <= set(idx.tolist())
+    assert np.array_equal(idx, _gp._posterior_subset(1000, y, 300, seed=5))
+    assert not np.array_equal(idx, _gp._posterior_subset(1000, y, 300, seed=6))
+    assert np.array_equal(_gp._posterior_subset(300, y[:300], 300, seed=5), np.arange(300))
+    # Through fit_posterior: the GP a long study's acquisition reads holds the window, best included.
+    rng = np.random.default_rng(3)
+    x = rng.random((60, 2))
+    losses = np.sin(4 * x[:, 0]) + x[:, 1]
+    small = _gp.FitSettings(anchor_every=4, reuse_after=20, anchor_every_long=8, posterior_window=24)
+    post = _gp.fit_posterior(x, losses, small, lambda *p: 0, {})
+    assert post.x.shape == (24, 2)
+    assert post.best == pytest.approx(float(np.min(_gp.standardise(losses))))
+    assert any(np.array_equal(row, x[int(np.argmin(losses))]) for row in post.x)
+
+
+def test_a_rebuilt_long_study_asks_what_the_uninterrupted_one_would_next() -> None:
+    # The long-study bounds scaled down: past the posterior window and several long anchors.
+    space, fn, _ = branin()
+    small = _gp.FitSettings(
+        anchor_every=4, reuse_after=12, anchor_every_long=8, posterior_window=16, fit_window=12
+    )
+    original = BayesStrategy(space, mode="min", seed=6, n_initial_points=4, fit=small)
+    ask_and_tell(original, 29, fn)
+    in_flight = original.ask(2)
+    fresh = replay(
+        BayesStrategy, original, mode=original.mode, seed=original.seed, n_initial_points=4, fit=small
+    )
+    for point in in_flight:
+        fresh._pending[params_key(point)] = point
+    assert fresh.ask(2) == original.ask(2)
+    # And the window changed what it asked: a strategy that conditions on everything asks elsewhere.
+    everything = replace(small, posterior_window=10**9)
+    full = replay(
+        BayesStrategy, original, mode=original.mode, seed=original.seed, n_initial_points=4, fit=everything
+    )
+    assert full.ask(1) != replay(
+        BayesStrategy, original, mode=original.mode, seed=original.seed, n_initial_points=4, fit=small
+    ).ask(1)
 
 
 def test_studies_recorded_under_the_gp_hedge_default_keep_their_hash() -> None:
