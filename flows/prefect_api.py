@@ -24,6 +24,7 @@ __all__ = [
     "ServerStartError",
     "command_server",
     "ephemeral_api_url",
+    "flow_run_settings",
     "start_ephemeral_server",
     "wait_for_command_server",
 ]
@@ -236,10 +237,30 @@ class CommandServer:
 _ACTIVE: CommandServer | None = None
 
 
-def wait_for_command_server() -> None:
-    """Before a flow runs: wait until the command's server (if any) answers."""
+def wait_for_command_server() -> bool:
+    """Before a flow runs: wait until the command's server (if any) answers; whether there is one."""
     if _ACTIVE is not None:
         _ACTIVE.wait_ready()
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def flow_run_settings(own_server: bool) -> Iterator[None]:
+    """Prefect's settings for a flow run; on a server of this process's own, no flow-run heartbeats.
+
+    Heartbeats let a server notice a flow run whose process died; a server that dies with this
+    process (the command's, or the ephemeral one `start_ephemeral_server` starts) never needs
+    them, and Prefect joins its heartbeat thread at the flow's end, which sleeps in 1-s steps: up
+    to a second added to every command. A user's server (PREFECT_API_URL) keeps them.
+    """
+    if not own_server:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def _point_prefect_at(url: str | None) -> None:

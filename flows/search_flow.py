@@ -39,7 +39,12 @@ from hyperflow.components.resume import resume_study
 from hyperflow.components.scratch import sweep_scratch
 from hyperflow.components.study import Study, StudyProgress, StudyResult, TrialError, TrialPlan, execute_trial
 from hyperflow.components.trial import TrialResult, TrialSpec
-from hyperflow.flows.prefect_api import ephemeral_api_url, start_ephemeral_server, wait_for_command_server
+from hyperflow.flows.prefect_api import (
+    ephemeral_api_url,
+    flow_run_settings,
+    start_ephemeral_server,
+    wait_for_command_server,
+)
 from hyperflow.flows.slot_runner import SlotTaskRunner
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
@@ -254,8 +259,10 @@ def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> St
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
     STOP.reset()  # a stop request belongs to the search it interrupted
     sweep_scratch()  # what a killed search left in the temp folder
-    wait_for_command_server()  # the CLI's server, started at the command's start
-    start_ephemeral_server()  # (no CLI) locked against other searches on this PREFECT_HOME; dies with us
-    if resume_run_id:
-        return resume_search(config, resume_run_id)
-    return hyperparameter_search(config)
+    own = wait_for_command_server()  # the CLI's server, started at the command's start
+    # (no CLI) locked against other searches on this PREFECT_HOME; dies with us
+    own = start_ephemeral_server() is not None or own
+    with flow_run_settings(own_server=own):
+        if resume_run_id:
+            return resume_search(config, resume_run_id)
+        return hyperparameter_search(config)

@@ -486,6 +486,38 @@ def test_three_searches_started_at_once_on_fresh_stores_all_finish(tmp_path: Pat
 
 
 # --------------------------------------------------------------------------------------------
+# Flow-run heartbeats: for a server that outlives the command only
+
+
+@pytest.mark.slow
+def test_flow_run_heartbeats_go_to_a_users_server_and_not_to_the_commands_own(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    # Prefect's flow run logger at DEBUG says when its heartbeat thread starts (and the flow's end
+    # waits for that thread); the rest of Prefect's logging stays as it is.
+    base = {**os.environ, "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "DEBUG"}
+    own = {k: v for k, v in base.items() if k != "PREFECT_API_URL"}
+    own["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    outputs = {}
+    for name, env in (("users", {**base, "PREFECT_API_URL": prefect_server.url}), ("own", own)):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = _small_config(folder, n_trials=1)
+        raw = yaml.safe_load(config.read_text())
+        raw["model"]["max_epochs"] = 2
+        config.write_text(yaml.safe_dump(raw))
+        proc = subprocess.run(
+            [HYPERFLOW, "run", str(config)], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outputs[name] = proc.stdout + proc.stderr
+        # The debug lines are there either way: the flow ran with its run logger at DEBUG.
+        assert "Executing flow 'hyperparameter-search'" in outputs[name], outputs[name]
+    assert "Started flow run heartbeat context" in outputs["users"], outputs["users"]
+    assert "flow run heartbeat" not in outputs["own"], outputs["own"]
+
+
+# --------------------------------------------------------------------------------------------
 # Credentials never reach Prefect (item 12)
 
 
