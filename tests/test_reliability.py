@@ -320,9 +320,12 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
         search={"n_trials": 6, "n_parallel": 2},
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.Popen(
-        [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, env=env
-    )
+    # To a file, not a pipe: a pipe nobody reads until the end would block the command once full.
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [HYPERFLOW, "run", str(config)], cwd=tmp_path, start_new_session=True, stderr=err, env=env
+        )
     try:
         poll("a trial training", lambda: epoch_logged(uri), 300, proc)
         # Prefect's server leads a session of its own (a Ctrl-C at the terminal is the command's to
@@ -335,15 +338,18 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
         assert servers, "the command's Prefect server"
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=60)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after SIGTERM: {log.read_text()[-3000:]}")
         took = time.monotonic() - sent
         poll("the process group to be gone", lambda: not group_alive(proc.pid), 10)
         poll("the Prefect server to be gone", lambda: not any(_alive(p) for p in servers), 10)
     finally:
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
-    assert rc == 143, (proc.stderr.read() if proc.stderr else b"")[-2000:]
-    assert took < 20, f"took {took:.1f} s to stop"
+    assert rc == 143, log.read_text()[-2000:]
+    assert took < 20, f"took {took:.1f} s to stop: {log.read_text()[-2000:]}"
     runs = runs_of(uri)
     statuses = collections.Counter((r.data.tags.get("hyperflow.role"), r.info.status) for r in runs)
     assert ("study", "KILLED") in statuses
