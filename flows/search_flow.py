@@ -30,7 +30,6 @@ from hyperflow.components.interrupt import (
     init_trial_worker,
     set_current_stop_event,
     stop_on_signals,
-    terminate_workers,
 )
 from hyperflow.components.lifecycle import finish_study, open_study, threads_per_trial
 from hyperflow.components.names import FAILED, INTERRUPTED
@@ -45,7 +44,7 @@ from hyperflow.flows.prefect_api import (
     start_ephemeral_server,
     wait_for_command_server,
 )
-from hyperflow.flows.slot_runner import SlotTaskRunner
+from hyperflow.flows.slot_runner import SlotTaskRunner, end_pool_workers
 
 __all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
 
@@ -140,8 +139,8 @@ def _task_runner(config: ExperimentConfig) -> Iterator[TaskRunner[Any]]:
                 # by itself (still importing torch) would hold it. Its executor is a private attribute.
                 if isinstance(runner, SlotTaskRunner):
                     runner.terminate()
-                else:
-                    terminate_workers(getattr(runner, "_executor", None))
+                elif isinstance(runner, ProcessPoolTaskRunner):
+                    end_pool_workers(runner)
 
 
 def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> None:

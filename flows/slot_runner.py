@@ -13,7 +13,7 @@ from hyperflow.components.devices import Slot, SlotBook
 from hyperflow.components.interrupt import init_trial_worker, terminate_workers
 from hyperflow.components.study import TrialError
 
-__all__ = ["NoFreeSlot", "SlotTaskRunner"]
+__all__ = ["NoFreeSlot", "SlotTaskRunner", "end_pool_workers"]
 
 
 class NoFreeSlot(RuntimeError):
@@ -75,7 +75,7 @@ class SlotTaskRunner(TaskRunner[PrefectFuture[Any]]):
 
     def _close(self, pool: ProcessPoolTaskRunner, *, kill: bool) -> None:
         if kill:
-            terminate_workers(getattr(pool, "_executor", None))
+            end_pool_workers(pool)
         pool.__exit__(None, None, None)
 
     def submit(
@@ -120,7 +120,7 @@ class SlotTaskRunner(TaskRunner[PrefectFuture[Any]]):
     def terminate(self) -> None:
         """End every slot's worker now, without waiting for what it runs (a stop request)."""
         for pool in self.pools.values():
-            terminate_workers(getattr(pool, "_executor", None))
+            end_pool_workers(pool)
 
     def __enter__(self) -> SlotTaskRunner:
         super().__enter__()
@@ -131,3 +131,19 @@ class SlotTaskRunner(TaskRunner[PrefectFuture[Any]]):
         for pool in pools.values():
             self._close(pool, kill=False)
         super().__exit__(*args)
+
+
+def end_pool_workers(pool: ProcessPoolTaskRunner) -> None:
+    """End a pool's worker now, and let this process exit without flushing the pool's message queue.
+
+    Prefect's workers send their logs and events to this process through a multiprocessing queue
+    whose write lock spans processes: a worker ended while writing holds it for good. The queue's
+    feeder thread here (started when the pool is closed, to send the forwarder its shutdown) then
+    never gets the lock, and multiprocessing joins that thread at exit: the command would hang
+    after its runs were ended (seen under load, after a SIGTERM). What the queue still holds is
+    the ended worker's logs and events; the trial's own records go through MLflow, not there.
+    """
+    terminate_workers(getattr(pool, "_executor", None))
+    queue = getattr(pool, "_subprocess_message_queue", None)  # Prefect's own; absent in other versions
+    if queue is not None:
+        queue.cancel_join_thread()

@@ -381,6 +381,67 @@ def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_p
     assert after.data.metrics["n_trials_completed"] == 1
 
 
+_HOLD_THE_QUEUE_LOCK = """
+import sys
+import time
+from pathlib import Path
+
+from prefect import task
+
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from hyperflow.flows.slot_runner import end_pool_workers
+
+
+def hold_the_queue_lock(flag: str) -> None:
+    # In the worker: take the write lock of Prefect's message queue to this process, as a worker
+    # ended in the middle of sending a log or an event holds it, then wait to be ended.
+    from prefect.logging import handlers
+
+    queue = handlers._api_log_sink.args[0]
+    queue._wlock.acquire()
+    Path(flag).write_text("held")
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    flag = Path(sys.argv[1])
+    with ProcessPoolTaskRunner(max_workers=1) as runner:
+        runner.submit(task(hold_the_queue_lock, name="hold"), {"flag": str(flag)})
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert time.monotonic() < deadline, "the worker never took the lock"
+            time.sleep(0.1)
+        end_pool_workers(runner)  # what a stop request does to the trials' workers
+    print("closed", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_ended_while_it_held_prefects_queue_lock_does_not_hang_the_exit(
+    prefect_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "hold.py"
+    script.write_text(_HOLD_THE_QUEUE_LOCK)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "held")],
+        cwd=tmp_path,
+        env={**os.environ, "PREFECT_API_URL": prefect_server.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the process did not exit after closing its runner: {out[-3000:]}")
+    assert proc.returncode == 0, out[-3000:]
+    assert "closed" in out
+
+
 def test_study_time_budget_ends_cleanly_with_the_best_so_far(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from hyperflow.flows.search_flow import run_search
 
