@@ -4,8 +4,9 @@ skopt supplies the surrogate (its `GaussianProcessRegressor` with the Matern-5/2
 `cook_estimator` builds) and the space's transform to [0, 1] (one-hot for categoricals). Ours:
 standardised outputs, kernel hyperparameters warm-started from an anchor fit, history subsets for
 the hyperparameter fit and the posterior of long studies, log expected improvement (Ament et al.
-2023, "Unexpected improvements to expected improvement") with analytic gradients, and its maximisation by L-BFGS-B
-from the best raw candidates of a Sobol set plus perturbations of the best points seen.
+2023, "Unexpected improvements to expected improvement") with analytic gradients, and its
+maximisation by L-BFGS-B from the best raw candidates of a Sobol set plus perturbations of the
+best points seen.
 
 Everything here is a pure function of its inputs and the seeds it is given: the caller derives
 them from (study seed, history), so a rebuilt strategy asks what the original asked.
