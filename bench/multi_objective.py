@@ -1,7 +1,7 @@
 """Accurate and small: two-objective search (val_accuracy, param_count) on digits, as hypervolume.
 
-NSGA-II (`strategy: genetic` with `search.objectives`) and ParEGO over the Bayes strategy
-(`strategy: bayes`) against random search, each at the same budget of trials, over seeds, through
+NSGA-II (`strategy: genetic` with `search.objectives`), `strategy: bayes` (EHVI with the count
+known, its default here; and ParEGO, `search.bayes.multi_objective: parego`) against random search, each at the same budget of trials, over seeds, through
 `make_strategy` and ask/tell as the study drives them. Every trial is real training of the built-in
 MLP on digits (`train_trial`); the space is discrete (architecture x optimiser x learning rate), so
 each point is trained once, with one seed, and every strategy reads the same value for it: the
@@ -36,8 +36,13 @@ WIDTHS = [4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256]
 ARCHITECTURES = [[w] for w in WIDTHS] + [[w, w // 2] for w in (16, 32, 64, 96, 128, 256)]
 RATES = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3]
 OPTIMIZERS = ["sgd", "adam", "adamw"]
-STRATEGIES = ("random", "genetic", "bayes")
-LABELS = {"random": "random", "genetic": "genetic (NSGA-II)", "bayes": "bayes (ParEGO)"}
+STRATEGIES = ("random", "genetic", "bayes", "parego")
+LABELS = {
+    "random": "random",
+    "genetic": "genetic (NSGA-II)",
+    "bayes": "bayes (EHVI, the default)",
+    "parego": "bayes, multi_objective: parego",
+}
 # NSGA-II's changes, each undone on its own (--ablation), and all of them (the previous NSGA-II).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "NSGA-II before (generational, random gen. 0, uniform choices)": {
@@ -62,7 +67,8 @@ def experiment(strategy: str, seed: int, trials: int, epochs: int) -> Any:
             "data": {"source": "digits"},
             "model": {"max_epochs": epochs, "hidden_layers": [32]},
             "search": {
-                "strategy": strategy,
+                "strategy": "bayes" if strategy == "parego" else strategy,
+                "bayes": {"multi_objective": "parego" if strategy == "parego" else "auto"},
                 "n_trials": trials,
                 "objectives": [{"metric": "val_accuracy"}, {"metric": "param_count"}],
                 "space": {
@@ -96,6 +102,12 @@ class Evaluator:
         self.points: dict[str, dict[str, Any]] = {}
         self.seconds = 0.0
 
+    def counts(self, cfg: Any) -> Any:
+        """What the study gives `make_strategy`: the counter (bayes searches by EHVI with it)."""
+        from hyperflow.components.budget import param_counts
+
+        return param_counts(cfg, self.spec, self.data)
+
     def __call__(self, params: dict[str, Any]) -> tuple[float, float]:
         from hyperflow.components.search._space import params_key
         from hyperflow.components.training import train_trial
@@ -122,7 +134,7 @@ def search(
     from hyperflow.components.search import make_strategy
 
     cfg = experiment(strategy, seed, trials, epochs)
-    s = build(cfg) if build is not None else make_strategy(cfg)
+    s = build(cfg) if build is not None else make_strategy(cfg, param_counts=evaluate.counts(cfg))
     told = []
     for _ in range(trials):
         (params,) = s.ask(1)
@@ -399,7 +411,9 @@ def main() -> None:
     p.add_argument("--ablation", action="store_true", help="with --diagnose: NSGA-II's changes undone")
     p.add_argument("--zdt", action="store_true", help="only ZDT1/ZDT2 (no training), over the wide seeds")
     p.add_argument("--wide-seeds", type=int, default=200, help="--diagnose: seeds for random and NSGA-II")
-    p.add_argument("--wide-seeds-bayes", type=int, default=40, help="--diagnose: seeds for ParEGO")
+    p.add_argument(
+        "--wide-seeds-bayes", type=int, default=40, help="--diagnose: seeds for bayes (EHVI and ParEGO)"
+    )
     # Away from the target's seeds 0-4 and the fresh 100-104; the changes were developed on 1000 on.
     p.add_argument("--wide-first-seed", type=int, default=1000, help="--diagnose: the first wide seed")
     args = p.parse_args()
@@ -486,7 +500,8 @@ def main() -> None:
         wide = {
             s: range(
                 args.wide_first_seed,
-                args.wide_first_seed + (args.wide_seeds_bayes if s == "bayes" else args.wide_seeds),
+                args.wide_first_seed
+                + (args.wide_seeds_bayes if s in ("bayes", "parego") else args.wide_seeds),
             )
             for s in STRATEGIES
         }
@@ -504,11 +519,12 @@ def main() -> None:
         print_bands(told, front, smallest, largest)
         print_wide(wide_told, wide, largest, smallest, max(a for a, _ in front))
         print_bands(wide_told, front, smallest, largest)
-    nsga, parego = statistics.median(hv["genetic"]), statistics.median(hv["bayes"])
+    nsga, bayes = statistics.median(hv["genetic"]), statistics.median(hv["bayes"])
     verdict(
-        nsga >= base and parego >= base,
+        nsga >= base and bayes >= base,
         f"median hypervolume over seeds {seeds.start}-{seeds.stop - 1}: NSGA-II {nsga:.4f}, "
-        f"ParEGO {parego:.4f}, random {base:.4f} (target: both >= random)",
+        f"bayes (EHVI) {bayes:.4f}, random {base:.4f} (target: both >= random; ParEGO "
+        f"{statistics.median(hv['parego']):.4f})",
     )
 
 

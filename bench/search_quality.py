@@ -75,10 +75,10 @@ def make_strategy(method: str, space: Any, seed: int, budget: int) -> Any:
     if method == "genetic":
         return GeneticStrategy(space, mode="min", seed=seed, **GeneticConfig().model_dump())
     if method == "bayes-GP-skopt":
-        settings = BayesConfig(acquisition="gp_hedge").model_dump()
+        settings = BayesConfig(acquisition="gp_hedge").model_dump(exclude={"multi_objective"})
         return BayesStrategy(space, mode="min", seed=seed, **settings)
     if method.startswith("bayes-"):
-        settings = BayesConfig(surrogate=method.split("-", 1)[1]).model_dump()
+        settings = BayesConfig(surrogate=method.split("-", 1)[1]).model_dump(exclude={"multi_objective"})
         return BayesStrategy(space, mode="min", seed=seed, **settings)
     raise ValueError(method)
 

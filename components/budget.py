@@ -11,6 +11,7 @@ from hyperflow.components.adapters import adapter_for
 from hyperflow.components.architecture import hidden_layer_sizes
 from hyperflow.components.describe import param_count_range
 from hyperflow.components.model import expected_param_count, param_count
+from hyperflow.components.search import ParamCounts, uses_ehvi
 from hyperflow.components.search._space import params_key
 from hyperflow.components.trial import TrialSpec
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from hyperflow.components.data import Dataset
     from hyperflow.components.search import Strategy
 
-__all__ = ["BudgetError", "apply_param_budget", "budget_problem", "param_counter"]
+__all__ = ["BudgetError", "apply_param_budget", "budget_problem", "param_counter", "param_counts"]
 
 
 class BudgetError(ValueError):
@@ -67,6 +68,17 @@ def param_counter(spec: TrialSpec, data: Dataset | None) -> Callable[[Mapping[st
         return counts[key]
 
     return count_module
+
+
+def param_counts(cfg: ExperimentConfig, spec: TrialSpec, data: Dataset | None) -> ParamCounts | None:
+    """What `make_strategy` needs to search (primary, param_count) by EHVI, or None where it does not.
+
+    Only for the built-in model: its count is a formula, cheap at every candidate of an ask (a
+    user's module would be built once per candidate).
+    """
+    if not uses_ehvi(cfg.search) or spec.user is not None or data is None:
+        return None
+    return param_counter(spec, data), float(param_count_range(cfg, data)[1])
 
 
 def apply_param_budget(

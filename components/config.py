@@ -239,6 +239,11 @@ class BayesConfig(_Strict):
         description="what the GP is told for a pruned trial (logEI): its last value, the worst, nothing, "
         "the stop rule's predicted final value, or its last value discounted by the epochs it did not train",
     )
+    multi_objective: Literal["auto", "ehvi", "parego"] = Field(
+        "auto",
+        description="with search.objectives: ehvi (two objectives, the second param_count, built-in model: "
+        "expected hypervolume improvement with the count known), parego (any objectives), auto: ehvi where it applies",
+    )
 
 
 class GridConfig(_Strict):

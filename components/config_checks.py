@@ -266,8 +266,38 @@ def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[st
         problems.extend(_architecture_problems(model, space_dict))
         problems.extend(_schedule_problems(fields, model, space_dict))
     problems.extend(_heuristic_start_problems(search, custom_model))
+    problems.extend(_multi_objective_problems(search, custom_model))
 
     return problems
+
+
+def _multi_objective_problems(search: dict[str, Any], custom_model: bool) -> list[tuple[str, str]]:
+    """`search.bayes.multi_objective: ehvi` where it cannot run (auto falls back to ParEGO instead)."""
+    bayes = search.get("bayes") or {}
+    if not isinstance(bayes, dict) or bayes.get("multi_objective") != "ehvi":
+        return []
+    key = "search.bayes.multi_objective"
+    objectives = search.get("objectives") or []
+    metrics = [o.get("metric") if isinstance(o, dict) else None for o in objectives]
+    if search.get("strategy", "bayes") != "bayes" or len(metrics) != 2 or metrics[1] != "param_count":
+        return [
+            (
+                key,
+                "ehvi needs strategy bayes and exactly two search.objectives, the second param_count "
+                f"(objectives: {metrics or 'none'}); use parego or auto",
+            )
+        ]
+    if custom_model:
+        return [
+            (
+                key,
+                "ehvi counts the built-in model's parameters at every candidate; a user's model is only "
+                "counted by building it, so use parego or auto",
+            )
+        ]
+    if bayes.get("surrogate", "GP") != "GP" or bayes.get("acquisition", "logEI") != "logEI":
+        return [(key, "ehvi runs on the GP with logEI (search.bayes.surrogate, acquisition); use parego")]
+    return []
 
 
 # MLflow's limit on an experiment's name; a registered model's name may hold no '/' or ':' and must

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hyperflow.components.adapters import adapter_for
-from hyperflow.components.budget import apply_param_budget
+from hyperflow.components.budget import apply_param_budget, param_counts
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.fingerprint import config_hash, config_yaml, flatten
 from hyperflow.components.heuristic import start_config
@@ -64,9 +64,10 @@ def open_study(
     """Check the tracking store, build the strategy and stop rule, create the study run."""
     tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
     tracker.check()
-    strategy = make_strategy(cfg)
-    stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     spec = TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg))
+    counts = param_counts(cfg, spec, data)
+    strategy = make_strategy(cfg, param_counts=counts)
+    stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     experiment_id, run_id = tracker.start_study(
         cfg,
         data,
@@ -79,7 +80,7 @@ def open_study(
         # What the preparation did to the table: columns, treatment, gaps filled, categories.
         tracker.client.log_dict(run_id, data.preparation.spec, "data/preparation.json")
     if cfg.search.heuristic_start != "none":  # e.g. the LR range test narrows the learning rate
-        strategy = make_strategy(start_config(cfg, data, tracker, run_id))
+        strategy = make_strategy(start_config(cfg, data, tracker, run_id), param_counts=counts)
     apply_param_budget(strategy, cfg, spec, data)
     return Study(
         cfg,

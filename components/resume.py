@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from mlflow.exceptions import MlflowException
 
-from hyperflow.components.budget import apply_param_budget
+from hyperflow.components.budget import apply_param_budget, param_counts
 from hyperflow.components.config import ConfigError, validate_config
 from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.fingerprint import config_hash, config_yaml, flatten, legacy_config_hash
@@ -248,8 +248,10 @@ def resume_study(
     _complete_study_records(tracker, run, cfg, data)
     trials = recorded_trials(tracker, cfg, run)
     # The heuristic start as recorded in the study run (a range test is never run again).
-    strategy = make_strategy(start_config(cfg, data, tracker, study_run_id))
     spec = TrialSpec.from_config(cfg, num_threads=threads_per_trial(cfg))
+    strategy = make_strategy(
+        start_config(cfg, data, tracker, study_run_id), param_counts=param_counts(cfg, spec, data)
+    )
     apply_param_budget(strategy, cfg, spec, data)
     stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
     finished = [t for t in trials if t.state in FINISHED_STATES and t.status != "RUNNING"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hyperflow.components.search._base import Observation, Strategy
 from hyperflow.components.search._bayes import BayesStrategy
+from hyperflow.components.search._ehvi import EHVIStrategy, ordered_choices
 from hyperflow.components.search._genetic import GeneticStrategy
 from hyperflow.components.search._grid import GridStrategy
 from hyperflow.components.search._parego import ParEGOStrategy
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BayesStrategy",
     "Dimension",
+    "EHVIStrategy",
     "GeneticStrategy",
     "GridStrategy",
     "Observation",
@@ -26,11 +29,41 @@ __all__ = [
     "SearchSpace",
     "Strategy",
     "make_strategy",
+    "uses_ehvi",
 ]
 
+# A point's parameter count before it trains, and the largest count of the space (budget.py).
+ParamCounts = tuple[Callable[[Mapping[str, Any]], float], float]
 
-def make_strategy(cfg: ExperimentConfig, space: SearchSpace | None = None) -> Strategy:
+
+def uses_ehvi(search: SearchConfig) -> bool:
+    """Whether `strategy: bayes` searches its objectives by EHVI with a known count (else ParEGO).
+
+    `search.bayes.multi_objective`: `ehvi`, or `auto` with exactly two objectives, the second
+    `param_count`, on the GP with logEI. The count itself must come from the built-in model
+    (validation refuses `ehvi` otherwise; `auto` falls back to ParEGO where `make_strategy` is given
+    no counts).
+    """
+    if search.strategy != "bayes" or not search.objectives:
+        return False
+    mo = search.bayes.multi_objective
+    if mo == "auto":
+        return (
+            len(search.objectives) == 2
+            and search.objectives[1].metric == "param_count"
+            and search.bayes.surrogate == "GP"
+            and search.bayes.acquisition == "logEI"
+        )
+    return mo == "ehvi"
+
+
+def make_strategy(
+    cfg: ExperimentConfig, space: SearchSpace | None = None, *, param_counts: ParamCounts | None = None
+) -> Strategy:
     """The strategy `cfg.search` describes, seeded by `cfg.seed`.
+
+    `param_counts` (`budget.param_counts`): how to count a point's parameters without training and
+    the space's largest count; with it, `bayes` on (primary, param_count) searches by EHVI.
 
     Initial points may be partial: the dimensions they leave out take the fixed model values
     (`model.*`, or `model.args` for a user's module).
@@ -53,22 +86,36 @@ def make_strategy(cfg: ExperimentConfig, space: SearchSpace | None = None) -> St
             ) from exc
     common: dict[str, Any] = {"mode": search.mode, "seed": cfg.seed, "initial_points": initial}
     if search.objectives:  # several objectives: the strategy is told them all (see Strategy.tell)
-        strategy = _make(search, space, common)
+        strategy = _make(search, space, common, param_counts)
         strategy.objective_modes = tuple(o.mode for o in search.objectives if o.mode is not None)
         return strategy
-    return _make(search, space, common)
+    return _make(search, space, common, None)
 
 
-def _make(search: SearchConfig, space: SearchSpace, common: dict[str, Any]) -> Strategy:
-    # Each strategy's own section has the names of its constructor's keyword arguments.
+def _make(
+    search: SearchConfig, space: SearchSpace, common: dict[str, Any], param_counts: ParamCounts | None
+) -> Strategy:
+    # Each strategy's own section has the names of its constructor's keyword arguments, except
+    # search.bayes.multi_objective, which picks the class.
+    bayes = search.bayes.model_dump(exclude={"multi_objective"})
     if search.strategy == "bayes" and search.objectives:
-        return ParEGOStrategy(space, **common, bayes=search.bayes.model_dump())
+        if uses_ehvi(search) and param_counts is not None:
+            count, largest = param_counts
+            return EHVIStrategy(
+                space,
+                **common,
+                **bayes,
+                count=count,
+                ref_count=largest,
+                ordinal=ordered_choices(space, count),
+            )
+        return ParEGOStrategy(space, **common, bayes=bayes)
     if search.strategy == "grid":
         return GridStrategy(space, **common, **search.grid.model_dump())
     if search.strategy == "random":
         return RandomStrategy(space, **common)
     if search.strategy == "bayes":
-        return BayesStrategy(space, **common, **search.bayes.model_dump())
+        return BayesStrategy(space, **common, **bayes)
     if search.strategy == "genetic":
         return GeneticStrategy(space, **common, **search.genetic.model_dump())
     raise ValueError(f"search.strategy: unknown strategy {search.strategy!r}")

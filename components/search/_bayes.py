@@ -131,6 +131,7 @@ class BayesStrategy(Strategy):
         acq_optimizer: AcqOptimizer = "auto",
         pruned: PrunedPolicy = "predicted",
         fit: _gp.FitSettings | None = None,
+        ordinal: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__(space, mode=mode, seed=seed, initial_points=initial_points)
         if n_initial_points < 1:
@@ -150,6 +151,17 @@ class BayesStrategy(Strategy):
         self.pruned = pruned
         self.fit_settings = fit or _gp.FitSettings()
         self._free = [i for i, d in enumerate(space.dimensions) if not _is_fixed(d)]
+        # `ordinal`: categorical dimensions the surrogate sees as one ordered integer, by name:
+        # their choices' indices, lowest first. Kept here as (rank of each choice, the order).
+        self._ranks: dict[int, tuple[list[int], list[int]]] = {}
+        for name, order in (ordinal or {}).items():
+            i = space.names.index(name)
+            if sorted(order) != list(range(len(space.dimensions[i].choices))):
+                raise ValueError(f"ordinal[{name!r}] must order every choice index once, not {list(order)}")
+            rank = [0] * len(order)
+            for position, choice in enumerate(order):
+                rank[choice] = position
+            self._ranks[i] = (rank, [int(c) for c in order])
         # Single-valued dimensions stay out of skopt (its Real and Integer need low < high).
         self._fixed = {
             i: (0 if d.kind == "categorical" else d.low)
@@ -162,17 +174,21 @@ class BayesStrategy(Strategy):
         # Ours: skopt's transform to [0, 1] (one-hot categoricals), one row per told trial.
         self._tspace: Space | None = None
         if self._free and self.ours:
-            self._tspace = Space(
-                normalize_dimensions([_skopt_dimension(space.dimensions[i]) for i in self._free])
-            )
+            self._tspace = Space(normalize_dimensions([self._dimension(i) for i in self._free]))
         self._rows: list[np.ndarray] = []
         self._anchors: dict[int, np.ndarray] = {}
         self._posterior: tuple[int, _gp.Posterior] | None = None
 
     # ---------------------------------------------------------------- skopt plumbing
 
+    def _dimension(self, i: int) -> Real | Integer | Categorical:
+        d = self.space.dimensions[i]
+        if i in self._ranks:
+            return Integer(0, len(d.choices) - 1, name=d.name)
+        return _skopt_dimension(d)
+
     def _build(self) -> Optimizer:
-        dims = [_skopt_dimension(self.space.dimensions[i]) for i in self._free]
+        dims = [self._dimension(i) for i in self._free]
         try:
             opt = Optimizer(
                 dims,
@@ -217,10 +233,13 @@ class BayesStrategy(Strategy):
                 v = int(min(max(v, d.low), d.high))
             elif d.kind == "real":
                 v = float(min(max(v, d.low), d.high))
+            elif i in self._ranks:
+                v = self._ranks[i][0][int(v)]
             out.append(v)
         return out
 
     def _decode(self, x: Sequence[Any]) -> dict[str, Any]:
+        x = [self._ranks[i][1][int(v)] if i in self._ranks else v for i, v in zip(self._free, x, strict=True)]
         values = {**self._fixed, **dict(zip(self._free, x, strict=True))}
         return self.space.decode([values[i] for i in range(len(self.space))])
 
