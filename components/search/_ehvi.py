@@ -174,7 +174,9 @@ class EHVIStrategy(BayesStrategy):
                     if sampled is None:
                         break
                     pool = [sampled]
-                rows = np.vstack([self._transform(p) for p in pool])
+                # One transform for the pool: skopt's per-point transform costs ~1.4 ms (scikit-learn checks).
+                assert self._tspace is not None
+                rows = np.asarray(self._tspace.transform([self._encode(p) for p in pool]), dtype=float)
                 counts = np.array([float(self.count(p)) for p in pool])
                 with _one_blas_thread(True):
                     mean, std = post.predict(rows)
