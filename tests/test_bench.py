@@ -31,7 +31,12 @@ EXPECTED = {
     ],
     "search_quality": ["branin (optimum 0.397887)", "optuna-gp"],
     "time_to_accuracy": ["Optuna: TPE + MedianPruner", "breast_cancer", "| bayes + asha "],
-    "multi_objective": ["| genetic (NSGA-II) ", "| bayes (ParEGO) ", "every strategy read the same value"],
+    "multi_objective": [
+        "| genetic (NSGA-II) ",
+        "| bayes (EHVI, the default) ",
+        "| bayes, multi_objective: parego ",
+        "every strategy read the same value",
+    ],
     "gpu": ["train_trial throughput", "| default MLP [128, 64] on digits |    CPU |"],
 }
 
