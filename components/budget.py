@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,53 +33,82 @@ def param_counter(spec: TrialSpec, data: Dataset | None) -> Callable[[Mapping[st
 
     The built-in MLP's count is DESIGN.md's formula (a test holds the built model to it); a user's
     LightningModule is built (not trained) and counted, with the caller's random state untouched.
+    The function pickles: a bayes strategy thinks in a process of its own (lookahead), with it.
 
     Raises:
         BudgetError: a training function, which builds its model only while it trains.
     """
-    adapter = adapter_for(spec)
+    adapter_for(spec)  # an unknown model type fails here, not at the first candidate
     if spec.user is None:
         if data is None:
             raise BudgetError("search.max_param_count: the built-in model needs its data set to count")
-        n_in, n_out = data.n_features, data.n_outputs
-
-        def count_mlp(params: Mapping[str, Any]) -> int:
-            v = spec.resolve(params)
-            layers = hidden_layer_sizes(
-                v.get("hidden_layers"), v.get("depth"), v.get("width"), v.get("width_decay")
-            )
-            return expected_param_count(n_in, layers, n_out, bool(v.get("batch_norm", False)))
-
-        return count_mlp
+        return _MLPCount(spec, data.n_features, data.n_outputs)
     if spec.user.objective is not None:
         raise BudgetError(
             "search.max_param_count: a training function builds its own model while it trains, so its "
             "parameter count is unknown beforehand; leave the key out, or give a LightningModule (model.module)"
         )
+    return _ModuleCount(spec, data)
 
-    counts: dict[str, int] = {}  # a built module per distinct point is enough
 
-    def count_module(params: Mapping[str, Any]) -> int:
+@dataclass(frozen=True)
+class _MLPCount:
+    """The built-in MLP's count by formula (a class, not a closure, so that it pickles)."""
+
+    spec: TrialSpec
+    n_in: int
+    n_out: int
+
+    def __call__(self, params: Mapping[str, Any]) -> int:
+        v = self.spec.resolve(params)
+        layers = hidden_layer_sizes(
+            v.get("hidden_layers"), v.get("depth"), v.get("width"), v.get("width_decay")
+        )
+        return expected_param_count(self.n_in, layers, self.n_out, bool(v.get("batch_norm", False)))
+
+
+class _ModuleCount:
+    """A user's module built (not trained) and counted, once per distinct point."""
+
+    def __init__(self, spec: TrialSpec, data: Dataset | None) -> None:
+        self.spec, self.data = spec, data
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, params: Mapping[str, Any]) -> int:
         key = params_key(params)
-        if key not in counts:
+        if key not in self.counts:
             with torch.random.fork_rng(devices=[]):
-                module = adapter.build(data, params)
+                module = adapter_for(self.spec).build(self.data, params)
             assert module is not None
-            counts[key] = param_count(module)
-        return counts[key]
+            self.counts[key] = param_count(module)
+        return self.counts[key]
 
-    return count_module
+
+@dataclass(frozen=True)
+class _WithinBudget:
+    """`strategy.feasible` for `search.max_param_count` (a class, so that the strategy pickles)."""
+
+    count: Callable[[Mapping[str, Any]], int]
+    limit: int
+
+    def __call__(self, params: Mapping[str, Any]) -> bool:
+        return self.count(params) <= self.limit
 
 
 def param_counts(cfg: ExperimentConfig, spec: TrialSpec, data: Dataset | None) -> ParamCounts | None:
     """What `make_strategy` needs to search (primary, param_count) by EHVI, or None where it does not.
 
     Only for the built-in model: its count is a formula, cheap at every candidate of an ask (a
-    user's module would be built once per candidate).
+    user's module would be built once per candidate). The largest count is the space's, or
+    `search.max_param_count` where that is smaller.
     """
     if not uses_ehvi(cfg.search) or spec.user is not None or data is None:
         return None
-    return param_counter(spec, data), float(param_count_range(cfg, data)[1])
+    # The reference point's count: the largest architecture that may train (budget included).
+    largest = param_count_range(cfg, data)[1]
+    if cfg.search.max_param_count is not None:
+        largest = min(largest, cfg.search.max_param_count)
+    return param_counter(spec, data), float(largest)
 
 
 def apply_param_budget(
@@ -88,8 +118,7 @@ def apply_param_budget(
     limit = cfg.search.max_param_count
     if limit is None:
         return
-    count = param_counter(spec, data)
-    strategy.feasible = lambda params: count(params) <= limit
+    strategy.feasible = _WithinBudget(param_counter(spec, data), limit)
 
 
 def budget_problem(cfg: ExperimentConfig, data: Dataset | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ def test_a_users_module_is_counted_by_building_it_and_a_function_is_refused(tmp_
     eight, sixteen = count({"channels": 8}), count({"channels": 16})
     assert torch.equal(state, torch.random.get_rng_state())  # building never moves the caller's RNG
     assert eight == param_count(DigitsCNN(channels=8, kernel_size=3)) and sixteen > eight
+    # it pickles (a bayes strategy's process takes it along), and counts the same there
+    assert pickle.loads(pickle.dumps(count))({"channels": 16}) == sixteen
 
     def objective(params: dict[str, Any], report: Any) -> float:
         return 0.0
@@ -214,6 +217,29 @@ def test_a_users_module_is_counted_by_building_it_and_a_function_is_refused(tmp_
         fn_cfg = small_config(tmp_path, model={"module": "budget_fn:objective"}, search={"metric": "score"})
         with pytest.raises(BudgetError, match=re.escape("search.max_param_count: a training function")):
             param_counter(TrialSpec.from_config(fn_cfg), None)
+
+
+def test_ehvi_counts_by_formula_and_its_reference_is_the_largest_net_the_budget_allows(digits: Any) -> None:
+    from hyperflow.components.budget import param_counts
+
+    def counts(**search: Any) -> Any:
+        cfg = validate_config(
+            {
+                "data": {"source": "digits"},
+                "search": {
+                    "strategy": "bayes",
+                    "objectives": TWO,
+                    "space": {"hidden_layers": {"choices": [[8], [64], [128, 64]]}},
+                    **search,
+                },
+            }
+        )
+        return param_counts(cfg, TrialSpec.from_config(cfg), digits)
+
+    count, largest = counts()
+    assert largest == count({"hidden_layers": [128, 64]}) == 64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert counts(max_param_count=1000)[1] == 1000
+    assert counts(bayes={"multi_objective": "parego"}) is None
 
 
 def test_validate_refuses_a_budget_below_the_smallest_architecture(tmp_path: Path, in_tmp: Path) -> None:
@@ -664,6 +690,40 @@ def test_a_budget_trains_none_of_the_ruled_out_choices_and_still_finishes_n_tria
     assert all(r.data.params["hidden_layers"] == "[8]" for r in runs)
     infeasible = client.get_run(study.study_run_id).data.metrics["n_candidates_infeasible"]
     assert infeasible == len(study.strategy.infeasible) > 0
+
+
+@pytest.mark.slow
+def test_bayes_with_a_budget_thinks_in_its_own_process_by_ehvi_and_trains_nothing_over_it(
+    tmp_path: Path, digits: Any
+) -> None:
+    # The lookahead pickles a bayes strategy into a process of its own: the budget's check and
+    # EHVI's counter go with it (closures did not pickle: the study failed before its first trial).
+    from hyperflow.components.search import EHVIStrategy
+    from hyperflow.components.search._lookahead import StrategyProcess
+
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 1},
+        search={
+            "strategy": "bayes",
+            "n_trials": 5,
+            "objectives": TWO,
+            "max_param_count": 1300,  # [4] 310, [8] 610, [16] 1210 fit; [32] 2410 and [64] do not
+            "bayes": {"n_initial_points": 2},
+            "space": {
+                "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+                "hidden_layers": {"choices": [[4], [8], [16], [32], [64]]},
+            },
+        },
+        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "register_model": False},
+    )
+    study, result = run_study(cfg, digits)
+    assert isinstance(study.strategy, EHVIStrategy)
+    assert study.lookahead is not None and isinstance(study.lookahead.strategy, StrategyProcess)
+    runs = trial_runs(MlflowClient(cfg.tracking.uri), study.study_run_id)
+    assert result.n_completed == 5 and len(runs) == 5
+    assert all(r.data.metrics["param_count"] <= 1300 for r in runs)
+    assert {r.data.params["hidden_layers"] for r in runs} <= {"[4]", "[8]", "[16]"}
 
 
 @pytest.mark.slow
