@@ -33,7 +33,7 @@ from hyperflow.components.plots import (
 )
 from hyperflow.components.registry import load_state_dict_artifact, log_best_model, register_best_model
 from hyperflow.components.scratch import scratch_dir
-from hyperflow.components.search import SearchSpace, make_strategy
+from hyperflow.components.search import SearchSpace, make_strategy, multi_objective_method
 from hyperflow.components.study import Study, StudyResult, TrialRecord
 from hyperflow.components.tracking import StudyTracker, resolve_tracking_uri
 from hyperflow.components.trial import TrialSpec
@@ -75,6 +75,7 @@ def open_study(
         flow_run_id=flow_run_id,
         config_yaml=config_yaml(cfg),
         flat_config=flatten(cfg),
+        multi_objective=multi_objective_method(strategy) if cfg.search.objectives else None,
     )
     if data is not None and data.preparation is not None and data.preparation.spec["layout"] == "table":
         # What the preparation did to the table: columns, treatment, gaps filled, categories.

@@ -27,6 +27,7 @@ __all__ = [
     "TAG_FLOW_RUN_ID",
     "TAG_GIT_COMMIT",
     "TAG_HOST",
+    "TAG_MULTI_OBJECTIVE",
     "TAG_PARAMS",
     "TAG_PARENT",
     "TAG_PARETO",
@@ -97,6 +98,8 @@ ROLE_LR_RANGE_TEST: Final = "lr_range_test"  # `hyperflow lr-find`'s run
 
 # study runs
 TAG_STRATEGY: Final = "hyperflow.strategy"
+# With several objectives: how the strategy searches them (ehvi, parego, nsga2, random, grid).
+TAG_MULTI_OBJECTIVE: Final = "hyperflow.multi_objective"
 TAG_CONFIG_HASH: Final = "hyperflow.config_hash"
 TAG_FLOW_RUN_ID: Final = "hyperflow.flow_run_id"
 TAG_PREVIOUS_FLOW_RUN_IDS: Final = "hyperflow.previous_flow_run_ids"

@@ -42,6 +42,7 @@ from hyperflow.components.names import (
     TAG_FLOW_RUN_ID,
     TAG_GIT_COMMIT,
     TAG_HOST,
+    TAG_MULTI_OBJECTIVE,
     TAG_PARAMS,
     TAG_PARENT,
     TAG_PID,
@@ -336,8 +337,11 @@ class StudyTracker:
         flow_run_id: str | None,
         config_yaml: str,
         flat_config: Mapping[str, Any],
+        multi_objective: str | None = None,
     ) -> tuple[str, str]:
         """Create the study run with its tags, params, dataset input and artifacts.
+
+        `multi_objective`: with several objectives, how the strategy searches them (a tag).
 
         Returns:
             (experiment id, study run id)
@@ -351,6 +355,8 @@ class StudyTracker:
         }
         if flow_run_id:
             tags[TAG_FLOW_RUN_ID] = flow_run_id
+        if multi_objective:
+            tags[TAG_MULTI_OBJECTIVE] = multi_objective
         commit = _git_commit()
         if commit:
             tags[TAG_GIT_COMMIT] = commit

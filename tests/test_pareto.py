@@ -18,7 +18,13 @@ from hyperflow.components.budget import BudgetError, param_counter
 from hyperflow.components.config import ConfigError, validate_config
 from hyperflow.components.fingerprint import flatten
 from hyperflow.components.model import param_count
-from hyperflow.components.names import TAG_CHAMPION_TRIAL, TAG_PARENT, TAG_PARETO, TAG_TRIAL
+from hyperflow.components.names import (
+    TAG_CHAMPION_TRIAL,
+    TAG_MULTI_OBJECTIVE,
+    TAG_PARENT,
+    TAG_PARETO,
+    TAG_TRIAL,
+)
 from hyperflow.components.pareto import (
     crowding_distance,
     dominates,
@@ -620,6 +626,7 @@ def test_a_two_objective_study_records_its_front_and_registers_what_select_names
     )
     study_run = client.get_run(study.study_run_id)
     assert study_run.data.tags[TAG_CHAMPION_TRIAL] == str(expected) == str(result.champion_trial)
+    assert study_run.data.tags[TAG_MULTI_OBJECTIVE] == "random"  # small_config's strategy
     assert result.champion_objectives == {
         "val_accuracy": values[expected][0],
         "param_count": values[expected][1],
@@ -719,8 +726,10 @@ def test_bayes_with_a_budget_thinks_in_its_own_process_by_ehvi_and_trains_nothin
     )
     study, result = run_study(cfg, digits)
     assert isinstance(study.strategy, EHVIStrategy)
+    client = MlflowClient(cfg.tracking.uri)
+    assert client.get_run(study.study_run_id).data.tags[TAG_MULTI_OBJECTIVE] == "ehvi"
     assert study.lookahead is not None and isinstance(study.lookahead.strategy, StrategyProcess)
-    runs = trial_runs(MlflowClient(cfg.tracking.uri), study.study_run_id)
+    runs = trial_runs(client, study.study_run_id)
     assert result.n_completed == 5 and len(runs) == 5
     assert all(r.data.metrics["param_count"] <= 1300 for r in runs)
     assert {r.data.params["hidden_layers"] for r in runs} <= {"[4]", "[8]", "[16]"}

@@ -29,6 +29,7 @@ __all__ = [
     "SearchSpace",
     "Strategy",
     "make_strategy",
+    "multi_objective_method",
     "uses_ehvi",
 ]
 
@@ -55,6 +56,11 @@ def uses_ehvi(search: SearchConfig) -> bool:
             and search.bayes.acquisition == "logEI"
         )
     return mo == "ehvi"
+
+
+def multi_objective_method(strategy: Strategy) -> str:
+    """How `strategy` searches several objectives: ehvi, parego, nsga2, random or grid."""
+    return {"genetic": "nsga2"}.get(strategy.name, strategy.name)
 
 
 def make_strategy(
