@@ -14,7 +14,7 @@ from hyperflow.components.architecture import (
 from hyperflow.components.config import ChoiceSpec
 from hyperflow.components.fingerprint import config_yaml
 from hyperflow.components.model import expected_param_count
-from hyperflow.components.search import SearchSpace
+from hyperflow.components.search import SearchSpace, uses_ehvi
 from hyperflow.components.usercode import describe_user_code
 
 if TYPE_CHECKING:
@@ -81,6 +81,23 @@ def _architecture_text(cfg: ExperimentConfig) -> str:
     return f"{shown} from {', '.join(parts)}"
 
 
+def _objectives_text(cfg: ExperimentConfig) -> str:
+    search = cfg.search
+    names = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
+    if search.strategy == "bayes":
+        # The study gives EHVI its counter only for the built-in model (budget.param_counts).
+        how = (
+            "EHVI, the count known before training"
+            if uses_ehvi(search) and not cfg.model.module
+            else "ParEGO's scalarisation"
+        )
+    elif search.strategy == "genetic":
+        how = "NSGA-II"
+    else:
+        how = f"{search.strategy} search, the front recorded"
+    return f"objectives: {names}, the first the primary; searched by {how}; champion: {search.select}"
+
+
 def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     """A readable report of a valid config."""
     space = SearchSpace.from_config(cfg)
@@ -123,6 +140,8 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
         f"search: {cfg.search.strategy}, {cfg.search.n_trials} trials, {cfg.search.n_parallel} in parallel, "
         f"{cfg.search.mode} {cfg.search.metric}; early stopping: {cfg.early_stopping.kind}"
     )
+    if cfg.search.objectives:
+        lines.append(f"  {_objectives_text(cfg)}")
     if cfg.early_stopping.kind in ("asha", "hyperband"):
         from hyperflow.components.curves import make_stop_rule
 

@@ -248,6 +248,28 @@ def test_ehvi_counts_by_formula_and_its_reference_is_the_largest_net_the_budget_
     assert counts(bayes={"multi_objective": "parego"}) is None
 
 
+@pytest.mark.parametrize(
+    ("search", "model", "how"),
+    [
+        ({"strategy": "bayes"}, {}, "searched by EHVI, the count known before training"),
+        ({"strategy": "bayes", "bayes": {"multi_objective": "parego"}}, {}, "searched by ParEGO's"),
+        ({"strategy": "bayes"}, {"module": "examples.digits_cnn.model:DigitsCNN"}, "searched by ParEGO's"),
+        ({"strategy": "genetic"}, {}, "searched by NSGA-II"),
+        ({"strategy": "random"}, {}, "searched by random search, the front recorded"),
+    ],
+)
+def test_validate_says_how_the_objectives_are_searched(
+    search: dict[str, Any], model: dict[str, Any], how: str
+) -> None:
+    from hyperflow.components.describe import describe_config
+
+    cfg = validate_config({"search": {**search, "objectives": TWO, "select": "knee"}, "model": model})
+    (line,) = [
+        x for x in describe_config(cfg, None).splitlines() if "objectives:" in x and "searched by" in x
+    ]
+    assert "val_accuracy (max), param_count (min)" in line and how in line and "champion: knee" in line
+
+
 def test_validate_refuses_a_budget_below_the_smallest_architecture(tmp_path: Path, in_tmp: Path) -> None:
     from typer.testing import CliRunner
 
