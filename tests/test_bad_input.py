@@ -98,6 +98,12 @@ CASES: list[tuple[str, Any, list[str], str]] = [
     ("unknown-strategy", {"search": {"strategy": "anneal"}}, [], "search.strategy"),
     ("unknown-surrogate", {"search": {"bayes": {"surrogate": "XGB"}}}, [], "search.bayes.surrogate"),
     ("bad-pruned-policy", {"search": {"bayes": {"pruned": "dropped"}}}, [], "search.bayes.pruned"),
+    (
+        "ehvi-without-param-count",
+        {"search": {"objectives": [{"metric": "val_accuracy"}, {"metric": "val_loss"}]}},
+        ["--set", "search.bayes.multi_objective=ehvi"],
+        "search.bayes.multi_objective: ehvi needs strategy bayes and exactly two search.objectives",
+    ),
     ("gbrt-surrogate", {"search": {"strategy": "bayes", "bayes": {"surrogate": "GBRT"}}}, [], "GBRT"),
     ("n-trials-zero", {"search": {"n_trials": 0}}, [], "search.n_trials"),
     ("n-parallel-zero", {"search": {"n_parallel": 0}}, [], "search.n_parallel"),
