@@ -38,7 +38,6 @@ def param_counter(spec: TrialSpec, data: Dataset | None) -> Callable[[Mapping[st
     Raises:
         BudgetError: a training function, which builds its model only while it trains.
     """
-    adapter_for(spec)  # an unknown model type fails here, not at the first candidate
     if spec.user is None:
         if data is None:
             raise BudgetError("search.max_param_count: the built-in model needs its data set to count")
@@ -102,7 +101,7 @@ def param_counts(cfg: ExperimentConfig, spec: TrialSpec, data: Dataset | None) -
     user's module would be built once per candidate). The largest count is the space's, or
     `search.max_param_count` where that is smaller.
     """
-    if not uses_ehvi(cfg.search) or spec.user is not None or data is None:
+    if not uses_ehvi(cfg) or data is None:
         return None
     # The reference point's count: the largest architecture that may train (budget included).
     largest = param_count_range(cfg, data)[1]

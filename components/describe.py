@@ -85,12 +85,7 @@ def _objectives_text(cfg: ExperimentConfig) -> str:
     search = cfg.search
     names = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
     if search.strategy == "bayes":
-        # The study gives EHVI its counter only for the built-in model (budget.param_counts).
-        how = (
-            "EHVI, the count known before training"
-            if uses_ehvi(search) and not cfg.model.module
-            else "ParEGO's scalarisation"
-        )
+        how = "EHVI, the count known before training" if uses_ehvi(cfg) else "ParEGO's scalarisation"
     elif search.strategy == "genetic":
         how = "NSGA-II"
     else:

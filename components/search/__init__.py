@@ -37,15 +37,16 @@ __all__ = [
 ParamCounts = tuple[Callable[[Mapping[str, Any]], float], float]
 
 
-def uses_ehvi(search: SearchConfig) -> bool:
+def uses_ehvi(cfg: ExperimentConfig) -> bool:
     """Whether `strategy: bayes` searches its objectives by EHVI with a known count (else ParEGO).
 
     `search.bayes.multi_objective`: `ehvi`, or `auto` with exactly two objectives, the second
-    `param_count`, on the GP with logEI. The count itself must come from the built-in model
-    (validation refuses `ehvi` otherwise; `auto` falls back to ParEGO where `make_strategy` is given
-    no counts).
+    `param_count`, on the GP with logEI; either way only for the built-in model, whose count is a
+    formula (validation refuses `ehvi` for a user's model; a data module needs one). The one rule for `make_strategy`,
+    `budget.param_counts` and `hyperflow validate`.
     """
-    if search.strategy != "bayes" or not search.objectives:
+    search = cfg.search
+    if search.strategy != "bayes" or not search.objectives or cfg.model.module:
         return False
     mo = search.bayes.multi_objective
     if mo == "auto":
@@ -69,7 +70,7 @@ def make_strategy(
     """The strategy `cfg.search` describes, seeded by `cfg.seed`.
 
     `param_counts` (`budget.param_counts`): how to count a point's parameters without training and
-    the space's largest count; with it, `bayes` on (primary, param_count) searches by EHVI.
+    the space's largest count; with it, `bayes` searches by EHVI where `uses_ehvi` says so.
 
     Initial points may be partial: the dimensions they leave out take the fixed model values
     (`model.*`, or `model.args` for a user's module).
@@ -92,21 +93,21 @@ def make_strategy(
             ) from exc
     common: dict[str, Any] = {"mode": search.mode, "seed": cfg.seed, "initial_points": initial}
     if search.objectives:  # several objectives: the strategy is told them all (see Strategy.tell)
-        strategy = _make(search, space, common, param_counts)
+        strategy = _make(search, space, common, param_counts if uses_ehvi(cfg) else None)
         strategy.objective_modes = tuple(o.mode for o in search.objectives if o.mode is not None)
         return strategy
     return _make(search, space, common, None)
 
 
 def _make(
-    search: SearchConfig, space: SearchSpace, common: dict[str, Any], param_counts: ParamCounts | None
+    search: SearchConfig, space: SearchSpace, common: dict[str, Any], ehvi_counts: ParamCounts | None
 ) -> Strategy:
     # Each strategy's own section has the names of its constructor's keyword arguments, except
     # search.bayes.multi_objective, which picks the class.
     bayes = search.bayes.model_dump(exclude={"multi_objective"})
     if search.strategy == "bayes" and search.objectives:
-        if uses_ehvi(search) and param_counts is not None:
-            count, largest = param_counts
+        if ehvi_counts is not None:
+            count, largest = ehvi_counts
             return EHVIStrategy(
                 space,
                 **common,

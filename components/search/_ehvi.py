@@ -157,8 +157,8 @@ class EHVIStrategy(BayesStrategy):
         taken: set[str],
     ) -> list[dict[str, Any]]:
         post = self._fitted()
-        _, losses = self._gp_data()
-        centre, scale = float(np.mean(losses)), float(np.std(losses)) or 1.0
+        # The front on the GP's scale: the losses standardised as the fit standardised them.
+        centre, scale = _gp.loss_scale(self._gp_data()[1])
         front = [(c, (loss - centre) / scale) for c, loss in self.front_points()]
         ref_loss = float(np.max(post.y))
         believed = list(self._pending.values())
@@ -166,6 +166,7 @@ class EHVIStrategy(BayesStrategy):
         for i in range(len(believed) + n):
             if i < len(believed):
                 point = believed[i]
+                row, count = self._transform(point), float(self.count(point))
             else:
                 seed = derive_seed(self.name, self.seed, "ask", self.n_told, i)
                 pool = list(self._pool(post, seed, is_free))
@@ -180,12 +181,11 @@ class EHVIStrategy(BayesStrategy):
                 counts = np.array([float(self.count(p)) for p in pool])
                 with _one_blas_thread(True):
                     mean, std = post.predict(rows)
-                scores = log_ehvi(mean, std, counts, front, ref_loss, self.ref_count)
-                point = pool[int(np.argmax(scores))]
+                best = int(np.argmax(log_ehvi(mean, std, counts, front, ref_loss, self.ref_count)))
+                point, row, count = pool[best], rows[best], float(counts[best])
                 out.append(point)
                 taken.add(params_key(point))
-            row = self._transform(point)[None, :]
-            (believed_loss,) = post.predict(row)[0]
-            post = post.condition(row, np.array([believed_loss]))
-            front.append((float(self.count(point)), float(believed_loss)))
+            (believed_loss,) = post.predict(row[None, :])[0]
+            post = post.condition(row[None, :], np.array([believed_loss]))
+            front.append((count, float(believed_loss)))
         return out

@@ -273,9 +273,15 @@ def _posterior_subset(n: int, y: np.ndarray, window: int, seed: int) -> np.ndarr
     return np.flatnonzero(keep)
 
 
-def standardise(losses: np.ndarray) -> np.ndarray:
+def loss_scale(losses: np.ndarray) -> tuple[float, float]:
+    """The centre and scale `standardise` maps losses by (mean, std; 1 where all are equal)."""
     std = float(np.std(losses))
-    return (losses - float(np.mean(losses))) / (std if std > 0 else 1.0)
+    return float(np.mean(losses)), (std if std > 0 else 1.0)
+
+
+def standardise(losses: np.ndarray) -> np.ndarray:
+    centre, scale = loss_scale(losses)
+    return (losses - centre) / scale
 
 
 def fit_posterior(

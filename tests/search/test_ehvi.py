@@ -220,15 +220,15 @@ def cfg(**bayes: Any) -> Any:
 
 def test_auto_searches_by_ehvi_given_counts_and_by_parego_without_or_when_asked() -> None:
     counts = (count, 5000.0)
-    assert uses_ehvi(cfg().search)
+    assert uses_ehvi(cfg())
     assert isinstance(make_strategy(cfg(), param_counts=counts), EHVIStrategy)
     assert isinstance(make_strategy(cfg()), ParEGOStrategy)  # a user's module: no counts
     assert isinstance(make_strategy(cfg(multi_objective="parego"), param_counts=counts), ParEGOStrategy)
     rf = cfg(surrogate="RF")
-    assert not uses_ehvi(rf.search)
+    assert not uses_ehvi(rf)
     assert isinstance(make_strategy(rf, param_counts=counts), ParEGOStrategy)
     three = validate_config({"search": {"objectives": [*TWO, {"metric": "train_seconds"}]}})
-    assert not uses_ehvi(three.search)
+    assert not uses_ehvi(three)
 
 
 @pytest.mark.parametrize(
