@@ -125,7 +125,28 @@ def prepare_local_store(uri: str) -> None:
             db.execute("PRAGMA journal_mode=WAL")
         finally:
             db.close()
+    if not _PREPARED:
+        atexit.register(_checkpoint_stores)
     _PREPARED.add(uri)
+
+
+def _checkpoint_stores() -> None:
+    """At exit: the writer's last writes, then each SQLite store's write-ahead log folded back into
+    the file and emptied, so that `mlflow.db` alone holds every run (copied, uploaded, backed up).
+
+    SQLite folds the log back when its last connection closes; the command leaves with `os._exit`,
+    which closes none, and MLflow keeps its connections pooled until then. Best effort: a store
+    another process is reading is folded as far as it can be within the timeout.
+    """
+    if _WRITER is not None:
+        _WRITER.flush(30.0)
+    for uri in sorted(_PREPARED):
+        with contextlib.suppress(sqlite3.Error):
+            db = sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=2)
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
 
 
 def _create_store(path: Path) -> None:
@@ -151,6 +172,11 @@ def _create_store(path: Path) -> None:
         if template is not None:
             _keep_template(building, template)
     _fsync(building)
+    # A store deleted without its write-ahead log (`rm mlflow.db`) leaves `mlflow.db-wal` and
+    # `-shm` behind: SQLite would replay that log into the new file (the deleted runs come back,
+    # or the file is malformed). With no store there they belong to none (we hold its lock).
+    for suffix in ("-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
     os.replace(building, path)
 
 

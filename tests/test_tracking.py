@@ -256,6 +256,65 @@ def test_a_new_local_store_has_mlflows_own_schema_and_a_killed_creation_leaves_n
         )
 
 
+_WRITE_RUNS = """
+import os, sys
+from mlflow.tracking import MlflowClient
+from hyperflow.components.tracking import prepare_local_store
+uri = sys.argv[1]
+prepare_local_store(uri)
+client = MlflowClient(uri)
+experiment = client.create_experiment(sys.argv[2])
+for i in range(int(sys.argv[3])):
+    client.log_metric(client.create_run(experiment).info.run_id, "m", float(i))
+if sys.argv[4] == "command":
+    from hyperflow.flows.cli import _leave
+    _leave(0)  # how `hyperflow` exits: atexit handlers, then os._exit
+os._exit(0)  # a process killed: SQLite closes nothing
+"""
+
+
+def test_the_store_file_alone_holds_every_run_and_a_deleted_store_stays_deleted(tmp_path: Path) -> None:
+    """SQLite's write-ahead log (WAL mode) is folded back into mlflow.db when the command exits,
+    and a store deleted without its log does not come back from it (nor come out malformed)."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+
+    def write(experiment: str, runs: int, how: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _WRITE_RUNS, uri, experiment, str(runs), how],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def runs_in(path: Path) -> dict[str, int]:
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            rows = con.execute(
+                "SELECT e.name, count(r.run_uuid) FROM experiments e JOIN runs r"
+                " ON r.experiment_id = e.experiment_id GROUP BY e.name"
+            ).fetchall()
+        return dict(rows)
+
+    write("first", 30, "command")
+    alone = tmp_path / "copy" / "mlflow.db"  # the file alone, as a backup or an upload takes it
+    alone.parent.mkdir()
+    shutil.copyfile(db, alone)
+    assert runs_in(alone) == {"first": 30}
+
+    write("second", 30, "killed")  # its runs are in the log only
+    assert Path(f"{db}-wal").stat().st_size > 0
+    db.unlink()  # `rm mlflow.db`: the log stays
+    write("third", 1, "command")
+    assert runs_in(db) == {"third": 1}, "the deleted store's runs came back from its log"
+
+
 @pytest.mark.slow
 def test_a_tracking_server_restarted_mid_trial_loses_no_per_epoch_metric(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
