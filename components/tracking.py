@@ -55,6 +55,7 @@ from hyperflow.components.names import (
     TAG_TRIAL,
     trial_run_name,
 )
+from hyperflow.components.sqlitefiles import fold_log, remove_orphan_logs
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
@@ -132,21 +133,13 @@ def prepare_local_store(uri: str) -> None:
 
 def _checkpoint_stores() -> None:
     """At exit: the writer's last writes, then each SQLite store's write-ahead log folded back into
-    the file and emptied, so that `mlflow.db` alone holds every run (copied, uploaded, backed up).
-
-    SQLite folds the log back when its last connection closes; the command leaves with `os._exit`,
-    which closes none, and MLflow keeps its connections pooled until then. Best effort: a store
-    another process is reading is folded as far as it can be within the timeout.
+    the file, so that `mlflow.db` alone holds every run (copied, uploaded, backed up): the command
+    leaves with `os._exit`, which closes none of the connections MLflow keeps pooled.
     """
     if _WRITER is not None:
         _WRITER.flush(30.0)
     for uri in sorted(_PREPARED):
-        with contextlib.suppress(sqlite3.Error):
-            db = sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=2)
-            try:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                db.close()
+        fold_log(Path(uri.removeprefix("sqlite:///")))
 
 
 def _create_store(path: Path) -> None:
@@ -172,11 +165,8 @@ def _create_store(path: Path) -> None:
         if template is not None:
             _keep_template(building, template)
     _fsync(building)
-    # A store deleted without its write-ahead log (`rm mlflow.db`) leaves `mlflow.db-wal` and
-    # `-shm` behind: SQLite would replay that log into the new file (the deleted runs come back,
-    # or the file is malformed). With no store there they belong to none (we hold its lock).
-    for suffix in ("-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # A store deleted without its log (`rm mlflow.db`) left it behind: not to be replayed into this one.
+    remove_orphan_logs(path)
     os.replace(building, path)
 
 

@@ -11,9 +11,11 @@ rather than in the command so that the command need not import Prefect before th
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -43,12 +45,15 @@ def main(argv: list[str]) -> int:
     import uvicorn
     from filelock import FileLock
 
+    from hyperflow.components.sqlitefiles import fold_log
+
     home = PREFECT_HOME.value().expanduser()
     home.mkdir(parents=True, exist_ok=True)
     # One start (database creation, migrations) at a time per Prefect home: searches started at the
     # same moment do not race to migrate it. Released once the app has started, or when we die.
     lock = FileLock(str(home / "hyperflow-server-start.lock"), thread_local=False)
     lock.acquire()
+    database = _sqlite_database()
     config = uvicorn.Config(
         "prefect.server.api.server:create_app",
         factory=True,
@@ -64,8 +69,26 @@ def main(argv: list[str]) -> int:
         lock.release()
 
     threading.Thread(target=release_when_started, name="start-lock", daemon=True).start()
+    # uvicorn handles SIGTERM (the command's `stop`) with a graceful shutdown, then raises it again
+    # with the handler it found: this one lets the log be folded back after that.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run()
-    return 0
+    if database is not None:
+        fold_log(database)  # so that prefect.db alone is whole
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the command waits for this process: no interpreter teardown of Prefect's server
+
+
+def _sqlite_database() -> Path | None:
+    """The file of Prefect's database when it is SQLite (its default, in PREFECT_HOME)."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PREFECT_API_DATABASE_CONNECTION_URL.value())
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).expanduser()
 
 
 if __name__ == "__main__":

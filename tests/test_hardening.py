@@ -556,3 +556,53 @@ def test_a_password_in_mlflow_tracking_uri_reaches_neither_prefect_nor_mlflow(
     )
     assert refused.returncode == 2
     assert "MLFLOW_TRACKING_PASSWORD" in refused.stderr and secret not in refused.stderr
+
+
+def test_the_commands_prefect_server_leaves_a_whole_database_and_a_deleted_one_stays_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's database runs in WAL mode too: the server child folds its log back when the command
+    stops it, and a `prefect.db` deleted without its log is not rebuilt from that log (SQLite does
+    not replay a log into a new, empty file; a store made by copying a template would be)."""
+    import json
+    import sqlite3
+    import urllib.request
+
+    from hyperflow.flows.prefect_api import CommandServer
+
+    home = tmp_path / "home"
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    db = home / "prefect.db"
+
+    def serve_and_write(flow: str) -> CommandServer:
+        server = CommandServer(startup_timeout=120).start()
+        server.wait_ready()
+        url = server.url()
+        assert url is not None
+        request = urllib.request.Request(
+            f"{url}/flows/", json.dumps({"name": flow}).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status in (200, 201)
+        return server
+
+    def flows_in(path: Path) -> list[str]:
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            return sorted(name for (name,) in con.execute("SELECT name FROM flow"))
+
+    serve_and_write("first").stop()  # the command's end
+    alone = tmp_path / "copy.db"
+    shutil.copyfile(db, alone)
+    assert flows_in(alone) == ["first"], "prefect.db alone lacks what the server wrote"
+
+    server = serve_and_write("second")
+    assert server.process is not None
+    server.process.kill()  # killed: its writes are in the log only
+    server.process.wait()
+    server.stop()
+    assert Path(f"{db}-wal").stat().st_size > 0
+    db.unlink()  # a reset by hand: the log stays
+    serve_and_write("third").stop()
+    assert flows_in(db) == ["third"], "the deleted database's flows came back from its log"
