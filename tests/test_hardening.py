@@ -558,6 +558,7 @@ def test_a_password_in_mlflow_tracking_uri_reaches_neither_prefect_nor_mlflow(
     assert "MLFLOW_TRACKING_PASSWORD" in refused.stderr and secret not in refused.stderr
 
 
+@pytest.mark.slow
 def test_the_commands_prefect_server_leaves_a_whole_database_and_a_deleted_one_stays_deleted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

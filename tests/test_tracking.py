@@ -273,6 +273,7 @@ os._exit(0)  # a process killed: SQLite closes nothing
 """
 
 
+@pytest.mark.slow
 def test_the_store_file_alone_holds_every_run_and_a_deleted_store_stays_deleted(tmp_path: Path) -> None:
     """SQLite's write-ahead log (WAL mode) is folded back into mlflow.db when the command exits,
     and a store deleted without its log does not come back from it (nor come out malformed)."""
