@@ -70,8 +70,9 @@ def main(argv: list[str]) -> int:
 
     threading.Thread(target=release_when_started, name="start-lock", daemon=True).start()
     # uvicorn handles SIGTERM (the command's `stop`) with a graceful shutdown, then raises it again
-    # with the handler it found: this one lets the log be folded back after that.
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    # with the handler it found: this one lets the log be folded back after that, and a SIGTERM
+    # that lands before uvicorn takes the signal over still stops the server.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     server.run()
     if database is not None:
         fold_log(database)  # so that prefect.db alone is whole
