@@ -16,18 +16,6 @@ import pytest
 
 import hyperflow  # noqa: F401 - its import sets the runtime defaults: nothing reaches the network
 
-# No test may write into the user's home, and a user's own servers (MLFLOW_TRACKING_URI,
-# PREFECT_API_URL) are never the tests' stores.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hyperflow-tests-prefect-home-")
-atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
-for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_PROFILE"):
-    os.environ.pop(_var, None)
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import Server, start_mlflow_server, start_prefect_server, stop_pid  # noqa: E402
-
 # One Prefect server and one MLflow server per test session, also under pytest-xdist (`make test`
 # runs two workers): the first worker that needs a server starts it under a file lock and writes
 # where it is into SHARED; the others read that; the controller process (the one that made SHARED,
@@ -36,6 +24,19 @@ _OWNER = "HYPERFLOW_TEST_SHARED" not in os.environ
 if _OWNER:
     os.environ["HYPERFLOW_TEST_SHARED"] = tempfile.mkdtemp(prefix="hyperflow-tests-shared-")
 SHARED = Path(os.environ["HYPERFLOW_TEST_SHARED"])
+
+# No test may write into the user's home, and a user's own servers (MLFLOW_TRACKING_URI,
+# PREFECT_API_URL) are never the tests' stores. Each process its own Prefect home, inside SHARED:
+# xdist's workers leave without running atexit, and the controller removes SHARED at the end.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-", dir=SHARED)
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_PROFILE"):
+    os.environ.pop(_var, None)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import Server, start_mlflow_server, start_prefect_server, stop_pid  # noqa: E402
 
 
 def _shared_server(name: str, start: Callable[[Path], Server]) -> Server:

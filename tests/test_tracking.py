@@ -131,6 +131,29 @@ def test_a_full_queue_blocks_the_caller_and_drops_nothing() -> None:
     assert done == [0, 1, 2, 3, 4], "every write, in the order given"
 
 
+def test_a_prepared_store_syncs_at_checkpoints_and_other_sqlite_files_keep_their_setting(
+    tmp_path: Path,
+) -> None:
+    """synchronous=NORMAL on MLflow's connections to our WAL stores (a commit does not wait for the
+    disk), and nothing changed on any other SQLite database the process opens."""
+    import sqlalchemy
+
+    from hyperflow.components.tracking import prepare_local_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_local_store(uri)
+    client = MlflowClient(uri)
+    client.create_experiment("checkpoints")
+    store = client._tracking_client.store
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    other = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    with other.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # SQLite's default, FULL
+    other.dispose()
+
+
 def _servers_of(home: Path) -> list[int]:
     """Processes started with this Prefect home (the command's own Prefect server)."""
     import psutil
