@@ -327,6 +327,7 @@ class Study:
         self.spec = spec
         self.next_number = next_number
         self.in_flight: dict[int, TrialPlan] = {}
+        self._writes_before: dict[int, int] = {}  # trial number -> writes queued when it was planned
         self.started = time.monotonic()
         self.stop_reason: str | None = None
         self._best_logged: float | None = None
@@ -445,6 +446,8 @@ class Study:
                 seed=seed,
                 log_params=False,
             )
+            # The writes queued before this trial trains: done by the time it is recorded.
+            self._writes_before[number] = self.tracker.writes_queued()
             plan = TrialPlan(
                 number=number,
                 params=params,
@@ -530,10 +533,19 @@ class Study:
             if previous_best is not None:
                 previous_best.state_dict = None
             self._log_running_best(record)
-        self._end_if_disk_full()
+        # The writer may lag one trial behind the loop (the trials before this one), no more: a
+        # store that refuses them is seen here, with at most this trial trained meanwhile.
+        self.tracker.wait_for_writes(self._writes_before.pop(plan.number, 0))
+        self.end_if_disk_full()
         return record
 
-    def _end_if_disk_full(self) -> None:
+    def settle_writes(self) -> None:
+        """After the last trial: its writes done, and a full disk among them ends the study
+        (DiskFull), as after any other trial."""
+        self._write_errors.extend(self.tracker.flush_writes())
+        self.end_if_disk_full()
+
+    def end_if_disk_full(self) -> None:
         """A full disk ends the study (nothing more can be kept): the trial whose records it
         refused is failed, and DiskFull goes up to the search loop.
 

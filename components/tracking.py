@@ -509,6 +509,14 @@ class StudyTracker:
             f"metrics of run {run_id}", functools.partial(self.client.log_batch, run_id, metrics=batch)
         )
 
+    def writes_queued(self) -> int:
+        """How many writes this process has queued so far (for `wait_for_writes`)."""
+        return writer().submitted
+
+    def wait_for_writes(self, count: int) -> None:
+        """Wait until the first `count` writes this process queued are done."""
+        writer().wait_for(count)
+
     def flush_writes(self, timeout: float | None = None) -> list[str]:
         """Wait for this process's queued writes; the ones that failed."""
         return writer().flush(timeout)
@@ -577,6 +585,9 @@ class Writer:
         self._pid = os.getpid()
         # The first write a full disk refused: every later one is skipped (reported, not tried).
         self.full: FullDisk | None = None
+        self._done = threading.Condition()
+        self.submitted = 0  # writes queued so far
+        self._written = 0  # of them, done (made, failed or skipped)
 
     def submit(
         self, what: str, write: Callable[[], object], run_id: str | None = None, *, always: bool = False
@@ -584,7 +595,15 @@ class Writer:
         """Queue one write (`what` names it in errors, `run_id` is the run it belongs to); blocks
         while the queue is full. `always`: done even after a full disk (local clean-up)."""
         self._ensure_thread()
+        with self._done:
+            self.submitted += 1
         self._queue.put((what, write, run_id, always))
+
+    def wait_for(self, count: int) -> None:
+        """Wait until the first `count` writes queued are done (made, failed or skipped)."""
+        with self._done:
+            while self._written < count and self._thread is not None:
+                self._done.wait(1.0)
 
     def clear_full(self) -> None:
         """Try writes again (a new study, once space was freed)."""
@@ -635,6 +654,9 @@ class Writer:
                     with self._lock:
                         self._errors.append(message)
             finally:
+                with self._done:
+                    self._written += 1
+                    self._done.notify_all()
                 self._queue.task_done()
 
 

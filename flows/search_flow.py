@@ -184,6 +184,8 @@ def _run_trials(study: Study, runner: TaskRunner[Any], data: Dataset | None) -> 
         for listener in PROGRESS_LISTENERS:
             listener(study.progress())
         fault_point("between-trials")
+    if not STOP.is_set():
+        study.settle_writes()
 
 
 def _record(study: Study, plan: TrialPlan, fut: PrefectFuture[Any]) -> None:

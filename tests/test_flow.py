@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,18 +166,35 @@ def test_champion_loads_scores_the_test_split_and_is_deterministic(parallel_stud
 def test_prefect_flow_run_completed_with_a_task_run_per_trial(parallel_study) -> None:  # type: ignore[no-untyped-def]
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from servers import poll
 
     _cfg, result, client = parallel_study
     flow_run_id = client.get_run(result.study_run_id).data.tags["hyperflow.flow_run_id"]
+
+    def recorded() -> list[Any]:
+        # Task runs reach Prefect's database through its server's event pipeline, a moment
+        # after the flow run has ended: read until every trial's is there.
+        with get_client(sync_client=True) as prefect:
+            found = prefect.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+            )
+        trials = [t for t in found if t.task_key.startswith("train_trial") or t.name.startswith("trial-")]
+        settled = all(t.state is not None and t.state.is_final() for t in found)
+        return found if len(trials) >= 4 and settled and {"prepare-data", "log-best"} <= _names(found) else []
+
     with get_client(sync_client=True) as prefect:
         flow_run = prefect.read_flow_run(flow_run_id)
-        tasks = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     assert flow_run.state is not None and flow_run.state.is_completed()
+    tasks = poll("every task run of the flow run in Prefect's database", recorded, 60)
     trials = [t for t in tasks if t.task_key.startswith("train_trial") or t.name.startswith("trial-")]
     assert sorted(t.name for t in trials) == ["trial-0", "trial-1", "trial-2", "trial-3"]
     assert all(t.state is not None and t.state.is_completed() for t in trials)
-    names = {t.name.rsplit("-", 1)[0] for t in tasks if not t.name.startswith("trial-")}
-    assert {"prepare-data", "log-best"} <= names
+    assert {"prepare-data", "log-best"} <= _names(tasks)
+
+
+def _names(tasks: list[Any]) -> set[str]:
+    """The task names of other task runs than trials (`prepare-data-1a2` -> `prepare-data`)."""
+    return {t.name.rsplit("-", 1)[0] for t in tasks if not t.name.startswith("trial-")}
 
 
 @pytest.mark.slow

@@ -385,19 +385,21 @@ def test_the_artifact_write_fault_raises_enospc_from_its_count_on(monkeypatch: p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("nth", [2, 4], ids=["second-trial", "last-trial"])
 def test_a_full_disk_ends_the_study_failed_with_one_line_and_resume_finishes_it(
-    prefect_server: Any, tmp_path: Path
+    prefect_server: Any, tmp_path: Path, nth: int
 ) -> None:
     config = _small_config(tmp_path, n_trials=4)
     raw = yaml.safe_load(config.read_text())
     raw["model"]["max_epochs"] = 2
     config.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PREFECT_API_URL": prefect_server.url}
-    # The second trial's weights meet a full disk, and so would everything after.
+    # The nth trial's weights meet a full disk, and so would everything after. The last trial's
+    # are written after the search loop has ended: the study is failed all the same.
     full = subprocess.run(
         [HYPERFLOW, "run", str(config)],
         cwd=tmp_path,
-        env={**env, "HYPERFLOW_FAULT": "artifact-write:2"},
+        env={**env, "HYPERFLOW_FAULT": f"artifact-write:{nth}"},
         capture_output=True,
         text=True,
         timeout=600,
@@ -420,8 +422,9 @@ def test_a_full_disk_ends_the_study_failed_with_one_line_and_resume_finishes_it(
     # The search stopped at the full disk. A trial's writes go on behind the next trial, so at most
     # one more trial trained meanwhile: its records are incomplete, it is interrupted (resume asks
     # it again) and nothing is left RUNNING.
-    assert states[:2] == [(0, "completed", "FINISHED"), (1, "failed", "FAILED")], states
-    assert states[2:] in ([], [(2, "interrupted", "KILLED")]), states
+    done = [(n, "completed", "FINISHED") for n in range(nth - 1)]
+    assert states[:nth] == [*done, (nth - 1, "failed", "FAILED")], states
+    assert states[nth:] in ([], [(nth, "interrupted", "KILLED")]), states
 
     again = subprocess.run(
         [HYPERFLOW, "resume", study.info.run_id, "--tracking-uri", uri],

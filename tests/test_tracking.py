@@ -154,6 +154,25 @@ def test_a_prepared_store_syncs_at_checkpoints_and_other_sqlite_files_keep_their
     other.dispose()
 
 
+def test_waiting_for_the_first_writes_returns_once_they_are_done_not_before() -> None:
+    """What the search loop waits for before it records a trial: the writes queued before that
+    trial started (the writer lags one trial behind at most), not the ones queued after."""
+    writer = Writer(retries=1, retry_delay=0.0)
+    gate, started = threading.Event(), threading.Event()
+    writer.submit("first", lambda: (started.set(), gate.wait(30)))
+    before = writer.submitted
+    writer.submit("queued after", lambda: None)
+    waiting = threading.Thread(target=writer.wait_for, args=(before,), daemon=True)
+    waiting.start()
+    assert started.wait(30)
+    waiting.join(timeout=0.5)
+    assert waiting.is_alive(), "it returned before the write it waits for was done"
+    gate.set()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive()
+    assert writer.flush() == []
+
+
 def _servers_of(home: Path) -> list[int]:
     """Processes started with this Prefect home (the command's own Prefect server)."""
     import psutil
