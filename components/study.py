@@ -506,6 +506,7 @@ class Study:
         An interrupted trial is not counted: its parameters go back to the strategy.
         """
         self.in_flight.pop(plan.number, None)
+        writes_before = self._writes_before.pop(plan.number, 0)
         if result.state == INTERRUPTED:
             if self.lookahead is not None:
                 self.lookahead.tell(plan.number, Outcome(plan.params, None, skipped=True))
@@ -535,7 +536,7 @@ class Study:
             self._log_running_best(record)
         # The writer may lag one trial behind the loop (the trials before this one), no more: a
         # store that refuses them is seen here, with at most this trial trained meanwhile.
-        self.tracker.wait_for_writes(self._writes_before.pop(plan.number, 0))
+        self.tracker.wait_for_writes(writes_before)
         self.end_if_disk_full()
         return record
 

@@ -171,6 +171,10 @@ def test_prefect_flow_run_completed_with_a_task_run_per_trial(parallel_study) ->
     _cfg, result, client = parallel_study
     flow_run_id = client.get_run(result.study_run_id).data.tags["hyperflow.flow_run_id"]
 
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(flow_run_id)
+    assert flow_run.state is not None and flow_run.state.is_completed()
+
     def recorded() -> list[Any]:
         # Task runs reach Prefect's database through its server's event pipeline, a moment
         # after the flow run has ended: read until every trial's is there.
@@ -182,9 +186,6 @@ def test_prefect_flow_run_completed_with_a_task_run_per_trial(parallel_study) ->
         settled = all(t.state is not None and t.state.is_final() for t in found)
         return found if len(trials) >= 4 and settled and {"prepare-data", "log-best"} <= _names(found) else []
 
-    with get_client(sync_client=True) as prefect:
-        flow_run = prefect.read_flow_run(flow_run_id)
-    assert flow_run.state is not None and flow_run.state.is_completed()
     tasks = poll("every task run of the flow run in Prefect's database", recorded, 60)
     trials = [t for t in tasks if t.task_key.startswith("train_trial") or t.name.startswith("trial-")]
     assert sorted(t.name for t in trials) == ["trial-0", "trial-1", "trial-2", "trial-3"]
