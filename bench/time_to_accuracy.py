@@ -14,7 +14,7 @@ A second table runs hyperflow's bayes with the stop rules `none`, `curve_fit` an
 digits (the same trials budget, seeds interleaved) and times how long each takes to reach the
 best of bayes + none of the same seed (`--stop-rules-only` runs only that table).
 
-    python bench/time_to_accuracy.py [--quick] [--stop-rules-only [--stop-rules-extra]]
+    python bench/time_to_accuracy.py [--quick] [--stop-rules-only [--stop-rules-extra] [--first-seed N]]
 """
 
 from __future__ import annotations
@@ -289,8 +289,15 @@ def run_stop_rule(
             t0 = time.perf_counter()
             if state == "failed":
                 strategy.tell_failed(params)
-            else:
-                strategy.tell(params, result.value, pruned=state == "pruned")
+            else:  # as the study's ledger tells it (components/study.py, TrialLedger.add)
+                strategy.tell(
+                    params,
+                    result.value,
+                    pruned=state == "pruned",
+                    predicted=result.predicted_final,
+                    epochs=result.epochs_trained,
+                    max_epochs=spec.max_epochs(params),
+                )
             asking += time.perf_counter() - t0
             rule.record(result.curve, state, number)
             out.states.append(state)
@@ -324,7 +331,9 @@ def seconds_to_reach(
     return math.inf
 
 
-def compare_stop_rules(quick: bool, extra_rules: bool = False, n_seeds: int = 5) -> tuple[bool, str]:
+def compare_stop_rules(
+    quick: bool, extra_rules: bool = False, n_seeds: int = 5, first_seed: int = 0
+) -> tuple[bool, str]:
     """bayes + asha / curve_fit / none on digits, seeds interleaved; the wall-time target on asha.
 
     `extra_rules`: none, asha and the EXTRA_STOP_RULES instead of curve_fit and asha's old settings.
@@ -342,7 +351,7 @@ def compare_stop_rules(quick: bool, extra_rules: bool = False, n_seeds: int = 5)
         ]
     cfg = load_experiment(DIGITS, extra)
     data = load_dataset(cfg.data, cfg.seed)
-    seeds = [0] if quick else list(range(n_seeds))
+    seeds = [0] if quick else list(range(first_seed, first_seed + n_seeds))
     variants = STOP_RULES[:3] if quick else STOP_RULES
     if extra_rules:
         variants = (STOP_RULES[0], STOP_RULES[2], *EXTRA_STOP_RULES[: 1 if quick else None])
@@ -526,6 +535,9 @@ def main() -> None:
     p.add_argument("--pruned-only", action="store_true", help="only the search.bayes.pruned policies")
     p.add_argument("--no-stop-rules", action="store_true", help="skip the stop-rule table")
     p.add_argument("--seeds", type=int, default=5, help="seeds per search (5 by default)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="with --stop-rules-only: seeds from this one (0)"
+    )
     args = p.parse_args()
     import optuna
     from _common import torch_threads_one
@@ -542,7 +554,7 @@ def main() -> None:
     )
     seeds = [0] if args.quick else list(range(args.seeds))
     if args.stop_rules_only:
-        ok, note = compare_stop_rules(args.quick, args.stop_rules_extra, args.seeds)
+        ok, note = compare_stop_rules(args.quick, args.stop_rules_extra, args.seeds, args.first_seed)
         verdict(ok, note)
         return
     if args.pruned_only:
