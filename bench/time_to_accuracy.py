@@ -14,7 +14,7 @@ A second table runs hyperflow's bayes with the stop rules `none`, `curve_fit` an
 digits (the same trials budget, seeds interleaved) and times how long each takes to reach the
 best of bayes + none of the same seed (`--stop-rules-only` runs only that table).
 
-    python bench/time_to_accuracy.py [--quick] [--stop-rules-only [--stop-rules-extra] [--first-seed N]]
+    python bench/time_to_accuracy.py [--quick] [--lookahead] [--stop-rules-only [--stop-rules-extra] [--first-seed N]]
 """
 
 from __future__ import annotations
@@ -95,8 +95,56 @@ class OptunaPruning:
         return None
 
 
-def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
-    """hyperflow's search loop without Prefect or MLflow: ask, train with the stop rule's snapshot, tell."""
+class Asker:
+    """hyperflow's asks as a study makes them: through its `Lookahead` or after each result.
+
+    `lookahead` (`search.lookahead`, on by default in a study): trial k's suggestion is prepared
+    from the trials before k - 1 while trial k - 1 trains, bayes in a process of its own
+    (`StrategyProcess`), exactly as `components/study.py` sets it up; `ask` then waits for it.
+    Otherwise (`search.lookahead: false`) each trial is asked after the previous one's result.
+    """
+
+    def __init__(self, strategy: Any, n_trials: int, lookahead: bool) -> None:
+        from hyperflow.components.search._lookahead import Lookahead, StrategyProcess
+
+        self.strategy = strategy
+        self.ahead = Lookahead(StrategyProcess(strategy), 1, limit=n_trials).start() if lookahead else None
+
+    def ask(self, number: int) -> dict[str, Any]:
+        if self.ahead is None:
+            (params,) = self.strategy.ask(1)
+            return dict(params)
+        ready, params = self.ahead.take(number)
+        assert ready and params is not None  # trial number - 1 was told before this take
+        return params
+
+    def tell(self, number: int, params: dict[str, Any], result: Any, state: str, spec: Any) -> None:
+        """Tell a trial as the study's ledger tells it (components/study.py, TrialLedger.add)."""
+        from hyperflow.components.search._lookahead import Outcome as Told
+
+        told = Told(
+            params,
+            result.value if state != "failed" else None,
+            pruned=state == "pruned",
+            predicted=result.predicted_final,
+            epochs=result.epochs_trained,
+            max_epochs=spec.max_epochs(params),
+        )
+        if self.ahead is not None:
+            self.ahead.tell(number, told)
+        else:
+            told.tell_to(self.strategy)
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
+
+
+def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int, lookahead: bool = False) -> Outcome:
+    """hyperflow's search loop without Prefect or MLflow: ask, train with the stop rule's snapshot, tell.
+
+    `lookahead`: ask as a study does by default (see `Asker`).
+    """
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.search import make_strategy
     from hyperflow.components.study import trial_seed
@@ -108,28 +156,20 @@ def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int) -> Outcome:
     spec = TrialSpec.from_config(cfg, num_threads=1)
     out = Outcome(mode=cfg.search.mode)
     start = time.perf_counter()
+    asker = Asker(strategy, n_trials, lookahead)
     for number in range(n_trials):
-        (params,) = strategy.ask(1)
+        params = asker.ask(number)
         result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=rule.snapshot())
         state = (
             result.state if result.state in ("completed", "pruned") and result.value is not None else "failed"
         )
-        if state == "failed":
-            strategy.tell_failed(params)
-        else:  # as the study's ledger tells it (components/study.py, TrialLedger.add)
-            strategy.tell(
-                params,
-                result.value,
-                pruned=state == "pruned",
-                predicted=result.predicted_final,
-                epochs=result.epochs_trained,
-                max_epochs=spec.max_epochs(params),
-            )
+        asker.tell(number, params, result, state, spec)
         rule.record(result.curve, state)
         out.states.append(state)
         out.epochs.append(result.epochs_trained)
         out.values.append(result.value)
     out.seconds = time.perf_counter() - start
+    asker.close()
     return out
 
 
@@ -257,9 +297,19 @@ def stop_rule_config(cfg: Any, early_stopping: dict[str, Any] | None, seed: int)
 
 
 def run_stop_rule(
-    cfg: Any, data: Any, seed: int, n_trials: int, early_stopping: dict[str, Any] | None, judge: str | None
+    cfg: Any,
+    data: Any,
+    seed: int,
+    n_trials: int,
+    early_stopping: dict[str, Any] | None,
+    judge: str | None,
+    lookahead: bool = False,
 ) -> Timed:
-    """hyperflow's loop (bayes) with another early_stopping section, timing every trial's end."""
+    """hyperflow's loop (bayes) with another early_stopping section, timing every trial's end.
+
+    `lookahead`: ask as a study does by default (see `Asker`); "ask + tell" is then the loop's
+    wait for a suggestion.
+    """
     from early_stopping import DECISIONS, decision
 
     from hyperflow.components.curves import make_stop_rule
@@ -276,10 +326,11 @@ def run_stop_rule(
     out = timed.out
     asking = 0.0
     start, cpu_start = time.perf_counter(), time.process_time()
+    asker = Asker(strategy, n_trials, lookahead)
     with decision(judges[judge] if judge else None):
         for number in range(n_trials):
             t0 = time.perf_counter()
-            (params,) = strategy.ask(1)
+            params = asker.ask(number)
             asking += time.perf_counter() - t0
             policy = rule.snapshot(number)
             result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=policy)
@@ -287,17 +338,7 @@ def run_stop_rule(
             ok = result.state in ("completed", "pruned") and result.value is not None
             state = result.state if ok else "failed"
             t0 = time.perf_counter()
-            if state == "failed":
-                strategy.tell_failed(params)
-            else:  # as the study's ledger tells it (components/study.py, TrialLedger.add)
-                strategy.tell(
-                    params,
-                    result.value,
-                    pruned=state == "pruned",
-                    predicted=result.predicted_final,
-                    epochs=result.epochs_trained,
-                    max_epochs=spec.max_epochs(params),
-                )
+            asker.tell(number, params, result, state, spec)
             asking += time.perf_counter() - t0
             rule.record(result.curve, state, number)
             out.states.append(state)
@@ -308,6 +349,7 @@ def run_stop_rule(
             timed.ask_ends.append(asking)
     out.seconds = time.perf_counter() - start
     timed.cpu_seconds = time.process_time() - cpu_start
+    asker.close()
     return timed
 
 
@@ -332,7 +374,7 @@ def seconds_to_reach(
 
 
 def compare_stop_rules(
-    quick: bool, extra_rules: bool = False, n_seeds: int = 5, first_seed: int = 0
+    quick: bool, extra_rules: bool = False, n_seeds: int = 5, first_seed: int = 0, lookahead: bool = False
 ) -> tuple[bool, str]:
     """bayes + asha / curve_fit / none on digits, seeds interleaved; the wall-time target on asha.
 
@@ -358,7 +400,9 @@ def compare_stop_rules(
     runs: dict[str, list[Timed]] = {label: [] for label, _, _ in variants}
     for s in seeds:  # every rule on one seed, then the next seed: the machine's load moves all alike
         for label, early_stopping, judge in variants:
-            runs[label].append(run_stop_rule(cfg, data, s, cfg.search.n_trials, early_stopping, judge))
+            runs[label].append(
+                run_stop_rule(cfg, data, s, cfg.search.n_trials, early_stopping, judge, lookahead)
+            )
     nones = runs["none"]
     rows, seed_rows, ratios = [], [], {}
     for label, early_stopping, _ in variants:
@@ -415,7 +459,8 @@ def compare_stop_rules(
                 ]
             )
     print_table(
-        f"digits: stop rules under bayes (GP), {cfg.search.n_trials} trials, median over {len(seeds)} seed(s)",
+        f"digits: stop rules under bayes (GP{', lookahead' if lookahead else ''}), {cfg.search.n_trials} "
+        f"trials, median over {len(seeds)} seed(s)",
         [
             "search",
             "trials",
@@ -538,6 +583,11 @@ def main() -> None:
     p.add_argument(
         "--first-seed", type=int, default=0, help="with --stop-rules-only: seeds from this one (0)"
     )
+    p.add_argument(
+        "--lookahead",
+        action="store_true",
+        help="hyperflow asks through the study's lookahead (search.lookahead: true, a study's default)",
+    )
     args = p.parse_args()
     import optuna
     from _common import torch_threads_one
@@ -554,7 +604,9 @@ def main() -> None:
     )
     seeds = [0] if args.quick else list(range(args.seeds))
     if args.stop_rules_only:
-        ok, note = compare_stop_rules(args.quick, args.stop_rules_extra, args.seeds, args.first_seed)
+        ok, note = compare_stop_rules(
+            args.quick, args.stop_rules_extra, args.seeds, args.first_seed, args.lookahead
+        )
         verdict(ok, note)
         return
     if args.pruned_only:
@@ -567,7 +619,7 @@ def main() -> None:
         n_trials = cfg.search.n_trials
         hf, peers = [], {key: [] for _, key in PEERS}
         for s in seeds:  # all searches on one seed, then the next: the machine's load moves all alike
-            hf.append(run_hyperflow(cfg, data, s, n_trials))
+            hf.append(run_hyperflow(cfg, data, s, n_trials, args.lookahead))
             for _, key in PEERS:
                 peers[key].append(run_optuna(cfg, data, s, n_trials, sampler=key))
         reach = {
@@ -624,7 +676,8 @@ def main() -> None:
                 f"{statistics.median(reach[key]):.2f} of its epochs (target <= 0.5)"
             )
     print_table(
-        f"Same trials budget, median over {len(seeds)} seed(s) ({cfg.search.metric}, higher is better)",
+        f"Same trials budget, median over {len(seeds)} seed(s) ({cfg.search.metric}, higher is better; "
+        f"hyperflow asks {'through the lookahead' if args.lookahead else 'after each result'})",
         [
             "data",
             "search",
