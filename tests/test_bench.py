@@ -44,10 +44,10 @@ TABLE_HEADER = re.compile(r"^\|.+\|$\n^\|(-+\|)+$", re.MULTILINE)
 VERDICT = re.compile(r"^verdict: (PASS|MISS) - \S", re.MULTILINE)
 
 
-def run_quick(script: str, cwd: Path) -> str:
+def run_quick(script: str, cwd: Path, *args: str) -> str:
     env = {**os.environ, "TMPDIR": str(cwd)}
     proc = subprocess.run(
-        [sys.executable, str(BENCH / f"{script}.py"), "--quick"],
+        [sys.executable, str(BENCH / f"{script}.py"), "--quick", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -74,6 +74,14 @@ def test_quick_run_prints_its_tables_and_verdict(
     for text in EXPECTED[script]:
         assert text in out, f"{text!r} missing from:\n{out}"
     assert not list(tmp_path.glob("mlruns")) and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_asks_through_the_studys_lookahead_when_told(tmp_path: Path) -> None:
+    # A study's default (search.lookahead: true): the stop-rule table's searches go through it.
+    out = run_quick("time_to_accuracy", tmp_path, "--stop-rules-only", "--lookahead")
+    assert "stop rules under bayes (GP, lookahead)" in out, out
+    assert "| bayes + asha " in out and len(VERDICT.findall(out)) == 1, out
 
 
 def test_the_curve_table_is_committed_and_as_described() -> None:
