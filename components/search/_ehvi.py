@@ -186,6 +186,6 @@ class EHVIStrategy(BayesStrategy):
                 out.append(point)
                 taken.add(params_key(point))
             (believed_loss,) = post.predict(row[None, :])[0]
-            post = post.condition(row[None, :], np.array([believed_loss]))
+            post = post.believe(row[None, :])
             front.append((count, float(believed_loss)))
         return out

@@ -114,7 +114,7 @@ class Posterior:
     theta: np.ndarray  # log hyperparameters (amplitude, length scales..., noise), for warm starts
 
     def condition(self, x_more: np.ndarray, y_more: np.ndarray) -> Posterior:
-        """The same hyperparameters conditioned on more points (constant liar)."""
+        """The same hyperparameters conditioned on more points."""
         return _condition(
             np.vstack([self.x, x_more]),
             np.concatenate([self.y, y_more]),
@@ -124,6 +124,11 @@ class Posterior:
             self.theta,
             best=self.best,
         )
+
+    def believe(self, x_more: np.ndarray) -> Posterior:
+        """Conditioned on its own mean at `x_more` (the kriging believer): the mean stays as it was
+        everywhere, the uncertainty at those points collapses, the best loss is unchanged."""
+        return self.condition(x_more, self.predict(x_more)[0])
 
     def predict(self, xs: np.ndarray, grad: bool = False) -> tuple[np.ndarray, ...]:
         """Mean and std of the latent function at xs (m, d); with grad, their gradients too."""

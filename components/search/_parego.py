@@ -104,7 +104,7 @@ class ParEGOStrategy(Strategy):
                 inner.tell_failed(obs.params)
             else:
                 inner.tell(obs.params, float(next(values)), pruned=obs.state == PRUNED)
-        # The constant liar needs the points in flight; only asking would otherwise mark them.
+        # Believing pending points needs the points in flight; only asking would otherwise mark them.
         inner._pending.update((params_key(p), p) for p in pending)
         return inner
 

@@ -181,6 +181,22 @@ def test_the_gp_matches_skopt_and_log_ei_gradients_match_finite_differences() ->
         assert np.allclose(grad[0], numeric, rtol=1e-4, atol=1e-6)
 
 
+def test_a_pending_point_is_believed_at_the_gps_mean_not_at_the_best_loss() -> None:
+    # The kriging believer: the surface is left as the results say, only the pending point's
+    # uncertainty collapses (a lie of the best loss would pull the mean down around it).
+    rng = np.random.default_rng(3)
+    x = rng.random((20, 3))
+    post = _gp.fit_posterior(x, np.sin(5 * x[:, 0]) + x[:, 1] ** 2, _gp.FitSettings(), lambda *p: 0, {})
+    probe = rng.random((64, 3))
+    pending = probe[:2]
+    believed = post.believe(pending)
+    mean, std = post.predict(probe)
+    b_mean, b_std = believed.predict(probe)
+    assert np.allclose(b_mean, mean, atol=1e-8)
+    assert np.all(b_std[:2] < 0.2 * std[:2]) and np.all(b_std <= std + 1e-12)
+    assert believed.best == post.best and len(believed.y) == len(post.y) + 2
+
+
 def test_long_histories_fit_hyperparameters_on_a_bounded_subset_that_keeps_the_best() -> None:
     y = np.random.default_rng(1).standard_normal(500)
     idx = _gp._fit_subset(500, y, 200, seed=7)
