@@ -185,7 +185,8 @@ class EHVIStrategy(BayesStrategy):
                 point, row, count = pool[best], rows[best], float(counts[best])
                 out.append(point)
                 taken.add(params_key(point))
+            # Believed at the GP's mean (Posterior.believe), the value kept for the front too.
             (believed_loss,) = post.predict(row[None, :])[0]
-            post = post.believe(row[None, :])
+            post = post.condition(row[None, :], np.array([believed_loss]))
             front.append((count, float(believed_loss)))
         return out
