@@ -99,16 +99,20 @@ class Asker:
     """hyperflow's asks as a study makes them: through its `Lookahead` or after each result.
 
     `lookahead` (`search.lookahead`, on by default in a study): trial k's suggestion is prepared
-    from the trials before k - 1 while trial k - 1 trains, bayes in a process of its own
-    (`StrategyProcess`), exactly as `components/study.py` sets it up; `ask` then waits for it.
+    from the trials before k - n_parallel while trials k - n_parallel ... k - 1 train (pending),
+    bayes in a process of its own (`StrategyProcess`), exactly as `components/study.py` sets it
+    up; `ask` then waits for it. Its suggestions do not depend on timing, so trials trained one
+    after the other here get exactly the suggestions of a study with `n_parallel` trials at once.
     Otherwise (`search.lookahead: false`) each trial is asked after the previous one's result.
     """
 
-    def __init__(self, strategy: Any, n_trials: int, lookahead: bool) -> None:
+    def __init__(self, strategy: Any, n_trials: int, lookahead: bool, n_parallel: int = 1) -> None:
         from hyperflow.components.search._lookahead import Lookahead, StrategyProcess
 
         self.strategy = strategy
-        self.ahead = Lookahead(StrategyProcess(strategy), 1, limit=n_trials).start() if lookahead else None
+        self.ahead = (
+            Lookahead(StrategyProcess(strategy), n_parallel, limit=n_trials).start() if lookahead else None
+        )
 
     def ask(self, number: int) -> dict[str, Any]:
         if self.ahead is None:
@@ -140,10 +144,14 @@ class Asker:
             self.ahead.close()
 
 
-def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int, lookahead: bool = False) -> Outcome:
+def run_hyperflow(
+    cfg: Any, data: Any, seed: int, n_trials: int, lookahead: bool = False, n_parallel: int = 1
+) -> Outcome:
     """hyperflow's search loop without Prefect or MLflow: ask, train with the stop rule's snapshot, tell.
 
-    `lookahead`: ask as a study does by default (see `Asker`).
+    `lookahead`: ask as a study does by default (see `Asker`). `n_parallel` (with `lookahead`):
+    the asks of a study running that many trials at once, and each trial's stop rule knows only
+    the curves of trials that ended before it started (trials before k - n_parallel + 1).
     """
     from hyperflow.components.curves import make_stop_rule
     from hyperflow.components.search import make_strategy
@@ -156,15 +164,18 @@ def run_hyperflow(cfg: Any, data: Any, seed: int, n_trials: int, lookahead: bool
     spec = TrialSpec.from_config(cfg, num_threads=1)
     out = Outcome(mode=cfg.search.mode)
     start = time.perf_counter()
-    asker = Asker(strategy, n_trials, lookahead)
+    asker = Asker(strategy, n_trials, lookahead, n_parallel)
+    ended: list[tuple[Any, str]] = []  # curves the stop rule has not seen yet (trials still "running")
     for number in range(n_trials):
         params = asker.ask(number)
+        while len(ended) > n_parallel - 1:
+            rule.record(*ended.pop(0))
         result = train_trial(data, params, spec, seed=trial_seed(seed, number), stop_policy=rule.snapshot())
         state = (
             result.state if result.state in ("completed", "pruned") and result.value is not None else "failed"
         )
         asker.tell(number, params, result, state, spec)
-        rule.record(result.curve, state)
+        ended.append((result.curve, state))
         out.states.append(state)
         out.epochs.append(result.epochs_trained)
         out.values.append(result.value)
@@ -588,7 +599,15 @@ def main() -> None:
         action="store_true",
         help="hyperflow asks through the study's lookahead (search.lookahead: true, a study's default)",
     )
+    p.add_argument(
+        "--n-parallel",
+        type=int,
+        default=1,
+        help="with --lookahead: hyperflow asks as a study of search.n_parallel N would (trials run one by one)",
+    )
     args = p.parse_args()
+    if args.n_parallel < 1 or (args.n_parallel > 1 and not args.lookahead):
+        p.error("--n-parallel takes a number >= 1, and more than 1 only with --lookahead")
     import optuna
     from _common import torch_threads_one
     from threadpoolctl import threadpool_limits
@@ -619,7 +638,7 @@ def main() -> None:
         n_trials = cfg.search.n_trials
         hf, peers = [], {key: [] for _, key in PEERS}
         for s in seeds:  # all searches on one seed, then the next: the machine's load moves all alike
-            hf.append(run_hyperflow(cfg, data, s, n_trials, args.lookahead))
+            hf.append(run_hyperflow(cfg, data, s, n_trials, args.lookahead, args.n_parallel))
             for _, key in PEERS:
                 peers[key].append(run_optuna(cfg, data, s, n_trials, sampler=key))
         reach = {
@@ -677,7 +696,8 @@ def main() -> None:
             )
     print_table(
         f"Same trials budget, median over {len(seeds)} seed(s) ({cfg.search.metric}, higher is better; "
-        f"hyperflow asks {'through the lookahead' if args.lookahead else 'after each result'})",
+        f"hyperflow asks {'through the lookahead' if args.lookahead else 'after each result'}"
+        f"{f', as {args.n_parallel} trials at once' if args.n_parallel > 1 else ''})",
         [
             "data",
             "search",

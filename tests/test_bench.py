@@ -84,6 +84,22 @@ def test_time_to_accuracy_asks_through_the_studys_lookahead_when_told(tmp_path: 
     assert "| bayes + asha " in out and len(VERDICT.findall(out)) == 1, out
 
 
+@pytest.mark.slow
+def test_time_to_accuracy_asks_as_a_parallel_study_when_told(tmp_path: Path) -> None:
+    out = run_quick("time_to_accuracy", tmp_path, "--no-stop-rules", "--lookahead", "--n-parallel", "2")
+    assert "through the lookahead, as 2 trials at once" in out, out
+    assert len(VERDICT.findall(out)) == 1, out
+    # Without the lookahead a parallel study's asks depend on timing: nothing to simulate.
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "time_to_accuracy.py"), "--quick", "--n-parallel", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "--n-parallel" in proc.stderr and "--lookahead" in proc.stderr
+
+
 def test_the_curve_table_is_committed_and_as_described() -> None:
     sys.path.insert(0, str(BENCH))
     from early_stopping import CONFIGS, DATA, EPOCHS, load
