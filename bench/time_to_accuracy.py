@@ -14,11 +14,16 @@ A second table runs hyperflow's bayes with the stop rules `none`, `curve_fit` an
 digits (the same trials budget, seeds interleaved) and times how long each takes to reach the
 best of bayes + none of the same seed (`--stop-rules-only` runs only that table).
 
-    python bench/time_to_accuracy.py [--quick] [--lookahead] [--stop-rules-only [--stop-rules-extra] [--first-seed N]]
+hyperflow asks as a study does by default, through its lookahead (trial k chosen while trial
+k - 1 trains); `--no-lookahead` asks after each result, as `search.lookahead: false` does.
+
+    python bench/time_to_accuracy.py [--quick] [--no-lookahead | --n-parallel N]
+        [--stop-rules-only [--stop-rules-extra] [--first-seed N] | --pruned-only]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import time
@@ -470,7 +475,7 @@ def compare_stop_rules(
                 ]
             )
     print_table(
-        f"digits: stop rules under bayes (GP{', lookahead' if lookahead else ''}), {cfg.search.n_trials} "
+        f"digits: stop rules under bayes (GP, {'lookahead' if lookahead else 'asked after each result'}), {cfg.search.n_trials} "
         f"trials, median over {len(seeds)} seed(s)",
         [
             "search",
@@ -531,7 +536,7 @@ def experiment(name: str, quick: bool, extra: list[str] = ()) -> Any:  # type: i
     return load_experiment(path, more)
 
 
-def compare_pruned_policies(quick: bool, seeds: list[int]) -> str:
+def compare_pruned_policies(quick: bool, seeds: list[int], lookahead: bool = False) -> str:
     """bayes + curve_fit with each `search.bayes.pruned` policy, seeds and policies interleaved."""
     from hyperflow.components.data import load_dataset
     from hyperflow.components.search._bayes import PRUNED_POLICIES
@@ -543,7 +548,7 @@ def compare_pruned_policies(quick: bool, seeds: list[int]) -> str:
             for policy in PRUNED_POLICIES:
                 cfg = experiment(name, quick, [f"search.bayes.pruned={policy}"])
                 data = load_dataset(cfg.data, cfg.seed)
-                outs[policy].append(run_hyperflow(cfg, data, s, cfg.search.n_trials))
+                outs[policy].append(run_hyperflow(cfg, data, s, cfg.search.n_trials, lookahead))
         for policy in PRUNED_POLICIES:
             # Epochs to reach the best any policy found on that seed: quality and speed in one.
             targets = [
@@ -564,7 +569,8 @@ def compare_pruned_policies(quick: bool, seeds: list[int]) -> str:
                 ]
             )
     print_table(
-        f"search.bayes.pruned: bayes + curve_fit, median over {len(seeds)} seed(s)",
+        f"search.bayes.pruned: bayes + curve_fit ({'lookahead' if lookahead else 'asked after each result'}), "
+        f"median over {len(seeds)} seed(s)",
         [
             "data",
             "pruned told as",
@@ -596,18 +602,24 @@ def main() -> None:
     )
     p.add_argument(
         "--lookahead",
-        action="store_true",
-        help="hyperflow asks through the study's lookahead (search.lookahead: true, a study's default)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hyperflow asks through the study's lookahead, as a study does by default (on); "
+        "--no-lookahead asks after each result (search.lookahead: false)",
     )
     p.add_argument(
         "--n-parallel",
         type=int,
         default=1,
-        help="with --lookahead: hyperflow asks as a study of search.n_parallel N would (trials run one by one)",
+        help="with --no-stop-rules: hyperflow asks as a study of search.n_parallel N would (trials run one by one)",
     )
     args = p.parse_args()
     if args.n_parallel < 1 or (args.n_parallel > 1 and not args.lookahead):
-        p.error("--n-parallel takes a number >= 1, and more than 1 only with --lookahead")
+        p.error(
+            "--n-parallel takes a number >= 1, and more than 1 only through the lookahead (not with --no-lookahead)"
+        )
+    if args.n_parallel > 1 and (args.stop_rules_only or args.pruned_only or not args.no_stop_rules):
+        p.error("--n-parallel applies to the main table only: add --no-stop-rules")
     import optuna
     from _common import torch_threads_one
     from threadpoolctl import threadpool_limits
@@ -629,7 +641,7 @@ def main() -> None:
         verdict(ok, note)
         return
     if args.pruned_only:
-        compare_pruned_policies(args.quick, seeds)
+        compare_pruned_policies(args.quick, seeds, args.lookahead)
         return
     rows, seed_rows, ok_all, notes = [], [], True, []
     for name in EXPERIMENTS:
@@ -730,7 +742,7 @@ def main() -> None:
     )
     print()
     if not args.no_stop_rules:
-        ok, note = compare_stop_rules(args.quick)
+        ok, note = compare_stop_rules(args.quick, lookahead=args.lookahead)
         ok_all &= ok
         notes.append(note)
     verdict(ok_all, "; ".join(notes))

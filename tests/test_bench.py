@@ -30,7 +30,14 @@ EXPECTED = {
         "| hyperband ",
     ],
     "search_quality": ["branin (optimum 0.397887)", "optuna-gp"],
-    "time_to_accuracy": ["Optuna: TPE + MedianPruner", "breast_cancer", "| bayes + asha "],
+    # A study's default (search.lookahead: true) is the bench's: hyperflow asks through it.
+    "time_to_accuracy": [
+        "Optuna: TPE + MedianPruner",
+        "breast_cancer",
+        "| bayes + asha ",
+        "hyperflow asks through the lookahead)",
+        "stop rules under bayes (GP, lookahead)",
+    ],
     "multi_objective": [
         "| genetic (NSGA-II) ",
         "| bayes (EHVI, the default) ",
@@ -77,27 +84,34 @@ def test_quick_run_prints_its_tables_and_verdict(
 
 
 @pytest.mark.slow
-def test_time_to_accuracy_asks_through_the_studys_lookahead_when_told(tmp_path: Path) -> None:
-    # A study's default (search.lookahead: true): the stop-rule table's searches go through it.
-    out = run_quick("time_to_accuracy", tmp_path, "--stop-rules-only", "--lookahead")
-    assert "stop rules under bayes (GP, lookahead)" in out, out
+def test_time_to_accuracy_asks_after_each_result_when_told(tmp_path: Path) -> None:
+    # search.lookahead: false, the way every time-to-accuracy table was measured before stop 29.
+    out = run_quick("time_to_accuracy", tmp_path, "--stop-rules-only", "--no-lookahead")
+    assert "stop rules under bayes (GP, asked after each result)" in out, out
     assert "| bayes + asha " in out and len(VERDICT.findall(out)) == 1, out
 
 
 @pytest.mark.slow
 def test_time_to_accuracy_asks_as_a_parallel_study_when_told(tmp_path: Path) -> None:
-    out = run_quick("time_to_accuracy", tmp_path, "--no-stop-rules", "--lookahead", "--n-parallel", "2")
+    out = run_quick("time_to_accuracy", tmp_path, "--no-stop-rules", "--n-parallel", "2")
     assert "through the lookahead, as 2 trials at once" in out, out
     assert len(VERDICT.findall(out)) == 1, out
     # Without the lookahead a parallel study's asks depend on timing: nothing to simulate.
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_accuracy.py"), "--quick", "--n-parallel", "2"],
+        [
+            sys.executable,
+            str(BENCH / "time_to_accuracy.py"),
+            "--quick",
+            "--no-lookahead",
+            "--n-parallel",
+            "2",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2 and "--n-parallel" in proc.stderr and "--lookahead" in proc.stderr
+    assert proc.returncode == 2 and "--n-parallel" in proc.stderr and "--no-lookahead" in proc.stderr
 
 
 def test_the_curve_table_is_committed_and_as_described() -> None:
