@@ -10,19 +10,25 @@ the best any strategy could find). The hypervolume is of the finished trials' fr
 fixed reference point (accuracy 0, the space's largest param_count), divided by the reference box
 (1 x that count), so 1.0 would be 100% accuracy with no parameters.
 
-    python bench/multi_objective.py [--quick] [--trials 40] [--seeds 5] [--first-seed 0]
+    python bench/multi_objective.py [--quick] [--trials 40] [--seeds 5] [--first-seed 0] [--no-lookahead]
                                     [--diagnose] [--wide-seeds 200] [--wide-seeds-bayes 40]
+
+Each study asks as a study does by default, through its lookahead (trial k chosen while trial
+k - 1 trains); `--no-lookahead` asks after each result (`search.lookahead: false`; until stop 30
+the bench's only way).
 
 `--first-seed 100` repeats the comparison on seeds the algorithms were not developed on.
 `--diagnose` also prints the space's front, where each strategy loses hypervolume (by param_count
 band), and the hypervolume's spread over many more seeds (from `--wide-first-seed`, 1000: the
 seeds the changes were developed on; 2000 holds them out), which the 5-seed median cannot show;
 `--ablation` adds NSGA-II with each of its changes undone, over the same wide seeds. `--zdt` runs
-the same strategies on ZDT1 and ZDT2 instead (noise-free, no training; --trials evaluations).
+the same strategies on ZDT1 and ZDT2 instead (noise-free, no training; --trials evaluations,
+asked after each result).
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import statistics
@@ -127,20 +133,45 @@ Build = Callable[[Any], Any]
 
 
 def search(
-    strategy: str, seed: int, trials: int, epochs: int, evaluate: Evaluator, build: Build | None = None
+    strategy: str,
+    seed: int,
+    trials: int,
+    epochs: int,
+    evaluate: Evaluator,
+    build: Build | None = None,
+    lookahead: bool = True,
 ) -> Told:
     """One study's told values, in order, with its strategy built as the study builds it
-    (or by `build(cfg)`)."""
+    (or by `build(cfg)`).
+
+    `lookahead` (a study's default, `search.lookahead: true`): trial k's suggestion is prepared
+    with trial k - 1 pending, through the study's own `Lookahead`, bayes in a process of its own
+    (`StrategyProcess`) as `components/study.py` sets them up; otherwise each trial is asked after
+    the previous one's result (`search.lookahead: false`).
+    """
     from hyperflow.components.search import make_strategy
+    from hyperflow.components.search._lookahead import Lookahead, Outcome, StrategyProcess
 
     cfg = experiment(strategy, seed, trials, epochs)
     s = build(cfg) if build is not None else make_strategy(cfg, param_counts=evaluate.counts(cfg))
     told = []
-    for _ in range(trials):
-        (params,) = s.ask(1)
-        values = evaluate(params)
-        s.tell(params, values[0], objectives=values)
-        told.append(values)
+    if not lookahead:
+        for _ in range(trials):
+            (params,) = s.ask(1)
+            values = evaluate(params)
+            s.tell(params, values[0], objectives=values)
+            told.append(values)
+        return told
+    ahead = Lookahead(StrategyProcess(s) if cfg.search.strategy == "bayes" else s, 1, limit=trials).start()
+    try:
+        for number in range(trials):
+            ready, params = ahead.take(number)
+            assert ready and params is not None  # trial number - 1 was told before this take
+            values = evaluate(params)
+            ahead.tell(number, Outcome(params, values[0], objectives=values))
+            told.append(values)
+    finally:
+        ahead.close()
     return told
 
 
@@ -224,7 +255,9 @@ def run_all(
             kind = strategy if build is None else "genetic"
             trained = evaluate.seconds
             start = time.perf_counter()
-            told[strategy].append(search(kind, seed, args.trials, args.epochs, evaluate, build))
+            told[strategy].append(
+                search(kind, seed, args.trials, args.epochs, evaluate, build, args.lookahead)
+            )
             seconds[strategy] += time.perf_counter() - start - (evaluate.seconds - trained)
     return told, {s: v / max(len(seeds), 1) for s, v in seconds.items()}
 
@@ -414,6 +447,13 @@ def main() -> None:
     p.add_argument(
         "--wide-seeds-bayes", type=int, default=40, help="--diagnose: seeds for bayes (EHVI and ParEGO)"
     )
+    p.add_argument(
+        "--lookahead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask through the study's lookahead, as a study does by default (on); "
+        "--no-lookahead asks after each result (search.lookahead: false)",
+    )
     # Away from the target's seeds 0-4 and the fresh 100-104; the changes were developed on 1000 on.
     p.add_argument("--wide-first-seed", type=int, default=1000, help="--diagnose: the first wide seed")
     args = p.parse_args()
@@ -437,7 +477,8 @@ def main() -> None:
         f"space: {len(ARCHITECTURES)} architectures x {len(OPTIMIZERS)} optimisers x {len(RATES)} learning rates "
         f"= {len(points)} points; "
         f"{args.trials} trials x {args.seeds} seeds (from seed {args.first_seed}) per strategy, "
-        f"{args.epochs} epochs a trial; reference point (accuracy 0, param_count {largest:,.0f})"
+        f"{args.epochs} epochs a trial; reference point (accuracy 0, param_count {largest:,.0f}); "
+        f"asked {'through the lookahead' if args.lookahead else 'after each result'}"
     )
     if not args.quick:  # the whole space, so that its front is known (--quick: what the runs ask)
         for point in points:

@@ -43,6 +43,7 @@ EXPECTED = {
         "| bayes (EHVI, the default) ",
         "| bayes, multi_objective: parego ",
         "every strategy read the same value",
+        "asked through the lookahead",  # as a study asks by default
     ],
     "gpu": ["train_trial throughput", "| default MLP [128, 64] on digits |    CPU |"],
 }
