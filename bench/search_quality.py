@@ -10,6 +10,9 @@ gives both: no strategy here plans for its budget). Grid takes the largest grid 
 budget (at least 2 points a dimension). The median and interquartile
 range are over seeds (`--seeds`, 10 by default). "s per ask" is a run's wall time over its
 evaluations (the objective functions cost microseconds). Runs go two at a time, in worker processes.
+A method named `<method>-lookahead` (not run unless `--methods` names it; `bayes-GP-lookahead`)
+asks as a study does by default, through its lookahead: each evaluation is chosen with the
+previous one pending.
 
     python bench/search_quality.py [--quick] [--seeds N] [--methods bayes-GP,optuna-gp,...]
 """
@@ -38,6 +41,8 @@ METHODS = (
     "random",
     "optuna-tpe",
 )
+# Run only when --methods names them: the default bayes asked as a study asks by default.
+EXTRA_METHODS = ("bayes-GP-lookahead",)
 TUNED = ("branin", "hartmann6", "ackley5")
 HELD_OUT = ("levy5", "rosenbrock4", "styblinski_tang4")
 
@@ -107,6 +112,23 @@ def run(function: str, method: str, seed: int, budget: int) -> tuple[str, str, i
             value = objective.fn(optuna_suggest(trial, objective.space))
             study.tell(trial, value)
             values.append(value)
+    elif method.endswith("-lookahead"):
+        # As a study asks by default (search.lookahead: true): trial k chosen with trial k - 1
+        # pending. The suggestions do not depend on timing, so the strategy thinks here.
+        from hyperflow.components.search._lookahead import Lookahead, Outcome
+
+        strategy = make_strategy(method.removesuffix("-lookahead"), objective.space, seed, budget)
+        ahead = Lookahead(strategy, 1, limit=budget).start()
+        try:
+            for number in range(budget):
+                ready, params = ahead.take(number)
+                if not ready or params is None:  # a finished grid
+                    break
+                value = objective.fn(params)
+                ahead.tell(number, Outcome(params, value))
+                values.append(value)
+        finally:
+            ahead.close()
     else:
         strategy = make_strategy(method, objective.space, seed, budget)
         while len(values) < budget:
@@ -127,14 +149,16 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--seeds", type=int, default=10, help="seeds per strategy and function")
     p.add_argument(
-        "--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS)
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated subset of " + ", ".join((*METHODS, *EXTRA_METHODS)),
     )
     p.add_argument("--functions", default=None, help="comma-separated subset of the objectives")
     args = p.parse_args()
     from hyperflow.components.search.objectives import OBJECTIVES
 
     banner("Search quality: regret on standard test functions", args.quick)
-    methods = [m for m in METHODS if m in args.methods.split(",")]
+    methods = [m for m in (*METHODS, *EXTRA_METHODS) if m in args.methods.split(",")]
     if args.quick:
         functions, budgets, seeds = ["branin"], (10, 15), 2
     else:
@@ -164,7 +188,7 @@ def main() -> None:
     for function in functions:
         optimum = OBJECTIVES[function]().optimum
         rows = []
-        for method in ["grid", *sorted(methods, key=METHODS.index)]:
+        for method in ["grid", *sorted(methods, key=(*METHODS, *EXTRA_METHODS).index)]:
             row: list[Any] = [method]
             if method == "grid":
                 ppd = [grid_points(len(OBJECTIVES[function]().space), b) for b in budgets]

@@ -115,6 +115,12 @@ def test_time_to_accuracy_asks_as_a_parallel_study_when_told(tmp_path: Path) -> 
     assert proc.returncode == 2 and "--n-parallel" in proc.stderr and "--no-lookahead" in proc.stderr
 
 
+@pytest.mark.slow
+def test_search_quality_runs_the_default_bayes_through_the_lookahead_when_named(tmp_path: Path) -> None:
+    out = run_quick("search_quality", tmp_path, "--methods", "bayes-GP,bayes-GP-lookahead")
+    assert "| bayes-GP " in out and "| bayes-GP-lookahead " in out, out
+
+
 def test_the_curve_table_is_committed_and_as_described() -> None:
     sys.path.insert(0, str(BENCH))
     from early_stopping import CONFIGS, DATA, EPOCHS, load
