@@ -62,6 +62,17 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def add_lookahead_option(p: argparse.ArgumentParser, who: str) -> None:
+    """`--lookahead` (the default, as a study asks: `search.lookahead: true`) / `--no-lookahead`."""
+    p.add_argument(
+        "--lookahead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"{who} through the study's lookahead, as a study does by default (on); "
+        "--no-lookahead asks after each result (search.lookahead: false)",
+    )
+
+
 def torch_threads_one() -> None:
     """One torch thread, as every trial of a search gets (`threads_per_trial`)."""
     import torch

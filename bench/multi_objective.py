@@ -28,7 +28,6 @@ asked after each result).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import statistics
@@ -36,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from _common import banner, median_iqr, parser, print_table, torch_threads_one, verdict
+from _common import add_lookahead_option, banner, median_iqr, parser, print_table, torch_threads_one, verdict
 
 WIDTHS = [4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256]
 ARCHITECTURES = [[w] for w in WIDTHS] + [[w, w // 2] for w in (16, 32, 64, 96, 128, 256)]
@@ -447,13 +446,7 @@ def main() -> None:
     p.add_argument(
         "--wide-seeds-bayes", type=int, default=40, help="--diagnose: seeds for bayes (EHVI and ParEGO)"
     )
-    p.add_argument(
-        "--lookahead",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="ask through the study's lookahead, as a study does by default (on); "
-        "--no-lookahead asks after each result (search.lookahead: false)",
-    )
+    add_lookahead_option(p, "ask")
     # Away from the target's seeds 0-4 and the fresh 100-104; the changes were developed on 1000 on.
     p.add_argument("--wide-first-seed", type=int, default=1000, help="--diagnose: the first wide seed")
     args = p.parse_args()

@@ -23,7 +23,6 @@ k - 1 trains); `--no-lookahead` asks after each result, as `search.lookahead: fa
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -33,6 +32,7 @@ from typing import Any
 from _common import (
     BREAST_CANCER,
     DIGITS,
+    add_lookahead_option,
     banner,
     load_experiment,
     optuna_suggest,
@@ -600,13 +600,7 @@ def main() -> None:
     p.add_argument(
         "--first-seed", type=int, default=0, help="with --stop-rules-only: seeds from this one (0)"
     )
-    p.add_argument(
-        "--lookahead",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="hyperflow asks through the study's lookahead, as a study does by default (on); "
-        "--no-lookahead asks after each result (search.lookahead: false)",
-    )
+    add_lookahead_option(p, "hyperflow asks")
     p.add_argument(
         "--n-parallel",
         type=int,
