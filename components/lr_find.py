@@ -17,6 +17,7 @@ import torch
 from hyperflow.components.adapters import MLPAdapter
 from hyperflow.components.adapters._control import quiet_lightning
 from hyperflow.components.batches import TensorBatches, split_tensors
+from hyperflow.components.devices import seed_torch
 from hyperflow.components.model import MLPModule
 from hyperflow.components.scratch import scratch_dir
 from hyperflow.components.search._base import derive_seed
@@ -184,7 +185,7 @@ def range_test(
     spec = TrialSpec.from_config(cfg)
     seed = derive_seed("lr_range_test", cfg.seed) if seed is None else seed
     with torch.random.fork_rng(devices=[]), scratch_dir("lr-find") as tmp:
-        torch.manual_seed(seed)
+        seed_torch(seed)
         module = MLPAdapter(spec).build(data, {})  # the range test is the built-in model's
         test_module = _RangeTestModule(
             in_features=data.n_features,

@@ -11,7 +11,7 @@ import torch
 
 from hyperflow.components.adapters import FitJob, Fitted, adapter_for
 from hyperflow.components.adapters._control import quiet_lightning
-from hyperflow.components.devices import is_device_error
+from hyperflow.components.devices import is_device_error, seed_torch
 from hyperflow.components.faults import fault_point
 from hyperflow.components.model import param_count
 from hyperflow.components.names import COMPLETED, FAILED, INTERRUPTED, PRUNED
@@ -95,7 +95,7 @@ def train_trial(
         torch.set_num_threads(spec.num_threads)
     # fork_rng restores the caller's global torch state afterwards: trials never disturb each other.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         started = time.perf_counter()
         try:
             guard.check()
