@@ -130,9 +130,10 @@ def seed_torch(seed: int) -> None:
 
     With no accelerator initialised, `torch.manual_seed` queues a seed for CUDA, XPU and MTIA,
     each with a formatted stack trace of the caller (linecache stats every file of the stack, and
-    each stat gives up the GIL): 30-40 ms a trial on a Prefect task run's thread beside the MLflow
-    writer (py-spy of 20 default digits trials), where the CPU generator, the only one a machine
-    without an accelerator has, takes a microsecond. With an accelerator, torch's own call.
+    each stat gives up the GIL): 0.5-31 ms, 13 ms on average, on a trial's thread in a 12-trial
+    `hyperflow run` beside the MLflow writer and Prefect's threads, where the CPU generator, the
+    only one a machine without an accelerator has, takes a microsecond. With an accelerator,
+    torch's own call.
     """
     import torch
 

@@ -186,7 +186,7 @@ def test_seed_torch_seeds_as_torch_does_and_queues_no_seed_for_an_absent_acceler
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without an accelerator the CPU generator gets torch's own seed, and no deferred CUDA seed
-    (a formatted stack trace, 30-40 ms on a trial's thread) is queued; with one, torch's call."""
+    (a formatted stack trace, up to 31 ms on a trial's thread) is queued; with one, torch's call."""
     from hyperflow.components.devices import seed_torch
 
     if torch.accelerator.is_available():
