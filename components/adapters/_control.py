@@ -50,15 +50,16 @@ class TrialControl(EarlyStopping):
     def state_key(self) -> str:
         return "hyperflow_trial_control"
 
-    def guard(self, batch_idx: int, loss: torch.Tensor | None) -> None:
+    def guard(self, batch_idx: int, loss: torch.Tensor | float | None) -> None:
         """Before a batch (loss None): interruption and time budgets; after: a finite loss.
 
-        The signature of MLPModule's `batch_guard`.
+        MLPModule's `batch_guard` (it passes the loss's value); a user's module passes the tensor.
         """
         if loss is None:
             self.trial_guard.check()
         else:
-            self.trial_guard.check_loss(loss.item(), self.epoch, batch_idx)  # ~1 us; torch.isfinite ~10 us
+            value = loss if isinstance(loss, float) else loss.item()  # ~1 us; torch.isfinite ~10 us
+            self.trial_guard.check_loss(value, self.epoch, batch_idx)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epoch = trainer.current_epoch
