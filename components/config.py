@@ -35,7 +35,7 @@ from hyperflow.components.config_checks import (
     parse_gpus_per_trial,
     semantic_problems,
 )
-from hyperflow.components.names import Mode
+from hyperflow.components.names import WEIGHT_SUMMARY_EVERY, Mode
 from hyperflow.components.stopping import DEFAULT_REDUCTION_FACTOR, HALVING_KINDS, default_first_rung
 from hyperflow.components.yamlload import YamlProblem, load_yaml
 
@@ -404,6 +404,11 @@ class TrackingConfig(_Strict):
     uri: str | None = None
     register_model: bool = True
     promote: Literal["if_better", "always"] = "if_better"
+    weight_summary_every: int = Field(
+        WEIGHT_SUMMARY_EVERY,
+        ge=1,
+        description="a trial logs its layers' weight summaries every N epochs (from epoch 0) and at its last",
+    )
 
 
 class RunnerConfig(_Strict):

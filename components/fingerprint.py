@@ -48,7 +48,7 @@ _HASH_EXCLUDED = {
 }
 # What the first version left out, frozen: `legacy_config_hash` must give what it recorded.
 _LEGACY_EXCLUDED = frozenset(_HASH_EXCLUDED)
-_HASH_EXCLUDED |= {"runner.accelerator", "runner.gpus_per_trial"}
+_HASH_EXCLUDED |= {"runner.accelerator", "runner.gpus_per_trial", "tracking.weight_summary_every"}
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

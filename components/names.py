@@ -46,6 +46,7 @@ __all__ = [
     "TAG_TRIAL",
     "WEIGHT_HISTOGRAMS",
     "WEIGHT_NEAR_ZERO",
+    "WEIGHT_SUMMARY_EVERY",
     "FinishedState",
     "Mode",
     "TrialState",
@@ -123,6 +124,10 @@ TAG_PID: Final = "hyperflow.pid"
 
 # A weight whose magnitude is below this counts as near zero (trial metric weights/<name>/near_zero).
 WEIGHT_NEAR_ZERO: Final = 1e-3
+# `tracking.weight_summary_every`'s default: a trial's weight summaries at epochs 0, 5, 10, ... and its
+# last. Every epoch's took ~40 ms of each default digits trial's ~170 ms (bench/overhead.py: 270 of
+# its 420 metric rows, MLflow's ORM work holding the GIL the training needs).
+WEIGHT_SUMMARY_EVERY: Final = 5
 
 # A trial's histogram figure, at the root of its run (MLflow's compare view shows root files only).
 WEIGHT_HISTOGRAMS: Final = "weight_histograms.png"

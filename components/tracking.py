@@ -731,7 +731,7 @@ class TrialLogger:
         self._pending: list[Metric] = []
         self._params_sent = not self.params
         self._last_flush = 0.0
-        self._epoch_keys: set[str] = set()  # the names logged per epoch
+        self._last_step: dict[str, int] = {}  # each name logged per epoch: the last epoch it was
         self._writer: Writer | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -765,7 +765,7 @@ class TrialLogger:
     def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Queue an epoch's metrics at step=epoch; hand the batch over when a second has passed."""
         self._pending.extend(_metric_batch(metrics, epoch))
-        self._epoch_keys.update(metrics)
+        self._last_step.update(dict.fromkeys(metrics, epoch))
         fault_point("epoch-logged")
         if self._last_flush == 0.0:
             self._last_flush = time.monotonic()
@@ -825,10 +825,12 @@ class TrialLogger:
         )
         if result.predicted_final is not None:
             self._pending.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
-        # A model a training function returned has weights only at the end: their summaries once.
+        # The last epoch's weight summaries, from the final weights, where the epochs did not log
+        # them: `tracking.weight_summary_every` skipped that epoch, or a training function's model
+        # has weights only at the end.
         last = max(result.epochs_trained - 1, 0)
         for name, hist in (result.histograms or {}).items():
-            if len(hist.get("shape", ())) >= 2 and f"weights/{name}/mean" not in self._epoch_keys:
+            if len(hist.get("shape", ())) >= 2 and self._last_step.get(f"weights/{name}/mean") != last:
                 for stat in ("mean", "std", "near_zero"):
                     self._pending.append(Metric(f"weights/{name}/{stat}", float(hist[stat]), now, last))
         # Where the trial ran: a worker process, a Dask worker on another host.

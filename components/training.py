@@ -86,6 +86,7 @@ def train_trial(
         deadline=deadline,
         stop_at=stop_at,
         check_divergence=adapter.checks_divergence,
+        weight_summary_every=spec.weight_summary_every,
     )
     result = TrialResult(params=params, seed=seed)
     fitted = Fitted(None)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from hyperflow.components.devices import gpu_count, resolve_accelerator
-from hyperflow.components.names import FAILED, Mode, TrialState
+from hyperflow.components.names import FAILED, WEIGHT_SUMMARY_EVERY, Mode, TrialState
 from hyperflow.components.usercode import UserSpec, user_spec
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class TrialSpec:
         accelerator: `cpu` or `gpu`, `runner.accelerator` resolved on the search loop's machine
             (a GPU trial trains on the first GPU its worker sees).
         precision: `runner.precision`.
+        weight_summary_every: `tracking.weight_summary_every`: the epochs whose weight summaries
+            are logged (every N-th from 0; the last epoch's come with the trial's final weights).
     """
 
     metric: str
@@ -68,6 +70,7 @@ class TrialSpec:
     user: UserSpec | None = None
     accelerator: Literal["cpu", "gpu"] = "cpu"
     precision: str = "32"
+    weight_summary_every: int = WEIGHT_SUMMARY_EVERY
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, num_threads: int | None = None) -> TrialSpec:
@@ -80,6 +83,7 @@ class TrialSpec:
             user=user_spec(cfg),
             accelerator=resolve_accelerator(cfg.runner.accelerator, gpu_count()),
             precision=cfg.runner.precision,
+            weight_summary_every=cfg.tracking.weight_summary_every,
         )
 
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +140,7 @@ class TrialGuard:
     deadline: float | None = None  # time.monotonic()
     stop_at: float | None = None  # time.time()
     check_divergence: bool = True
+    weight_summary_every: int = 1
     history: dict[str, list[float]] = field(default_factory=dict, init=False)
     curve: list[float] = field(default_factory=list, init=False)
     last_epoch: int | None = field(default=None, init=False)
@@ -164,6 +169,12 @@ class TrialGuard:
         """A training loss that is NaN or infinite fails the trial."""
         if not math.isfinite(loss):
             raise self.stop(TrialFailed(f"training loss became {loss} at epoch {epoch}, batch {batch_idx}"))
+
+    def logs_weights(self, epoch: int) -> bool:
+        """Whether `epoch`'s weight summaries are logged with its metrics (every
+        `weight_summary_every`-th epoch from 0); the trial's logger adds its last epoch's from the
+        final weights when that epoch is not one of them."""
+        return epoch % self.weight_summary_every == 0
 
     def epoch_end(
         self, epoch: int, metrics: Mapping[str, float], also_log: Mapping[str, float] | None = None

@@ -3,7 +3,8 @@
 MLflow's compare view charts metrics across runs but shows no histogram side by side, so each
 trial logs, per weight tensor of more than one dimension (a layer's weights or kernels, not its
 bias), `weights/<name>/mean`, `weights/<name>/std` and `weights/<name>/near_zero` (the fraction
-with |w| < `WEIGHT_NEAR_ZERO`), every epoch with the other epoch metrics.
+with |w| < `WEIGHT_NEAR_ZERO`), with the epoch's other metrics every `tracking.weight_summary_every`
+epochs (`TrialGuard.logs_weights`) and at the trial's last epoch (`TrialLogger.finish`).
 """
 
 from __future__ import annotations

@@ -234,6 +234,8 @@ def test_config_hash_ignores_budget_but_not_the_search() -> None:
     base = validate_config({})
     assert config_hash(base) == config_hash(validate_config({}))
     assert config_hash(base) == config_hash(validate_config({"search": {"n_trials": 99, "n_parallel": 2}}))
+    # what is recorded of each trial, not what the study is: --resume finds the study either way
+    assert config_hash(base) == config_hash(validate_config({"tracking": {"weight_summary_every": 1}}))
     assert config_hash(base) != config_hash(validate_config({"seed": 1}))
     assert config_hash(base) != config_hash(validate_config({"model": {"dropout": 0.1}}))
 
@@ -269,9 +271,30 @@ def test_every_recipe_key_is_in_the_readme_config_table() -> None:
         assert key in defaults
 
 
+def test_every_config_key_is_in_the_readme_config_table() -> None:
+    """Each key of the resolved default config has a row, or sits in a group that has one
+    (`search.bayes` lists its members' defaults in one row; `search.space.<field>` is the space)."""
+    import re
+
+    table = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    cells = [line.split("|")[1] for line in table]
+    documented = {key for cell in cells for key in re.findall(r"`([\w.]+?)(?:\.<\w+>)?`", cell)}
+    missing = [
+        key
+        for key in flatten(validate_config({}))
+        if not any(key == d or key.startswith(d + ".") for d in documented)
+    ]
+    assert missing == []
+
+
 @pytest.mark.parametrize(
     ("raw", "path", "fragment"),
     [
+        (
+            {"tracking": {"weight_summary_every": 0}},
+            "tracking.weight_summary_every",
+            "greater than or equal to 1",
+        ),
         ({"model": {"lr_schedule": "linear"}}, "model.lr_schedule", "one_cycle"),
         ({"model": {"lr_decay": 0}}, "model.lr_decay", "greater than 0"),
         ({"model": {"lr_decay": 1.5}}, "model.lr_decay", "less than or equal to 1"),

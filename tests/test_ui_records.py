@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from conftest import small_config
 from mlflow.tracking import MlflowClient
@@ -49,15 +50,18 @@ def test_weight_metrics_summarise_each_layer() -> None:
     assert not any("bias" in name for name in metrics), "a bias is not a layer's weights"
 
 
-def test_every_finished_trial_logs_per_layer_weight_metrics_every_epoch(
-    tmp_path: Path, sqlite_store: str
+@pytest.mark.parametrize(("every", "steps"), [(None, [0, 5, 6]), (1, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 3, 6])])
+def test_every_finished_trial_logs_per_layer_weight_metrics_every_nth_epoch_and_at_its_last(
+    tmp_path: Path, sqlite_store: str, every: int | None, steps: list[int]
 ) -> None:
+    # None: the default, tracking.weight_summary_every = 5; the 7th epoch (6) is the last.
     cfg = small_config(
         tmp_path,
-        model={"hidden_layers": [16, 8], "max_epochs": 3},
+        model={"hidden_layers": [16, 8], "max_epochs": 7},
         search={"n_trials": 2},
-        tracking={"uri": sqlite_store},
+        tracking={"uri": sqlite_store, **({} if every is None else {"weight_summary_every": every})},
     )
+    assert cfg.tracking.weight_summary_every == (every or 5)
     data = load_dataset(cfg.data, cfg.seed)
     study = make_study(cfg)
     client = MlflowClient(sqlite_store)
@@ -65,12 +69,16 @@ def test_every_finished_trial_logs_per_layer_weight_metrics_every_epoch(
         study.record(plan, execute_trial(data, plan, study.spec))
         assert study.flush_writes() == []  # a trial's records are written behind the search loop
         run = client.get_run(plan.run_id)
+        assert run.data.metrics["epochs_trained"] == 7
         layers = {k.split("/")[1] for k in run.data.metrics if k.startswith("weights/")}
         assert layers == {"model.net.0.weight", "model.net.2.weight", "model.net.4.weight"}
         for layer in layers:
             for stat in ("mean", "std", "near_zero"):
-                steps = [m.step for m in client.get_metric_history(plan.run_id, f"weights/{layer}/{stat}")]
-                assert sorted(steps) == [0, 1, 2], (layer, stat)
+                logged = [m.step for m in client.get_metric_history(plan.run_id, f"weights/{layer}/{stat}")]
+                assert sorted(logged) == steps, (layer, stat)  # each step once
+        # The other epoch metrics stay every epoch.
+        epochs = [m.step for m in client.get_metric_history(plan.run_id, "val_accuracy")]
+        assert sorted(epochs) == list(range(7))
         state = torch.load(
             client.download_artifacts(plan.run_id, "weights/state_dict.pt", str(tmp_path)), weights_only=True
         )

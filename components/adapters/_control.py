@@ -88,8 +88,11 @@ class TrialControl(EarlyStopping):
             if isinstance(v, torch.Tensor) and v.numel() == 1
         }
         metrics.update(getattr(pl_module, "epoch_metrics", None) or {})
-        weights = weight_metrics(pl_module.named_parameters())
-        if self.trial_guard.epoch_end(trainer.current_epoch, metrics, weights) is not None:
+        epoch = trainer.current_epoch
+        weights = (
+            weight_metrics(pl_module.named_parameters()) if self.trial_guard.logs_weights(epoch) else None
+        )
+        if self.trial_guard.epoch_end(epoch, metrics, weights) is not None:
             trainer.should_stop = True
 
 
