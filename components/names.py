@@ -125,8 +125,8 @@ TAG_PID: Final = "hyperflow.pid"
 # A weight whose magnitude is below this counts as near zero (trial metric weights/<name>/near_zero).
 WEIGHT_NEAR_ZERO: Final = 1e-3
 # `tracking.weight_summary_every`'s default: a trial's weight summaries at epochs 0, 5, 10, ... and its
-# last. Every epoch's took ~40 ms of each default digits trial's ~170 ms (bench/overhead.py: 270 of
-# its 420 metric rows, MLflow's ORM work holding the GIL the training needs).
+# last. Every epoch's made 270 of a default digits trial's 420 metric rows, whose ORM work holds the
+# GIL the training needs: ~15 ms (SQLite) / ~35 ms (HTTP) more overhead a ~175 ms trial (bench/overhead.py).
 WEIGHT_SUMMARY_EVERY: Final = 5
 
 # A trial's histogram figure, at the root of its run (MLflow's compare view shows root files only).
