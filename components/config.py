@@ -406,8 +406,8 @@ class TrackingConfig(_Strict):
     promote: Literal["if_better", "always"] = "if_better"
     weight_summary_every: int = Field(
         WEIGHT_SUMMARY_EVERY,
-        ge=1,
-        description="a trial logs its layers' weight summaries every N epochs (from epoch 0) and at its last",
+        ge=0,
+        description="a trial logs its layers' weight summaries every N epochs (from epoch 0) and at its last; 0: at its last only",
     )
 
 

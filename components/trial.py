@@ -60,7 +60,8 @@ class TrialSpec:
             (a GPU trial trains on the first GPU its worker sees).
         precision: `runner.precision`.
         weight_summary_every: `tracking.weight_summary_every`: the epochs whose weight summaries
-            are logged (every N-th from 0; the last epoch's come with the trial's final weights).
+            are logged (every N-th from epoch 0, none for N = 0; the last epoch's come with the
+            trial's final weights).
     """
 
     metric: str
@@ -172,9 +173,9 @@ class TrialGuard:
 
     def logs_weights(self, epoch: int) -> bool:
         """Whether `epoch`'s weight summaries are logged with its metrics (every
-        `weight_summary_every`-th epoch from 0); the trial's logger adds its last epoch's from the
-        final weights when that epoch is not one of them."""
-        return epoch % self.weight_summary_every == 0
+        `weight_summary_every`-th epoch from epoch 0, none when it is 0); the trial's logger adds
+        its last epoch's from the final weights when that epoch is not one of them."""
+        return self.weight_summary_every > 0 and epoch % self.weight_summary_every == 0
 
     def epoch_end(
         self, epoch: int, metrics: Mapping[str, float], also_log: Mapping[str, float] | None = None

@@ -291,9 +291,9 @@ def test_every_config_key_is_in_the_readme_config_table() -> None:
     ("raw", "path", "fragment"),
     [
         (
-            {"tracking": {"weight_summary_every": 0}},
+            {"tracking": {"weight_summary_every": -1}},
             "tracking.weight_summary_every",
-            "greater than or equal to 1",
+            "greater than or equal to 0",
         ),
         ({"model": {"lr_schedule": "linear"}}, "model.lr_schedule", "one_cycle"),
         ({"model": {"lr_decay": 0}}, "model.lr_decay", "greater than 0"),

@@ -50,7 +50,9 @@ def test_weight_metrics_summarise_each_layer() -> None:
     assert not any("bias" in name for name in metrics), "a bias is not a layer's weights"
 
 
-@pytest.mark.parametrize(("every", "steps"), [(None, [0, 5, 6]), (1, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 3, 6])])
+@pytest.mark.parametrize(
+    ("every", "steps"), [(None, [0, 5, 6]), (1, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 3, 6]), (0, [6])]
+)
 def test_every_finished_trial_logs_per_layer_weight_metrics_every_nth_epoch_and_at_its_last(
     tmp_path: Path, sqlite_store: str, every: int | None, steps: list[int]
 ) -> None:
@@ -61,7 +63,7 @@ def test_every_finished_trial_logs_per_layer_weight_metrics_every_nth_epoch_and_
         search={"n_trials": 2},
         tracking={"uri": sqlite_store, **({} if every is None else {"weight_summary_every": every})},
     )
-    assert cfg.tracking.weight_summary_every == (every or 5)
+    assert cfg.tracking.weight_summary_every == (5 if every is None else every)
     data = load_dataset(cfg.data, cfg.seed)
     study = make_study(cfg)
     client = MlflowClient(sqlite_store)
