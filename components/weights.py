@@ -9,13 +9,13 @@ epochs (`TrialGuard.logs_weights`) and at the trial's last epoch (`TrialLogger.f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import torch
 
 from hyperflow.components.names import WEIGHT_NEAR_ZERO
 
-__all__ = ["weight_metrics", "weight_metrics_of"]
+__all__ = ["weight_metrics"]
 
 _STATS = ("mean", "std", "near_zero")
 
@@ -41,11 +41,3 @@ def weight_metrics(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float
         for name, row in zip(names, values, strict=True)
         for stat, v in zip(_STATS, row, strict=True)
     }
-
-
-def weight_metrics_of(
-    state_dict: Mapping[str, torch.Tensor], keys: Iterable[str] | None = None
-) -> dict[str, float]:
-    """The same summaries from a state dict (optionally only `keys`, e.g. the trainable parameters)."""
-    wanted = set(keys) if keys is not None else None
-    return weight_metrics((k, v) for k, v in state_dict.items() if wanted is None or k in wanted)
