@@ -3,7 +3,8 @@
 `HYPERFLOW_FAULT=<point>[:<n>]` kills the process with SIGKILL the n-th time (default: the first)
 it reaches `fault_point(<point>)`, so a test can put a kill -9 at an exact instant instead of
 hoping that a timer lands there;
-`<point>:<n>:<SIGNAL>` (e.g. `TERM`, `INT`) sends that signal instead of SIGKILL. A point of `ERROR_POINTS` raises the OSError a full disk would,
+`<point>:<n>:<SIGNAL>` (e.g. `TERM`, `INT`) sends that signal instead of SIGKILL, and
+`<point>:<n>:<SIGNAL>:<k>` sends it k times in a row (a user who presses Ctrl-C twice). A point of `ERROR_POINTS` raises the OSError a full disk would,
 from the n-th time on (a full disk stays full). The `cuda-*` points raise instead what CUDA raises
 the n-th time (an out-of-memory error, a CUDA RuntimeError), so a machine without a GPU can test
 what follows one. Unset, a point costs one dictionary lookup.
@@ -57,7 +58,8 @@ def fault_point(name: str) -> None:
     point, _, rest = wanted.partition(":")
     if point != name:
         return
-    count, _, signame = rest.partition(":")
+    count, _, signal_spec = rest.partition(":")
+    signame, _, times = signal_spec.partition(":")
     _seen[name] = _seen.get(name, 0) + 1
     nth = int(count) if count else 1
     if name in ERROR_POINTS:
@@ -71,4 +73,7 @@ def fault_point(name: str) -> None:
 
         kind, message = _RAISES[name]
         raise torch.cuda.OutOfMemoryError(message) if kind == "oom" else RuntimeError(message)
-    os.kill(os.getpid(), getattr(signal, f"SIG{signame}") if signame else signal.SIGKILL)
+    for _ in range(int(times) if times else 1):
+        # Each signal's handler runs before the next is sent (Python checks for them between the
+        # calls), as it would for a user's second key press.
+        os.kill(os.getpid(), getattr(signal, f"SIG{signame}") if signame else signal.SIGKILL)

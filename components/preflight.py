@@ -11,7 +11,7 @@ from hyperflow.components.data import DataError, Dataset, load_dataset
 from hyperflow.components.devices import device_problems, gpu_count
 from hyperflow.components.search import make_strategy
 from hyperflow.components.study import TRIAL_METRICS
-from hyperflow.components.tracking import StudyTracker, TrackingError, resolve_tracking_uri
+from hyperflow.components.tracking import StudyTracker, TrackingError, UnsupportedStore, resolve_tracking_uri
 from hyperflow.components.usercode import UserCodeError, check_user_code
 
 if TYPE_CHECKING:
@@ -92,5 +92,5 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
         try:
             StudyTracker(resolve_tracking_uri(cfg.tracking.uri)).check()
         except TrackingError as exc:
-            raise PreflightError(str(exc), exit_code=3) from None
+            raise PreflightError(str(exc), exit_code=2 if isinstance(exc, UnsupportedStore) else 3) from None
     return data

@@ -92,20 +92,21 @@ def load_study_config(
     cfg = validate_config(raw, f"config.yaml of study {study_run_id}")
     if run.data.tags.get(TAG_CONFIG_HASH) is not None and not _same_study(tracker, run, cfg):
         raise ResumeError(f"study {study_run_id}: its config.yaml does not match its recorded config hash")
-    if n_trials is not None:
-        _check_new_total(tracker, cfg, run, n_trials)
+    _check_new_total(tracker, cfg, run, given=n_trials is not None)
     return cfg
 
 
-def _check_new_total(tracker: StudyTracker, cfg: ExperimentConfig, run: Run, n_trials: int) -> None:
-    """A new total below what the study has (or, finished, equal to it) would only test and
-    register the same best model again."""
+def _check_new_total(tracker: StudyTracker, cfg: ExperimentConfig, run: Run, *, given: bool) -> None:
+    """A total below what the study has (or, finished, equal to it) would only test and register
+    the same best model again: a new total (`given`) or, with none, the study's own."""
+    n_trials = cfg.search.n_trials
     finished = sum(
         t.state in FINISHED_STATES and t.status != "RUNNING" for t in recorded_trials(tracker, cfg, run)
     )
     if n_trials < finished or (n_trials == finished and run.info.status == "FINISHED"):
+        what = f"--n-trials {n_trials}" if given else f"study {run.info.run_id} is finished"
         raise ResumeError(
-            f"--n-trials {n_trials}: the study already has {finished} finished trials; "
+            f"{what}: the study already has {finished} finished trials; "
             f"give a larger total (e.g. --n-trials {finished + 10}) to extend it"
         )
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from hyperflow.components.diskfull import DiskFull, disk_full_cause
@@ -68,6 +69,7 @@ __all__ = [
     "StudyTracker",
     "TrackingError",
     "TrialLogger",
+    "UnsupportedStore",
     "Writer",
     "param_value",
     "prepare_local_store",
@@ -87,6 +89,10 @@ _BATCH_LIMIT = 100  # params per log_batch call
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, refused credentials, ...)."""
+
+
+class UnsupportedStore(TrackingError):
+    """The tracking URI names no kind of store MLflow has (a mistake in the config, not an outage)."""
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -342,7 +348,15 @@ class StudyTracker:
             prepare_local_store(self.uri)
         except Exception as exc:
             raise TrackingError(f"cannot create the MLflow store at {self.uri}: {_short(exc)}") from None
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        except MlflowException as exc:  # a scheme MLflow has no store for: the config's mistake
+            raise UnsupportedStore(
+                f"tracking.uri (or $MLFLOW_TRACKING_URI) {redact_uri(self.uri)!r}: MLflow has no "
+                "tracking store for this kind of URI; use a folder, sqlite:///FILE, "
+                "postgresql://, mysql://, mssql:// or an http(s):// tracking server"
+                + ("" if "unsupported URI" in str(exc) else f" ({_short(exc)})")
+            ) from None
 
     def check(self, timeout: float = 10.0) -> None:
         """Fail fast, before any training, when the store cannot be reached or used.
@@ -929,11 +943,16 @@ def run_list_view(cfg: ExperimentConfig, study_run_id: str) -> dict[str, Any]:
     }
 
 
-def ui_command(uri: str, experiment_id: str, run_id: str, port: int = 5000) -> str:
-    """The exact command (or address) that shows a study's run list in the MLflow UI."""
+def ui_command(uri: str, experiment_id: str, run_id: str, port: int = 5000, *, study: bool = True) -> str:
+    """The exact command (or address) that shows a study's run list in the MLflow UI (the view
+    saved under the study's run id), or with `study=False` the page of one run."""
     # MLflow 3.17's UI picks GenAI or model training from the URL (else the browser's last choice),
     # not from the experiment's kind: the address says which.
-    path = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={run_id}"
+    path = (
+        f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={run_id}"
+        if study
+        else f"#/experiments/{experiment_id}/runs/{run_id}"
+    )
     uri = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"

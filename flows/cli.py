@@ -122,7 +122,16 @@ class _Progress:
 
 
 def _announce_stop(signum: int) -> None:
-    console.print(f"\n[yellow]{signal.Signals(signum).name}: stopping trials and ending runs...[/]")
+    from hyperflow.flows.search_flow import TRIALS_ENDED  # imported by now: a search is running
+
+    name = signal.Signals(signum).name
+    if TRIALS_ENDED.is_set():
+        console.print(
+            f"\n[yellow]{name}: the trials have ended; finishing the study (testing, saving and "
+            "registering the best model). Press Ctrl-C again to leave now: the study can be resumed.[/]"
+        )
+    else:
+        console.print(f"\n[yellow]{name}: stopping trials and ending runs...[/]")
 
 
 def _command_server() -> CommandServer:
@@ -357,19 +366,18 @@ def lr_find(config: ConfigArg, overrides: SetOption = None) -> None:
     lines.append(
         f"swept      {found.result.min_lr:.3g} to {found.result.max_lr:.3g} over {len(found.result.lrs)} steps"
     )
-    lines.append(f"open it    {ui_command(found.tracking_uri, found.experiment_id, found.run_id)}")
+    address = ui_command(found.tracking_uri, found.experiment_id, found.run_id, study=False)
+    lines.append(f"open it    {address}")
     out.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @app.command()
 def ui(
     config: Annotated[Path | None, typer.Argument(help="A config whose tracking store to open.")] = None,
-    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.", min=1, max=65535)] = 5000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
     """Start the MLflow UI on the configured store and print its address."""
-    import subprocess
-
     from hyperflow.components.tracking import resolve_tracking_uri
 
     configured = None
@@ -381,6 +389,11 @@ def ui(
     if uri.startswith(("http://", "https://")):
         out.print(f"The tracking store is a server: open {uri}")
         return
+    taken = _port_taken(host, port)
+    if taken:
+        _fail(
+            f"--port {port}: cannot listen on {host}:{port} ({taken}); choose another --port", EXIT_BAD_INPUT
+        )
     cmd = [
         sys.executable,
         "-m",
@@ -394,15 +407,76 @@ def ui(
         str(port),
     ]
     cmd += ["--workers", "1"]
-    out.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C stops it", highlight=False)
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
     }
+    raise typer.Exit(_serve_ui(cmd, env, f"http://{host}:{port}", uri))
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (in use, no such interface), or None when it can."""
+    import socket
+
     try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return str(exc)
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _serve_ui(cmd: list[str], env: dict[str, str], url: str, uri: str) -> int:
+    """Run MLflow's UI (its process and the uvicorn it starts, in a group of their own) until it
+    ends or this command is stopped (Ctrl-C, SIGTERM); the group is ended with the command either way.
+    Its address is printed once it answers; a UI that ends before that is an error (exit 1)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        console.print(f"starting the MLflow UI on {url} (store {uri}) ...", highlight=False)
+        while proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)  # polling a server that is starting: no event to wait on
+        if proc.poll() is not None:
+            _fail(
+                f"the MLflow UI ended before it served (exit code {proc.returncode}); see its error above", 1
+            )
+        out.print(f"MLflow UI on {url}  (store {uri}); Ctrl-C stops it", highlight=False)
+        return proc.wait()
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        return 0
+    finally:
+        _end_group(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _end_group(proc: Any) -> None:
+    """End a process started in a session of its own and what it started (MLflow's uvicorn):
+    SIGTERM to the group, then SIGKILL to whatever of it is left."""
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
 
 
 def main() -> None:

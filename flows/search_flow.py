@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -47,19 +48,33 @@ from hyperflow.flows.prefect_api import (
 )
 from hyperflow.flows.slot_runner import SlotTaskRunner, end_pool_workers
 
-__all__ = ["PROGRESS_LISTENERS", "STOP", "SearchInterrupted", "hyperparameter_search", "run_search"]
+__all__ = [
+    "PROGRESS_LISTENERS",
+    "STOP",
+    "TRIALS_ENDED",
+    "SearchInterrupted",
+    "hyperparameter_search",
+    "run_search",
+]
 
 # Called with a StudyProgress after each finished trial (the CLI's progress bar listens here).
 PROGRESS_LISTENERS: list[Callable[[StudyProgress], None]] = []
 
 # The stop request of this process: the CLI's signal handlers set it; trials see it every batch.
 STOP = StopSignal()
+# Set once the search's trials have ended and the study is being finished (tested, registered): a
+# stop request then lets the finish complete (seconds), and a second one leaves at once.
+TRIALS_ENDED = threading.Event()
 # How long in-flight trials get to report after a stop request before their workers are ended.
 STOP_GRACE_SECONDS = 3.0
 
 
-class SearchInterrupted(Exception):
-    """The search stopped on request (a signal): its runs were ended as KILLED."""
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped on request (a signal): its runs were ended as KILLED.
+
+    A KeyboardInterrupt, as a Ctrl-C is in Python: Prefect records the flow run as crashed by an
+    interrupt (one line, as for SIGTERM) instead of logging a traceback for an error.
+    """
 
 
 def _infrastructure_only(task: Any, task_run: Any, state: Any) -> bool:
@@ -233,10 +248,13 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
             # Prefect's own exception for SIGTERM: its engine records the flow run accordingly.
             raise TerminationSignal(signal=signal.SIGTERM)
         raise SearchInterrupted("the search was interrupted")
+    TRIALS_ENDED.set()
     try:
         return log_best(study, data)
     except BaseException as exc:  # e.g. the store failed while the model was logged: no run stays RUNNING
-        ended = study.abort(FAILED, f"{type(exc).__name__}: {exc}")
+        # (a second Ctrl-C during the finish: interrupted, and resume finishes it)
+        interrupted = isinstance(exc, (KeyboardInterrupt, TerminationSignal))
+        ended = study.abort(INTERRUPTED if interrupted else FAILED, f"{type(exc).__name__}: {exc}")
         if disk_full_cause(exc) is not None:
             return _disk_full_result(study, exc, ended)
         raise
@@ -265,6 +283,7 @@ def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult:
 def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
     STOP.reset()  # a stop request belongs to the search it interrupted
+    TRIALS_ENDED.clear()
     sweep_scratch()  # what a killed search left in the temp folder
     own = wait_for_command_server()  # the CLI's server, started at the command's start
     # (no CLI) locked against other searches on this PREFECT_HOME; dies with us

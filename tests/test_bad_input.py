@@ -247,6 +247,18 @@ def test_an_unreachable_tracking_server_is_reported_before_training(
     assert "cannot reach the MLflow tracking server" in result.stdout + result.stderr
 
 
+def test_a_tracking_uri_of_no_known_kind_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(merge(GOOD, {"tracking": {"uri": "bogus://x"}})))
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "tracking.uri (or $MLFLOW_TRACKING_URI) 'bogus://x': MLflow has no tracking store" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def _alias_bomb(levels: int, width: int = 10) -> str:
     """`a: &a [1 x width]`, then each level `width` aliases of the one before: width**levels values."""
     lines = ["    l0: &l0 [" + ", ".join(["1"] * width) + "]"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from conftest import ROOT, small_config
@@ -345,6 +348,14 @@ def test_prefect_retries_infrastructure_errors_only() -> None:
     assert _infrastructure_only(None, None, Completed(data=1)) is False
 
 
+def _still_serving(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan that no init reaps in this container counts as gone)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.slow
 def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
     import urllib.request
@@ -365,12 +376,41 @@ def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
         wait_http(f"http://127.0.0.1:{port}/health", proc, 120)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
             assert page.status == 200
+        servers = psutil.Process(proc.pid).children(recursive=True)  # MLflow's process and its uvicorn
+        assert servers
+        # A SIGTERM to the command alone (as a supervisor sends it) ends the UI's processes too.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(servers, timeout=30)
+        assert [p for p in alive if _still_serving(p)] == [], alive
     finally:
         stop(proc)
     assert proc.stdout is not None
     printed = proc.stdout.read().decode()
-    assert f"http://127.0.0.1:{port}" in printed
+    assert f"MLflow UI on http://127.0.0.1:{port}" in printed
     assert (tmp_path / "ui.db").exists(), "the UI opened the config's store"
+    # The same port again: refused by name, before anything starts; so is a port out of range.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        refused = subprocess.run(
+            [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert refused.returncode == 2
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in refused.stderr
+    out_of_range = subprocess.run(
+        [str(Path(sys.executable).parent / "hyperflow"), "ui", "--port", "99999"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out_of_range.returncode == 2
+    assert "--port" in out_of_range.stderr and "Traceback" not in out_of_range.stderr
 
 
 def test_validate_prints_the_space_grid_size_and_parameter_range(tmp_path: Path) -> None:

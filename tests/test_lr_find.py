@@ -107,6 +107,8 @@ def test_lr_find_reports_a_range_inside_the_bounds_around_the_suggestion(tmp_pat
     assert run.data.params["model.optimizer"] == "sgd"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/lr_range_test.png"}
+    # The address printed opens that run's page (a study's saved view does not exist for it).
+    assert f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in out
 
     # Bounds that leave the suggestion out: it is clipped into them, and said so.
     out, clipped = lr_find(tmp_path, 1e-4, s / 20)

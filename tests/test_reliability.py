@@ -274,18 +274,11 @@ def test_resume_extends_a_finished_study(prefect_server, tmp_path: Path) -> None
     cfg = small_config(tmp_path, model={"max_epochs": 2})
     result = run_search(cfg)
     client = MlflowClient(result.tracking_uri)
-    # Fewer trials than it has (or as many) would only re-test and re-register the same best model.
-    for fewer in ("2", "3"):
+    # Fewer trials than it has (or as many, or no new total at all) would only re-test and
+    # re-register the same best model.
+    for new_total in (["--n-trials", "2"], ["--n-trials", "3"], []):
         refused = subprocess.run(
-            [
-                HYPERFLOW,
-                "resume",
-                result.study_run_id,
-                "--tracking-uri",
-                result.tracking_uri,
-                "--n-trials",
-                fewer,
-            ],
+            [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, *new_total],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -642,3 +635,50 @@ def test_ctrl_c_stops_the_trial_within_a_batch_and_kills_the_runs(prefect_server
     (trial,) = [r for r in runs if r.data.tags.get("hyperflow.role") == "trial"]
     assert trial.data.tags["hyperflow.state"] == "interrupted"
     assert trial.data.metrics["epochs_trained"] < 5000
+
+
+@pytest.mark.parametrize(
+    ("fault", "rc", "status"),
+    [
+        ("between-trials:2:INT", 130, "KILLED"),  # during the trials: they stop, runs end KILLED
+        ("model-export:1:INT", 0, "FINISHED"),  # after the last trial: the finish completes
+        ("model-export:1:INT:2", 130, "KILLED"),  # pressed twice then: it leaves, resumable
+    ],
+)
+def test_ctrl_c_from_the_command_line(
+    prefect_server, tmp_path: Path, fault: str, rc: int, status: str
+) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, model={"max_epochs": 2}, search={"n_trials": 3})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.run(
+        [HYPERFLOW, "run", str(config)],
+        cwd=tmp_path,
+        env={**os.environ, "HYPERFLOW_FAULT": fault},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == rc, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (study,) = [r for r in runs_of(uri) if r.data.tags.get("hyperflow.role") == "study"]
+    assert study.info.status == status
+    versions = MlflowClient(uri).search_model_versions("")
+    if fault.startswith("model-export"):
+        assert "the trials have ended; finishing the study" in proc.stderr
+    if status == "FINISHED":
+        assert len(versions) == 1
+        assert f"{study.info.run_id}  (FINISHED)" in proc.stdout
+        return
+    assert "interrupted: every open run was ended as KILLED." in proc.stderr
+    assert versions == [], "nothing was registered"
+    # What was interrupted is resumed to the end, without asking for more trials.
+    resumed = subprocess.run(
+        [HYPERFLOW, "resume", study.info.run_id, "--tracking-uri", uri],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert MlflowClient(uri).get_run(study.info.run_id).info.status == "FINISHED"
+    assert len(MlflowClient(uri).search_model_versions("")) == 1
