@@ -146,7 +146,7 @@ def fit_preparation(
             columns[c] = {
                 "name": c,
                 "kind": "numeric",
-                "dtype": "double",
+                "dtype": "boolean" if pd.api.types.is_bool_dtype(train[c]) else "double",
                 "fill": float(fills[i]),
                 "mean": float(scaler.mean_[i]),
                 "std": float(scaler.scale_[i]),

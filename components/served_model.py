@@ -53,20 +53,22 @@ def encode_rows(rows: Any, spec: dict[str, Any]) -> np.ndarray:
     category unseen in training encodes as none of the known ones (all zeros).
 
     Raises:
-        ValueError: the rows have the wrong width, miss a numeric column, name a column the model
-            does not know, or hold something other than a number in a numeric column.
+        ValueError: the rows are a scalar or have the wrong width, miss a numeric column, name a
+            column the model does not know, or hold in a numeric column something other than a
+            number (a string; a boolean, unless the column was trained on booleans) or a number
+            that is infinite or beyond float32's range (the network's input).
     """
     columns = spec["columns"]
     frame = rows_frame(rows, spec)
     n = len(frame)
     parts: list[np.ndarray] = []
     for kind in ("numeric", "categorical"):
-        for col in columns:
+        for position, col in enumerate(columns):
             if col["kind"] != kind:
                 continue
             given = frame[col["name"]] if col["name"] in frame else pd.Series([np.nan] * n, index=frame.index)
             if kind == "numeric":
-                x = _numbers(given, col["name"])
+                x = _numbers(given, _named(col, position, spec), booleans=col.get("dtype") == "boolean")
                 parts.append(np.where(np.isnan(x), col["fill"], x)[:, None])
             else:
                 s = category_strings(given).fillna(col["fill"]).to_numpy(dtype=object)
@@ -83,6 +85,11 @@ def rows_frame(rows: Any, spec: dict[str, Any]) -> pd.DataFrame:
     columns of a table, and no column the model does not know (the target column is let through).
     """
     names = [c["name"] for c in spec["columns"]]
+    if not isinstance(rows, dict | pd.DataFrame | pd.Series) and np.ndim(rows) == 0:
+        # `{"inputs": 5}` arrives as a 0-d array, `predict(5)` as the number itself
+        raise ValueError(
+            f"expected rows of {len(names)} features{_order(spec)}, got a scalar: {_shown(_scalar(rows))}"
+        )
     if isinstance(rows, dict):  # the scoring server's `inputs` as columns, or a caller's dict
         rows = _frame_of_columns(rows)
     elif isinstance(rows, list | np.ndarray) and len(rows) > 0 and all(isinstance(r, dict) for r in rows):
@@ -98,11 +105,35 @@ def rows_frame(rows: Any, spec: dict[str, Any]) -> pd.DataFrame:
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2 or array.shape[1] != len(names):
-        order = f" ({', '.join(names)}, in this order)" if spec["layout"] == "table" else ""
         raise ValueError(
-            f"expected rows of {len(names)} features{order}, got an array of shape {array.shape}"
+            f"expected rows of {len(names)} features{_order(spec)}, got an array of shape {array.shape}"
         )
+    if isinstance(rows, list) and array.dtype.kind in "iuf":
+        # numpy reads `True` among numbers as 1: keep the list's own values, for `_numbers` to refuse
+        cells = np.asarray(rows, dtype=object).reshape(array.shape)
+        if any(isinstance(v, bool | np.bool_) for v in cells.flat):
+            return pd.DataFrame(cells, columns=names)
     return pd.DataFrame(array, columns=names)
+
+
+def _order(spec: dict[str, Any]) -> str:
+    """A table's column order, for the messages about positional rows."""
+    if spec["layout"] != "table":
+        return ""
+    return f" ({', '.join(c['name'] for c in spec['columns'])}, in this order)"
+
+
+def _named(col: dict[str, Any], position: int, spec: dict[str, Any]) -> str:
+    """A column as messages name it: a table's by its name, array data's by its position (and name)."""
+    if spec["layout"] == "table":
+        return f"column {col['name']!r}"
+    return f"feature {position} ({col['name']!r})"
+
+
+def _shown(value: Any) -> str:
+    """A value as messages quote it: numpy scalars as Python's (`inf`, `True`), strings quoted."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _named_columns(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
@@ -138,19 +169,82 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
-def _numbers(values: pd.Series, name: str) -> np.ndarray:
-    """A numeric column as float64 (gaps NaN); anything that is not a number is refused by name."""
-    if values.dtype == bool:
-        values = values.astype(np.float64)
-    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(x) & ~values.isna().to_numpy()
+def _numbers(values: pd.Series, name: str, booleans: bool = False) -> np.ndarray:
+    """A numeric column as float64 (gaps NaN); what is not a finite float32 number is refused.
+
+    `name` is how the message names the column. A string is refused, and so is a boolean unless
+    `booleans` (a column trained on booleans): `True` where a number is due is a caller's slip, not 1.
+    An infinite number, or one that float32 (the network's input) cannot hold (`1e308`), is refused
+    as training refuses it; gaps (NaN, `None`) are not refused here: they take the fill value.
+    """
+    gap = values.isna().to_numpy()
+    boolean = np.zeros(len(values), dtype=bool)
+    if pd.api.types.is_bool_dtype(values.dtype):  # numpy's bool, pandas' `boolean` (gaps NA)
+        boolean = ~gap
+        values = values.astype(object).where(~gap, np.nan)
+    elif values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
+        boolean = np.array([isinstance(v, bool | np.bool_) for v in values.tolist()], dtype=bool)
+    x = _floats(values)
+    bad = (np.isnan(x) & ~gap) | (boolean & (not booleans))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"column {name!r} takes numbers, but row {i} holds {values.iloc[i]!r} "
-            f"({int(bad.sum())} such row(s))"
+            f"{name} takes numbers, but row {i} holds {_shown(values.iloc[i])} ({int(bad.sum())} such row(s))"
+        )
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(x.astype(np.float32)) & ~gap
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name} takes finite numbers within float32's range (±{float(np.finfo(np.float32).max):.4g}), "
+            f"but row {i} holds {_shown(values.iloc[i])} ({int(bad.sum())} such row(s))"
         )
     return x
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    """The values as float64: NaN for a gap or what is not a number, ±inf for an integer too large."""
+    try:
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    except OverflowError:  # a Python int beyond float64, as JSON may give one
+
+        def one(v: Any) -> float:
+            try:
+                return float(v)
+            except OverflowError:
+                return np.inf if v > 0 else -np.inf
+            except (TypeError, ValueError):
+                return np.nan
+
+        return np.array([one(v) for v in values.tolist()], dtype=np.float64)
+
+
+def _finite_outputs(out: np.ndarray, x: np.ndarray, spec: dict[str, Any]) -> None:
+    """Refuse rows whose output the network could not compute in float32 (NaN or infinite).
+
+    Finite inputs can still overflow inside the network (`3e38` scaled by a small training std);
+    such a row is refused, naming the numeric column farthest from its training mean, rather than
+    answered with NaN probabilities and an arbitrary label.
+    """
+    bad = ~np.isfinite(np.asarray(out, dtype=np.float64).reshape(len(x), -1)).all(axis=1)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    numeric = [(p, c) for p, c in enumerate(spec["columns"]) if c["kind"] == "numeric"]
+    where = ""
+    if numeric:
+        row = x[i, : len(numeric)].astype(np.float64)
+        scaled = np.abs((row - [c["mean"] for _, c in numeric]) / [c["std"] or 1.0 for _, c in numeric])
+        j = int(np.argmax(scaled))
+        position, col = numeric[j]
+        where = (
+            f": {_named(col, position, spec)} holds {float(row[j]):.4g}, "
+            f"{scaled[j]:.3g} training standard deviations from its mean"
+        )
+    raise ValueError(
+        f"row {i} overflows the network in float32 (its output is not finite){where} "
+        f"({int(bad.sum())} such row(s))"
+    )
 
 
 def format_outputs(out: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
@@ -190,6 +284,10 @@ class ServedModel(PythonModel):
             raise MlflowException.invalid_parameter_value(str(exc)) from exc
         with self._torch.no_grad():
             out = self.network(self._torch.from_numpy(x)).numpy()
+        try:
+            _finite_outputs(out, x, self.spec)
+        except ValueError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from exc
         return format_outputs(out, self.spec)
 
 

@@ -308,6 +308,108 @@ def test_the_table_pyfunc_refuses_missing_unknown_and_non_numeric_columns(
     np.testing.assert_allclose(probabilities(positional), probabilities(model.predict(rows)), atol=1e-6)
 
 
+FINITE = r"takes finite numbers within float32's range \(±3\.403e\+38\), but row"
+
+
+def test_the_pyfunc_refuses_infinite_and_float32_overflowing_numbers(
+    digits_model: Path, digits: Dataset, table_model: Path, table: Dataset
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    # array data: by position (and name); as training refuses them, whatever the dtype
+    model = mlflow.pyfunc.load_model(str(digits_model))
+    X = digits.test_rows.to_numpy(dtype=np.float64)[:3]
+    with pytest.raises(MlflowException, match=rf"feature 0 \('pixel_0_0'\) {FINITE} 0 holds inf \(1 such"):
+        model.predict(np.full((1, 64), np.inf))
+    minus = X.astype(np.float32)
+    minus[1, 5] = -np.inf
+    with pytest.raises(MlflowException, match=rf"feature 5 \('pixel_0_5'\) {FINITE} 1 holds -inf \(1 such"):
+        model.predict(minus)
+    with pytest.raises(
+        MlflowException, match=rf"feature 0 \('pixel_0_0'\) {FINITE} 0 holds 1e\+308 \(2 such"
+    ):
+        model.predict(np.full((2, 64), 1e308))  # finite in float64, infinite as the network's float32
+    # a table: by column name; "Infinity" is how JSON (dataframe_split) spells it
+    model = mlflow.pyfunc.load_model(str(table_model))
+    rows = table.test_rows.iloc[:4]
+    spelt = rows.astype({"bill_length_mm": object})
+    spelt.loc[spelt.index[0], "bill_length_mm"] = "Infinity"
+    with pytest.raises(MlflowException, match=rf"column 'bill_length_mm' {FINITE} 0 holds 'Infinity'"):
+        model.predict(spelt)
+    numeric = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    huge = rows.astype({c: np.float64 for c in numeric}).assign(**{c: 1e308 for c in numeric})
+    with pytest.raises(MlflowException, match=rf"column 'bill_length_mm' {FINITE} 0 holds 1e\+308 \(4 such"):
+        model.predict(huge)
+    # float32 holds 3e38, but not once standardised (std < 1): the output is not finite, refused too
+    large = rows.astype({"bill_depth_mm": np.float64})
+    large.loc[large.index[1], "bill_depth_mm"] = 3e38
+    with pytest.raises(
+        MlflowException,
+        match=r"row 1 overflows the network in float32 \(its output is not finite\): "
+        r"column 'bill_depth_mm' holds 3e\+38, .* training standard deviations from its mean \(1 such",
+    ):
+        model.predict(large)
+    # gaps are not refused: they still take the train split's fill values
+    gaps = model.predict(pd.DataFrame({c: [None, np.nan] for c in numeric}))
+    assert len(gaps) == 2 and np.isfinite(probabilities(gaps)).all()
+
+
+def test_the_pyfunc_refuses_booleans_in_numeric_columns(
+    digits_model: Path, digits: Dataset, table_model: Path, table: Dataset
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(str(digits_model))
+    X = digits.test_rows.to_numpy(dtype=np.float64)[:3]
+    first = bool(X[0, 0])
+    with pytest.raises(
+        MlflowException, match=rf"feature 0 \('pixel_0_0'\) takes numbers, but row 0 holds {first} \(3 such"
+    ):
+        model.predict(X.astype(bool))
+    listed = X.tolist()
+    listed[1][5] = True  # numpy alone would read it as 1.0
+    with pytest.raises(
+        MlflowException, match=r"feature 5 \('pixel_0_5'\) takes numbers, but row 1 holds True"
+    ):
+        model.predict(listed)
+    model = mlflow.pyfunc.load_model(str(table_model))
+    rows = table.test_rows.iloc[:4]
+    with pytest.raises(
+        MlflowException, match=r"column 'bill_depth_mm' takes numbers, but row 0 holds True \(4 such"
+    ):
+        model.predict(rows.assign(bill_depth_mm=True))
+    mixed = rows.astype({"body_mass_g": object})  # a JSON `false` among numbers (dataframe_split)
+    mixed.loc[mixed.index[2], "body_mass_g"] = False
+    with pytest.raises(
+        MlflowException, match=r"column 'body_mass_g' takes numbers, but row 2 holds False \(1 such"
+    ):
+        model.predict(mixed)
+    nullable = rows.assign(flipper_length_mm=pd.array([None, True, False, None], dtype="boolean"))
+    with pytest.raises(
+        MlflowException, match=r"column 'flipper_length_mm' takes numbers, but row 1 holds True \(2 such"
+    ):
+        model.predict(nullable)
+    # a categorical column takes booleans as categories, as before
+    assert len(model.predict(rows.assign(sex=True))) == 4
+
+
+def test_the_pyfunc_refuses_a_scalar_naming_the_rows_it_expects(
+    digits_model: Path, table_model: Path
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(str(digits_model))
+    for scalar, shown in ((5, "5"), (np.array(5), "5"), (np.float32(2.5), "2.5"), (None, "None")):
+        with pytest.raises(MlflowException, match=rf"expected rows of 64 features, got a scalar: {shown}$"):
+            model.predict(scalar)  # `{"inputs": 5}` reaches the model as a 0-d array
+    model = mlflow.pyfunc.load_model(str(table_model))
+    with pytest.raises(
+        MlflowException,
+        match=r"expected rows of 6 features \(bill_length_mm, .*, sex, in this order\), got a scalar: 'abc'$",
+    ):
+        model.predict(np.array("abc"))
+
+
 def test_the_signature_declares_the_outputs_and_the_example_shows_the_inputs(
     table_model: Path, table: Dataset
 ) -> None:
@@ -479,6 +581,41 @@ def test_the_scoring_server_refuses_bad_rows_with_the_models_message(
     ]
 
 
+@pytest.mark.slow
+def test_the_scoring_server_refuses_scalars_infinite_numbers_and_booleans_with_400(
+    digits_server: str, table_server: str
+) -> None:
+    columns = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island"]
+
+    def split(*row: Any) -> dict[str, Any]:
+        return {"dataframe_split": {"columns": columns, "data": [list(row)]}}
+
+    finite = "takes finite numbers within float32's range (±3.403e+38), but row 0 holds"
+    cases = [
+        (digits_server, {"inputs": 5}, "expected rows of 64 features, got a scalar: 5"),
+        (table_server, {"inputs": "abc"}, "expected rows of 6 features (bill_length_mm, "),
+        (digits_server, {"inputs": [[float("inf")] * 64]}, f"feature 0 ('pixel_0_0') {finite} inf"),
+        (
+            table_server,
+            split("Infinity", 3.5, 1.4, 0.2, "Dream"),
+            f"column 'bill_length_mm' {finite} 'Infinity'",
+        ),
+        (
+            table_server,
+            split(1e308, 1e308, 1e308, 1e308, "Dream"),
+            f"column 'bill_length_mm' {finite} 1e+308",
+        ),
+        (
+            table_server,
+            split(True, 3.5, 1.4, 0.2, "Dream"),
+            "column 'bill_length_mm' takes numbers, but row 0 holds True",
+        ),
+    ]
+    for url, body, message in cases:
+        status, text = post(url, json.dumps(body).encode(), "application/json")  # Infinity: Python's JSON
+        assert status == 400 and message in json.loads(text)["message"], (body, status, text[:2000])
+
+
 def test_validate_prints_the_prepared_feature_count(table: Dataset, tmp_path: Path) -> None:
     from conftest import small_config
 
@@ -569,3 +706,20 @@ def test_a_table_with_strings_gaps_and_a_string_target_trains_and_its_champion_s
     assert as_read["body_mass_g"].dtype == np.int64
     again = champion.predict(as_read)
     np.testing.assert_allclose(probabilities(again)[:2], probabilities(scored)[:2], atol=1e-6)
+
+
+def test_a_numeric_column_trained_on_booleans_takes_booleans(tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    frame = pd.read_csv(penguins_like(tmp_path / "penguins.csv"))
+    frame["tagged"] = np.random.default_rng(0).random(len(frame)) < 0.5
+    frame.to_csv(tmp_path / "penguins.csv", index=False)
+    data = load_dataset(table_config(tmp_path / "penguins.csv", categorical=["island", "sex"]), 0)
+    assert data.test_rows["tagged"].dtype == bool  # left out of data.categorical: a numeric column
+    model = mlflow.pyfunc.load_model(str(save_model(data, tmp_path / "best_model")))
+    out = model.predict(data.test_rows)  # its own rows, booleans included
+    np.testing.assert_allclose(
+        probabilities(out), probabilities(model.predict(data.test_rows.astype({"tagged": float}))), atol=1e-6
+    )
+    with pytest.raises(MlflowException, match=r"column 'bill_depth_mm' takes numbers, but row 0 holds True"):
+        model.predict(data.test_rows.assign(bill_depth_mm=True))  # still refused where numbers were trained
