@@ -291,7 +291,7 @@ def _resolve_task(raw: RawData, requested: str) -> Task:
     y = raw.y
     if requested == "classification":
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-            example = y[y != np.round(y)][0]
+            example = y[y != np.round(y)][0].item()
             raise DataError(
                 f"data.task: classification needs discrete labels, but {raw.label_field} has "
                 f"non-integer values (e.g. {example!r}); use task: regression"

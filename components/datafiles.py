@@ -246,8 +246,10 @@ def _file_raw(
 
 
 def _check_categorical(X: pd.DataFrame, cfg: DataConfig, path: Path, target: str | None) -> None:
-    """`data.categorical` names feature columns, and with a list every string column is in it."""
+    """`data.categorical` names feature columns, and with a list every string column is in it;
+    with `auto`, a column of numbers but for a few cells (a typo) is refused, not one-hot encoded."""
     if cfg.categorical == "auto":
+        _check_stray_strings(X, path)
         return
     names = [str(c) for c in X.columns]
     unknown = [c for c in cfg.categorical if c not in names]
@@ -266,6 +268,32 @@ def _check_categorical(X: pd.DataFrame, cfg: DataConfig, path: Path, target: str
         raise DataError(
             f"data.categorical: feature column(s) {_quoted(strings)} of {path} are not numeric; "
             "list them in data.categorical too, or set it to auto"
+        )
+
+
+def _check_stray_strings(X: pd.DataFrame, path: Path) -> None:
+    """Refuse a text column whose values are numbers in at least 90% of its filled cells.
+
+    `auto` would one-hot encode it by its text (every distinct number a category): nearly always
+    a typo in a numeric column. A column meant as categories is listed in `data.categorical`.
+    """
+    for c in X.columns:
+        if not (X[c].dtype == object or pd.api.types.is_string_dtype(X[c].dtype)):
+            continue  # numbers, booleans and category columns are what they say
+        filled = X[c].dropna()
+        numbers = pd.to_numeric(
+            filled.map(lambda v: v if isinstance(v, str | int | float) else None), errors="coerce"
+        )
+        stray = numbers.isna() & filled.map(lambda v: not isinstance(v, bool))
+        n_numbers = int((~numbers.isna()).sum())
+        if len(filled) == 0 or n_numbers == 0 or n_numbers < 0.9 * len(filled) or not stray.any():
+            continue
+        first = int(np.flatnonzero(stray.to_numpy())[0])
+        i = int(X.index.get_loc(filled.index[first]))
+        raise DataError(
+            f"data.path: {path}: column {str(c)!r} holds numbers in {n_numbers} of its {len(filled)} filled "
+            f"rows but {filled.iloc[first]!r} at {_row(i, path)} ({int(stray.sum())} such row(s)); fix those "
+            "cells, or list the column in data.categorical to one-hot encode it by its text"
         )
 
 
@@ -294,7 +322,7 @@ def _apply_missing(
         )
         raise DataError(
             f"data.path: {path}: NaN or infinite values in {len(rows)} of {len(X)} rows "
-            f"(feature column(s) {_quoted(cols)}; first at row {int(rows[0])}); {hint}"
+            f"(feature column(s) {_quoted(cols)}; first at {_row(int(rows[0]), path)}); {hint}"
         )
     if cfg.missing != "drop":
         return X, y, 0
@@ -313,8 +341,15 @@ def _check_missing_labels(missing: np.ndarray, label_field: str, path: Path) -> 
         rows = np.flatnonzero(missing)
         raise DataError(
             f"{label_field}: missing (NaN) or infinite labels in {len(rows)} of "
-            f"{len(missing)} rows of {path} (first at row {int(rows[0])})"
+            f"{len(missing)} rows of {path} (first at {_row(int(rows[0]), path)})"
         )
+
+
+def _row(i: int, path: Path) -> str:
+    """Row i of a data file as a message names it: counted from 0, with a CSV's line (one header line)."""
+    if path.suffix.lower() == ".csv":
+        return f"row {i} (counting from 0: line {i + 2} of the file)"
+    return f"row {i} (counting from 0)"
 
 
 def _quoted(names: list[str], limit: int = 10) -> str:

@@ -481,7 +481,7 @@ ERROR_CASES = [
     pytest.param(
         _csv(_with(_with(_frame(30), "b", 4, np.nan), "c", 9, np.nan), missing="error"),
         r"^data\.path: .*bad\.csv: NaN or infinite values in 2 of 30 rows "
-        r"\(feature column\(s\) 'b', 'c'; first at row 4\); fill or drop them first, or set data\.missing",
+        r"\(feature column\(s\) 'b', 'c'; first at row 4 \(counting from 0: line 6 of the file\)\); fill or drop them first, or set data\.missing",
         True,
         id="gaps-with-missing-error",
     ),
@@ -489,9 +489,18 @@ ERROR_CASES = [
         _csv(
             _with(_frame(30).assign(color="red").astype({"color": object}), "color", 7, None), missing="error"
         ),
-        r"^data\.path: .*NaN or infinite values in 1 of 30 rows \(feature column\(s\) 'color'; first at row 7\)",
+        r"^data\.path: .*NaN or infinite values in 1 of 30 rows \(feature column\(s\) 'color'; first at row 7 "
+        r"\(counting from 0: line 9 of the file\)\)",
         True,
         id="string-gap-with-missing-error",
+    ),
+    pytest.param(
+        _csv(_with(_frame(30).astype({"b": object}), "b", 7, "abc")),
+        r"^data\.path: .*bad\.csv: column 'b' holds numbers in 29 of its 30 filled rows but 'abc' at row 7 "
+        r"\(counting from 0: line 9 of the file\) \(1 such row\(s\)\); fix those cells, or list the column in "
+        r"data\.categorical",
+        True,
+        id="typo-in-a-numeric-column",
     ),
     pytest.param(
         _csv(_frame(30).assign(b=np.nan), missing="drop"),
@@ -508,7 +517,7 @@ ERROR_CASES = [
     pytest.param(
         _npz(X=np.where(np.arange(90).reshape(30, 3) == 7, np.inf, _X), y=_Y),
         r"^data\.path: .*NaN or infinite values in 1 of 30 rows "
-        r"\(feature column\(s\) 'x1'; first at row 2\)",
+        r"\(feature column\(s\) 'x1'; first at row 2 \(counting from 0\)\)",
         True,
         id="inf-feature-npz",
     ),
@@ -563,7 +572,8 @@ ERROR_CASES = [
     ),
     pytest.param(
         _csv(_frame(30, labels=np.linspace(0, 1, 30)), task="classification"),
-        r"^data\.task: classification needs discrete labels, but data\.target 'y' has non-integer",
+        r"^data\.task: classification needs discrete labels, but data\.target 'y' has non-integer "
+        r"values \(e\.g\. 0\.034482758620689655\); use task: regression",
         False,
         id="classification-of-floats",
     ),

@@ -184,8 +184,13 @@ def test_missing_error_refuses_the_table_naming_columns_and_the_first_row(table:
     gap_rows = np.flatnonzero(raw.isna().any(axis=1))
     gap_columns = ", ".join(repr(c) for c in raw.columns if raw[c].isna().any())
     assert gap_columns.count(",") >= 1, "gaps in several columns"
+    line = gap_rows[0] + 2  # the file's line: a header line, then the rows from 0
+    assert ",," in Path(table.source).read_text().splitlines()[line - 1] + ",", "that line has the gap"
     with pytest.raises(
-        DataError, match=re.escape(f"feature column(s) {gap_columns}; first at row {gap_rows[0]})")
+        DataError,
+        match=re.escape(
+            f"feature column(s) {gap_columns}; first at row {gap_rows[0]} (counting from 0: line {line} of the file))"
+        ),
     ):
         load_dataset(table_config(Path(table.source), missing="error"), 0)
 
