@@ -110,6 +110,9 @@ def train_trial(
             raise
         except (TrialFailed, TrialInterrupted, TrialPruned) as exc:
             error = str(exc)
+            if isinstance(exc, TrialPruned) and guard.stopped is None:
+                # raised by the trial's own code (as `optuna.TrialPruned` is): a pruned trial too
+                guard.stop(exc)
         except Exception as exc:  # a user's or a library's error fails this trial, not the study
             error = f"{type(exc).__name__}: {exc}"
             if is_device_error(exc):
@@ -147,6 +150,9 @@ def _outcome(result: TrialResult, guard: TrialGuard, fitted: Fitted, error: str 
         result.state = PRUNED
         result.stop_reason = guard.decision.reason
         result.predicted_final = guard.decision.predicted
+    elif isinstance(stopped, TrialPruned):  # raised by the trial's own code, not by the rule
+        result.state = PRUNED
+        result.stop_reason = "pruned by the trial's own code" + (f": {stopped}" if str(stopped) else "")
     elif error is not None:
         result.state, result.error = FAILED, error
     else:

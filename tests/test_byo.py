@@ -246,6 +246,27 @@ def test_a_function_that_catches_trialpruned_to_clean_up_is_still_pruned() -> No
     assert result.state == "pruned" and result.value == 0.5 and result.epochs_trained == 2
 
 
+def test_a_function_that_raises_trialpruned_itself_is_pruned_with_its_reason() -> None:
+    import hyperflow
+
+    def objective(params: dict[str, Any], report: Any) -> float:
+        for epoch in range(params["max_epochs"]):
+            report(epoch, params["quality"] * (epoch + 1))
+            if epoch == 2:
+                raise hyperflow.TrialPruned("my own rule")  # as one raises optuna.TrialPruned
+        return 1.0
+
+    result = train_trial(None, {"quality": 0.5}, _spec(objective), seed=0)
+    assert result.state == "pruned" and result.error is None
+    assert result.stop_reason == "pruned by the trial's own code: my own rule"
+    assert result.value == pytest.approx(1.5) and result.epochs_trained == 3
+    # Pruned before it reported anything: no result, so failed (as a completed trial would be).
+    scope: dict[str, Any] = {}
+    exec("def early(params, report):\n    raise TrialPruned()\n", {"TrialPruned": TrialPruned}, scope)
+    early = train_trial(None, {"quality": 0.5}, _spec(scope["early"]), seed=0)
+    assert early.state == "failed" and "no epoch reported score" in (early.error or "")
+
+
 @pytest.mark.parametrize(
     ("body", "state", "error"),
     [
