@@ -122,6 +122,8 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     if cfg.search.max_param_count is not None:
         metrics["n_candidates_infeasible"] = study.n_infeasible
     best, champion = study.best, study.champion
+    # A resumed study's champion before this finish (a fresh study has none yet).
+    previous_champion = tracker.client.get_run(run_id).data.tags.get(TAG_CHAMPION_TRIAL)
     if cfg.search.objectives:
         metrics["pareto_size"] = _tag_front(study)
     if best is not None and best.value is not None and champion is not None:
@@ -143,7 +145,7 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
         )
         # A training function has no model to test or register: its best value and parameters only.
         if adapter_for(study.spec).exports_model:
-            _test_export_register(study, data, champion, result)
+            _test_export_register(study, data, champion, result, previous_champion=previous_champion)
             metrics.update(result.test_metrics)
     else:
         result.status = "FAILED"
@@ -156,13 +158,32 @@ def finish_study(study: Study, data: Dataset | None) -> StudyResult:
     return result
 
 
-def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord, result: StudyResult) -> None:
-    """Test the best trial's stored weights, log them as `best_model`, register it (into `result`)."""
+def _test_export_register(
+    study: Study,
+    data: Dataset | None,
+    best: TrialRecord,
+    result: StudyResult,
+    *,
+    previous_champion: str | None,
+) -> None:
+    """Test the best trial's stored weights, log them as `best_model`, register it (into `result`).
+
+    A resumed study whose champion is the trial it already registered (extended by trials that did
+    not beat it) is tested again but not logged or registered again: no second, identical version.
+    """
     cfg, tracker, run_id = study.cfg, study.tracker, study.study_run_id
     adapter = adapter_for(study.spec)
     state_dict = best.state_dict or load_state_dict_artifact(tracker.client, best.run_id)
     module = adapter.rebuild(data, best.params, state_dict)
     result.test_metrics = adapter.evaluate(module, data, best.params)
+    registered = _registered_version(study) if previous_champion == str(best.number) else None
+    if registered is not None:
+        result.model_name, result.model_version, result.promoted = cfg.name, registered, False
+        result.promotion_reason = (
+            f"the study's champion is still trial {best.number}, registered as version {registered}: "
+            "no new version"
+        )
+        return
     model, example = adapter.export(module, data, best.params)
     model_uri = log_best_model(model, example, tracker.client, run_id, **served_inputs(data))
     if cfg.tracking.register_model:
@@ -179,6 +200,15 @@ def _test_export_register(study: Study, data: Dataset | None, best: TrialRecord,
         )
         result.model_name, result.model_version = reg.name, reg.version
         result.promoted, result.promotion_reason = reg.promoted, reg.reason
+
+
+def _registered_version(study: Study) -> str | None:
+    """The latest version of the study's model registered from its own run (None: none was)."""
+    if not study.cfg.tracking.register_model:
+        return None
+    versions = study.tracker.client.search_model_versions(f"run_id = '{study.study_run_id}'")
+    mine = [int(v.version) for v in versions if v.name == study.cfg.name]
+    return str(max(mine)) if mine else None
 
 
 def served_inputs(data: Dataset | None) -> dict[str, Any]:

@@ -303,6 +303,34 @@ def test_resume_extends_a_finished_study(prefect_server, tmp_path: Path) -> None
     assert counts["n_trials_completed"] + counts["n_trials_pruned"] + counts["n_trials_failed"] == 4
 
 
+def test_extending_a_study_that_finds_no_better_trial_registers_no_second_version(
+    prefect_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from hyperflow.flows.search_flow import run_search
+
+    # A grid in the listed order: three trials that train, then one that diverges (fails).
+    space = {"learning_rate": {"choices": [0.1, 0.05, 0.2, 1e5]}}
+    cfg = small_config(tmp_path, model={"max_epochs": 2}, search={"strategy": "grid", "space": space})
+    result = run_search(cfg)
+    client = MlflowClient(result.tracking_uri)
+    (first,) = client.search_model_versions(f"name = '{cfg.name}'")
+    more = subprocess.run(
+        [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, "--n-trials", "4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    study = client.get_run(result.study_run_id)
+    assert study.info.status == "FINISHED"
+    assert study.data.metrics["n_trials_failed"] == 1, "the fourth trial diverged"
+    assert study.data.tags["hyperflow.champion_trial"] == str(result.champion_trial)
+    assert [v.version for v in client.search_model_versions(f"name = '{cfg.name}'")] == [first.version]
+    assert f"version {first.version}; champion unchanged (the study's champion is still trial" in more.stdout
+    assert "test_accuracy" in more.stdout, "the champion was tested again for the summary"
+
+
 def test_sigterm_ends_every_run_and_every_process_and_run_resume_continues(tmp_path: Path) -> None:
     # Prefect's ephemeral mode on purpose: its temporary server is a child process that must go too.
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
