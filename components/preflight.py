@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 from hyperflow.components.adapters import config_adapter
@@ -17,7 +18,7 @@ from hyperflow.components.usercode import UserCodeError, check_user_code
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
 
-__all__ = ["PreflightError", "check_devices", "preflight"]
+__all__ = ["PreflightError", "check_devices", "dask_scheduler_problem", "preflight"]
 
 
 class PreflightError(Exception):
@@ -93,4 +94,35 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
             StudyTracker(resolve_tracking_uri(cfg.tracking.uri)).check()
         except TrackingError as exc:
             raise PreflightError(str(exc), exit_code=2 if isinstance(exc, UnsupportedStore) else 3) from None
+    if cfg.runner.kind == "dask" and cfg.runner.address:
+        problem = dask_scheduler_problem(cfg.runner.address)
+        if problem:
+            raise PreflightError(problem, exit_code=3)
     return data
+
+
+def dask_scheduler_problem(address: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at a Dask scheduler's TCP address (None: something listens there).
+
+    Dask's own client waits 30 s (its connect timeout) and fails inside the flow, with a study
+    run already created; this connects to the port alone, before anything exists. Addresses of
+    other transports (`inproc://`, `ucx://`) are left to Dask.
+    """
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme not in ("tcp", "tls"):
+        return None
+    rest = rest.rstrip("/")
+    host, _, port = rest.rpartition(":") if ":" in rest.lstrip("[").split("]")[-1] else (rest, "", "8786")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except ValueError:
+        return f"runner.address {address!r}: not a Dask scheduler address (tcp://HOST:PORT)"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return (
+            f"runner.address {address!r}: cannot reach the Dask scheduler ({reason}); start it "
+            "(`dask scheduler`) or correct the address"
+        )
+    return None

@@ -33,7 +33,9 @@ out = Console()
 
 EXIT_FAILED = 1  # the study ran but no trial completed
 EXIT_BAD_INPUT = 2  # config, data or arguments
-EXIT_TRACKING = 3  # the tracking store cannot be reached
+EXIT_TRACKING = (
+    3  # a server it needs cannot be reached: MLflow's tracking server, Prefect's API, Dask's scheduler
+)
 EXIT_DISK_FULL = 4  # the disk filled during the study: it ended FAILED (or stays resumable)
 
 SetOption = Annotated[
@@ -144,16 +146,24 @@ def _command_server() -> CommandServer:
 def _run_flow(
     cfg: ExperimentConfig, resume_run_id: str | None = None, server: CommandServer | None = None
 ) -> StudyResult:
-    from hyperflow.flows.prefect_api import ServerStartError, command_server
+    from hyperflow.flows.prefect_api import ServerStartError, command_server, configured_api_problem
 
     progress = _Progress(cfg.search.n_trials, cfg.search.metric)
     try:
         # Entered before Prefect is imported here: Prefect reads PREFECT_API_URL when imported.
-        with command_server(server):
+        with command_server(server) as own_server:
+            if own_server is None and (problem := configured_api_problem()):
+                _fail(problem, EXIT_TRACKING)  # before any run exists
             from prefect.exceptions import TerminationSignal
 
             from hyperflow.components.interrupt import stop_on_signals
-            from hyperflow.flows.search_flow import PROGRESS_LISTENERS, STOP, SearchInterrupted, run_search
+            from hyperflow.flows.search_flow import (
+                PROGRESS_LISTENERS,
+                STOP,
+                SearchInterrupted,
+                run_search,
+                study_run_id,
+            )
 
             PROGRESS_LISTENERS.append(progress)
             try:
@@ -162,7 +172,13 @@ def _run_flow(
                     return run_search(cfg, resume_run_id=resume_run_id)
             except (SearchInterrupted, KeyboardInterrupt, TerminationSignal):
                 signum = STOP.signum or signal.SIGINT
-                console.print("[yellow]interrupted: every open run was ended as KILLED.[/]")
+                interrupted = study_run_id()
+                console.print(
+                    "[yellow]interrupted: every open run was ended as KILLED.[/]"
+                    + (f" Continue it: hyperflow resume {interrupted}" if interrupted else ""),
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 raise typer.Exit(128 + int(signum)) from None
             finally:
                 PROGRESS_LISTENERS.remove(progress)
@@ -324,6 +340,11 @@ def serve(
     except ScheduleError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     cfg, _ = load_checked(config, overrides)
+    from hyperflow.flows.prefect_api import configured_api_problem
+
+    problem = configured_api_problem()
+    if problem:
+        _fail(problem, EXIT_TRACKING)
     warning = ephemeral_warning()
     if warning:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

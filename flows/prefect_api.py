@@ -23,11 +23,35 @@ __all__ = [
     "CommandServer",
     "ServerStartError",
     "command_server",
+    "configured_api_problem",
     "ephemeral_api_url",
     "flow_run_settings",
     "start_ephemeral_server",
     "wait_for_command_server",
 ]
+
+
+def configured_api_problem(timeout: float = 5.0) -> str | None:
+    """Why the Prefect API the settings name (PREFECT_API_URL, the profile) cannot be reached;
+    None when it answers (any HTTP answer: Prefect Cloud's may need credentials) or none is named."""
+    from prefect.settings import PREFECT_API_URL
+
+    from hyperflow.components.tracking import redact_uri
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return None
+    try:
+        urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return (
+            f"cannot reach the Prefect server at {redact_uri(url)} (PREFECT_API_URL): {reason}; start "
+            "it, or unset PREFECT_API_URL to run on a temporary server of the command's own"
+        )
+    return None
 
 
 def ephemeral_api_url() -> str | None:

@@ -55,6 +55,7 @@ __all__ = [
     "SearchInterrupted",
     "hyperparameter_search",
     "run_search",
+    "study_run_id",
 ]
 
 # Called with a StudyProgress after each finished trial (the CLI's progress bar listens here).
@@ -65,6 +66,14 @@ STOP = StopSignal()
 # Set once the search's trials have ended and the study is being finished (tested, registered): a
 # stop request then lets the finish complete (seconds), and a second one leaves at once.
 TRIALS_ENDED = threading.Event()
+_STUDY_RUN_ID: list[str] = []  # the study run of the search running in this process, once it exists
+
+
+def study_run_id() -> str | None:
+    """The study run of this process's latest search (None before its run exists): what to resume."""
+    return _STUDY_RUN_ID[-1] if _STUDY_RUN_ID else None
+
+
 # How long in-flight trials get to report after a stop request before their workers are ended.
 STOP_GRACE_SECONDS = 3.0
 
@@ -231,6 +240,7 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
         study = resume_study(config, data, resume_run_id, flow_run_id=flow_run_id)
     else:
         study = open_study(config, data, flow_run_id=flow_run_id)
+    _STUDY_RUN_ID[:] = [study.study_run_id]
     try:
         # Prefect's engine installs a SIGTERM handler that raises at once, which would leave trials
         # training in worker processes and runs RUNNING: while trials run, a signal sets STOP instead,
@@ -284,6 +294,7 @@ def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> St
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
     STOP.reset()  # a stop request belongs to the search it interrupted
     TRIALS_ENDED.clear()
+    _STUDY_RUN_ID.clear()
     sweep_scratch()  # what a killed search left in the temp folder
     own = wait_for_command_server()  # the CLI's server, started at the command's start
     # (no CLI) locked against other searches on this PREFECT_HOME; dies with us

@@ -259,6 +259,52 @@ def test_a_tracking_uri_of_no_known_kind_is_a_config_error(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_an_unreachable_dask_scheduler_is_reported_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+    from servers import free_port
+
+    monkeypatch.chdir(tmp_path)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(merge(GOOD, {"runner": {"kind": "dask", "address": address}})))
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 3, result.output
+    assert f"runner.address '{address}': cannot reach the Dask scheduler" in result.output
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == [], "no run exists"
+
+
+@pytest.mark.parametrize("command", [["run"], ["serve", "--cron", "0 3 * * *"]])
+def test_an_unreachable_prefect_server_is_reported_before_any_run(tmp_path: Path, command: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(GOOD))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "hyperflow"), command[0], str(config), *command[1:]],
+        cwd=tmp_path,
+        env={**os.environ, "PREFECT_API_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert f"cannot reach the Prefect server at {url} (PREFECT_API_URL)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if command[0] == "run":
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
 def _alias_bomb(levels: int, width: int = 10) -> str:
     """`a: &a [1 x width]`, then each level `width` aliases of the one before: width**levels values."""
     lines = ["    l0: &l0 [" + ", ".join(["1"] * width) + "]"]

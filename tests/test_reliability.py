@@ -698,6 +698,7 @@ def test_ctrl_c_from_the_command_line(
         assert f"{study.info.run_id}  (FINISHED)" in proc.stdout
         return
     assert "interrupted: every open run was ended as KILLED." in proc.stderr
+    assert f"Continue it: hyperflow resume {study.info.run_id}" in proc.stderr
     assert versions == [], "nothing was registered"
     # What was interrupted is resumed to the end, without asking for more trials.
     resumed = subprocess.run(
