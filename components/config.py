@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
@@ -58,6 +58,7 @@ __all__ = [
     "load_config",
     "metric_mode",
     "parse_value",
+    "plain_value",
     "validate_config",
 ]
 
@@ -73,6 +74,8 @@ class ConfigError(ValueError):
     """A config that cannot run; `problems` holds (dotted path, message) pairs, all of them."""
 
     def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        if not problems:  # never an error that names nothing
+            problems = [("", "the config was refused, but no problem was named (a bug in hyperflow)")]
         self.problems = problems
         self.source = source
         head = f"invalid config {source}" if source else "invalid config"
@@ -83,6 +86,14 @@ class ConfigError(ValueError):
 
 
 _CROSS_CHECK = "cross-field problems:\n"
+
+
+class _CrossFieldProblems(ValueError):
+    """`semantic_problems` of a config whose fields all validated, carried through pydantic."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(_CROSS_CHECK + "\n".join(f"{p}: {m}" for p, m in problems))
+        self.problems = problems
 
 
 class _Strict(BaseModel):
@@ -504,7 +515,7 @@ class ExperimentConfig(_Strict):
     def _cross_checks(self) -> ExperimentConfig:
         problems = semantic_problems(self.model_dump(mode="python"), ModelConfig.model_fields)
         if problems:
-            raise ValueError(_CROSS_CHECK + "\n".join(f"{p}: {m}" for p, m in problems))
+            raise _CrossFieldProblems(problems)
         return self
 
 
@@ -517,15 +528,47 @@ def parse_value(text: str) -> Any:
     return load_yaml(text)
 
 
+def plain_value(value: Any) -> Any:
+    """`json.dumps`' `default`: a numpy scalar or array as the Python value it holds, a path as text.
+
+    Raises:
+        TypeError: naming the type of anything else, which cannot be a config value.
+    """
+    if type(value).__module__ == "numpy":
+        ndim: Any = getattr(value, "ndim", 0)
+        if ndim:
+            return value.tolist()  # an array: a list of plain values
+        return value.item()  # a scalar: np.int64(2) -> 2, np.float32, np.bool_, np.str_
+    if isinstance(value, PurePath):
+        return str(value)
+    kind = type(value).__qualname__
+    if type(value).__module__ != "builtins":
+        kind = f"{type(value).__module__}.{kind}"
+    raise TypeError(
+        f"a value of type {kind} cannot be a config value "
+        "(give text, a number, a bool, None, or a list or mapping of them)"
+    )
+
+
+def _plain_or_text(value: Any) -> Any:
+    try:
+        return plain_value(value)
+    except TypeError:
+        return str(value)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Return a copy of `raw` with dotted `KEY=VALUE` overrides applied."""
-    out = json.loads(json.dumps(raw, default=str)) if raw else {}
+    out = json.loads(json.dumps(raw, default=_plain_or_text)) if raw else {}
     problems: list[tuple[str, str]] = []
     for item in overrides or []:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             problems.append(("--set", f"{item!r} is not KEY=VALUE (e.g. search.n_trials=20)"))
+            continue
+        if any(not part.strip() for part in key.split(".")):
+            problems.append(("--set", f"{key!r}: a dotted key has an empty part (e.g. search.n_trials)"))
             continue
         try:
             value = parse_value(text)
@@ -554,8 +597,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return out
 
 
-def _problems_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
+def _problems_from_validation(exc: ValidationError) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The field problems by dotted path, and the cross-field ones found on the validated config
+    (`validate_config` checks the raw dict for those again, also when fields fail)."""
     problems: list[tuple[str, str]] = []
+    cross: list[tuple[str, str]] = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         # The dimension's discriminator tag follows its key: search.space.<key>.<tag>....
@@ -569,14 +615,19 @@ def _problems_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
         elif err["type"].endswith("_type") or err["type"] == "finite_number":
             msg += f", not {json.dumps(err['input'], default=repr)}"  # `true`, `"3"`, `Infinity`
         if msg.startswith(_CROSS_CHECK):
+            error = (err.get("ctx") or {}).get("error")
+            if isinstance(error, _CrossFieldProblems):
+                cross.extend(error.problems)
+            else:
+                cross.append(("", msg[len(_CROSS_CHECK) :]))
             continue
         if (at := re.match(r"at ([\w.]+): ", msg)) is not None:  # a section's check naming its key
             loc, msg = (
                 [*loc, *at.group(1).split(".")],
                 msg[at.end() :],
-            )  # validate_config adds semantic_problems() itself, also when fields fail
+            )
         problems.append((".".join(loc), msg))
-    return problems
+    return problems, cross
 
 
 def validate_config(raw: Any, source: str | None = None) -> ExperimentConfig:
@@ -586,11 +637,15 @@ def validate_config(raw: Any, source: str | None = None) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = _problems_from_validation(exc)
+        problems, cross = _problems_from_validation(exc)
         fields = ModelConfig.model_fields
         for extra in semantic_problems(coerce_to_fields(raw, fields), fields):
             if extra not in problems:
                 problems.append(extra)
+        # What the validated config showed beyond the raw dict (values that validation resolved).
+        problems.extend(p for p in cross if p not in problems)
+        if not problems:
+            problems = [("", str(exc))]
         raise ConfigError(_dedupe(problems), source) from None
 
 
@@ -615,6 +670,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         ConfigError: naming every problem by its dotted path.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError([("", f"{path}: is a folder, not a config file")], str(path))
     if not path.is_file():
         raise ConfigError([("", f"{path}: no such config file")], str(path))
     try:

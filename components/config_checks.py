@@ -27,6 +27,7 @@ __all__ = [
     "BUILTIN_TASKS",
     "FILE_SUFFIXES",
     "NOT_SEARCHABLE",
+    "TRIAL_METRICS",
     "ModelFields",
     "coerce_to_fields",
     "credentials_problem",
@@ -56,6 +57,9 @@ BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("val_accuracy", "val_loss", "train_loss"),
     "regression": ("val_rmse", "val_loss", "train_loss"),
 }
+
+# What every trial records once (not per epoch), usable as a later objective whatever the model logs.
+TRIAL_METRICS = ("param_count", "train_seconds", "epochs_trained")
 
 # What `data.path` may name (`source: file`).
 FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
@@ -229,18 +233,8 @@ def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[st
             )
         )
 
-    # metric against task
-    task = _task_of(data)
-    metric = search.get("metric", "val_accuracy")
-    if not custom_model and task is not None and isinstance(metric, str):
-        allowed = BUILTIN_METRICS[task]
-        if metric not in allowed:
-            problems.append(
-                (
-                    "search.metric",
-                    f"{metric!r} is not logged for a {task} task; use one of {', '.join(allowed)}",
-                )
-            )
+    # the primary metric against the task (the first objective where search.objectives is given)
+    problems.extend(_primary_metric_problems(data, search, custom_model))
 
     # space against the model fields
     space = search.get("space")
@@ -269,6 +263,46 @@ def semantic_problems(cfg: dict[str, Any], fields: ModelFields) -> list[tuple[st
     problems.extend(_multi_objective_problems(search, custom_model))
 
     return problems
+
+
+def _primary_metric_problems(
+    data: dict[str, Any], search: dict[str, Any], custom_model: bool
+) -> list[tuple[str, str]]:
+    """The search metric, or the first of `search.objectives` (the primary, which becomes it).
+
+    Checked by the key the user wrote: with objectives, `search.metric` is copied from the first.
+    """
+    objectives = search.get("objectives")
+    if isinstance(objectives, list) and objectives:
+        first = objectives[0]
+        metric = first.get("metric") if isinstance(first, dict) else None
+        path, is_objective = "search.objectives.0.metric", True
+    else:
+        metric, path, is_objective = search.get("metric", "val_accuracy"), "search.metric", False
+    if not isinstance(metric, str) or not metric:
+        return []  # named by the field's own check
+    if metric in TRIAL_METRICS:
+        where = (
+            "give it as a later objective, after a metric logged every epoch"
+            if is_objective
+            else "to search it, give search.objectives with it after the primary metric"
+        )
+        return [
+            (
+                path,
+                f"{metric!r} is recorded once per trial, after training, but the primary"
+                f"{' (the first objective, search.metric)' if is_objective else ''} must be a metric "
+                f"logged every epoch (early stopping judges it); {where}",
+            )
+        ]
+    task = _task_of(data)
+    if custom_model or task is None:
+        return []
+    allowed = BUILTIN_METRICS[task]
+    if metric in allowed:
+        return []
+    primary = " (the first objective is the primary, search.metric)" if is_objective else ""
+    return [(path, f"{metric!r} is not logged for a {task} task{primary}; use one of {', '.join(allowed)}")]
 
 
 def _multi_objective_problems(search: dict[str, Any], custom_model: bool) -> list[tuple[str, str]]:

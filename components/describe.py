@@ -119,7 +119,10 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     else:
         lines.append("distinct points: unbounded (real dimensions)")
     if cfg.model.module or cfg.data.module:
-        lines.extend(describe_user_code(cfg))
+        counted = cfg.search.max_param_count is not None or any(
+            o.metric == "param_count" for o in cfg.search.objectives
+        )
+        lines.extend(describe_user_code(cfg, (lambda: _module_counts_text(cfg, data)) if counted else None))
     if data is not None:
         lines.append(
             f"data: {data.name} ({data.task}), {len(data.X_train)}/{len(data.X_val)}/{len(data.X_test)} "
@@ -165,3 +168,11 @@ def preparation_text(spec: dict[str, Any]) -> str:
     if spec.get("n_dropped"):
         parts.append(f"{spec['n_dropped']} rows with gaps dropped")
     return "; ".join(parts)
+
+
+def _module_counts_text(cfg: ExperimentConfig, data: Dataset | None) -> str:
+    """A user's module's parameter counts over the space, built and counted (`module_count_range`)."""
+    from hyperflow.components.budget import module_count_range  # budget imports this module
+
+    counts = module_count_range(cfg, None if cfg.data.module else data)
+    return counts.text() if counts is not None else "unknown (no point of the space builds the module)"

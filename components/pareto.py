@@ -90,7 +90,9 @@ def knee_index(points: Sequence[Point]) -> int:
 
     Objectives are scaled to [0, 1] over the front first. With two objectives this is the point of
     greatest distance from the line joining the ends (Das 1999); with more, the point closest to the
-    ideal point in the scaled space. Ties go to the earlier point.
+    ideal point in the scaled space. Ties go to the point best in the first objective (the primary),
+    then to the earlier point: so a front of two members, whose ends both lie on the line, has the
+    one best on the primary as its knee (as has a front whose inner points all lie above the line).
     """
     if not points:
         raise ValueError("an empty front has no knee")
@@ -106,7 +108,8 @@ def knee_index(points: Sequence[Point]) -> int:
         score = [1.0 - (x + y) for x, y in scaled]
     else:
         score = [-math.sqrt(sum(v * v for v in s)) for s in scaled]
-    return max(range(len(points)), key=lambda i: (score[i], -i))
+    # Rounded: points on the line (a straight front) tie, whatever the floating-point noise.
+    return max(range(len(points)), key=lambda i: (round(score[i], 12), -points[i][0], -i))
 
 
 def hypervolume(points: Sequence[Point], reference: Point) -> float:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hyperflow.components.config_checks import TRIAL_METRICS
 from hyperflow.components.diskfull import DiskFull
 from hyperflow.components.names import (
     COMPLETED,
@@ -181,10 +182,6 @@ class TrialRecord:
             if len(known) == len(objectives):
                 record.objectives = tuple(known)
         return record
-
-
-# What every trial records once, usable as an objective whatever the model logs per epoch.
-TRIAL_METRICS = ("param_count", "train_seconds", "epochs_trained")
 
 
 def objective_values(
@@ -408,6 +405,15 @@ class Study:
         if self.lookahead is not None and not self.in_flight and not self._exhausted:
             self._exhausted = self.lookahead.exhausted_at(self.next_number)
         if (self._exhausted or (self.lookahead is None and self.strategy.exhausted)) and not self.in_flight:
+            limit = search.max_param_count
+            if limit is not None and self.n_finished < search.n_trials and (ruled_out := self.n_infeasible):
+                # The budget, not the space, ran the strategy out of candidates: say so.
+                self.stop_reason = (
+                    f"no candidate left within search.max_param_count ({limit:,}): the strategy's "
+                    f"candidates were over it ({ruled_out} ruled out), {self.n_finished} of "
+                    f"{search.n_trials} trials finished"
+                )
+                return self.stop_reason
             return "exhausted"
         return None
 
@@ -460,12 +466,17 @@ class Study:
             )
             self.in_flight[number] = plan
             plans.append(plan)
+        if not plans and not self.in_flight:
+            self.check_stop()  # the strategy has run out: why (the parameter budget) is the stop reason
         return plans
 
     def _ask(self, room: int) -> list[dict[str, Any]]:
         """Up to `room` suggestions for the next trial numbers (fewer while lookahead waits for a result)."""
         if self.lookahead is None:
-            return self.strategy.ask(room)
+            asked = self.strategy.ask(room)
+            if len(asked) < room:  # fewer only when the strategy has nothing new (Strategy.ask)
+                self._exhausted = True
+            return asked
         search = self.cfg.search
         self.lookahead.set_limit(self.next_number + search.n_trials - self.n_finished - len(self.in_flight))
         # Started at the first plan: what resume requeues before it is asked first, deterministically.

@@ -312,8 +312,9 @@ def _module_problems(cfg: ExperimentConfig, cls: type, data_cls: type | None) ->
     return problems
 
 
-def describe_user_code(cfg: ExperimentConfig) -> list[str]:
-    """Lines for `hyperflow validate`: the user code and which values each constructor receives."""
+def describe_user_code(cfg: ExperimentConfig, parameters: Callable[[], str] | None = None) -> list[str]:
+    """Lines for `hyperflow validate`: the user code and which values each constructor receives,
+    and for a LightningModule the `parameters()` line (its counts over the space) when given."""
     lines: list[str] = []
     if cfg.model.module:
         obj = import_object(cfg.model.module)
@@ -328,6 +329,8 @@ def describe_user_code(cfg: ExperimentConfig) -> list[str]:
             searched = [k for k in cfg.search.space if sig.accepts(k)]
             lines.append(f"  searched: {', '.join(searched) or '-'}")
             lines.append(f"  fixed: {', '.join([*fixed, *cfg.model.args]) or '-'}")
+            if parameters is not None:
+                lines.append(f"  parameters: {parameters()}")
     if cfg.data.module:
         dsig = signature(import_object(cfg.data.module, key="data.module"))
         lines.append(f"data: {cfg.data.module} (a LightningDataModule)")

@@ -10,9 +10,16 @@ from typing import Any
 # The names the `hyperflow` package exports (its `__all__`) come from here: `X as X` re-exports them.
 from hyperflow.components.adapters import Reporter
 from hyperflow.components.config import ConfigError as ConfigError
-from hyperflow.components.config import ExperimentConfig, apply_overrides, load_config, validate_config
+from hyperflow.components.config import (
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    plain_value,
+    validate_config,
+)
 from hyperflow.components.preflight import PreflightError as PreflightError
 from hyperflow.components.preflight import preflight
+from hyperflow.components.resume import ResumeError as ResumeError
 from hyperflow.components.study import StudyResult as StudyResult
 from hyperflow.components.trial import TrialPruned as TrialPruned
 from hyperflow.components.usercode import UserCodeError as UserCodeError
@@ -33,7 +40,8 @@ def search(
     Args:
         config: a YAML file, a config dict (the YAML's structure) or an ExperimentConfig.
         overrides: dotted keys, as `["search.n_trials=20"]` (values parsed as YAML, like `--set`)
-            or as `{"search.n_trials": 20}` (values taken as they are).
+            or as `{"search.n_trials": 20}` (values taken as they are; a numpy scalar or array as the
+            Python value it holds).
         objective: a training function `fn(params, report) -> value` to tune instead of a
             LightningModule (it becomes `model.module`). `params` holds the trial's sampled values, `model.args` and
             `max_epochs`; `report(epoch, value, **metrics)` logs the search metric (and any other
@@ -41,15 +49,20 @@ def search(
             It returns the trial's value (or None: the last value reported), or `(value, model)`
             to have a torch model's weights logged with the trial. Trials in worker processes
             (`search.n_parallel > 1`) get it by value (cloudpickle) when it cannot be imported.
-        resume: a study run id to continue instead of starting a new study.
+        resume: a study run id to continue instead of starting a new study (as `hyperflow resume`
+            does; the config must be the study's, only `search.n_trials`, `n_parallel`, the
+            timeouts and where it runs may change).
 
     Returns:
         The study's result: `best_params`, `best_value`, `study_run_id`, `test_metrics`,
         `champion_uri` (None for a training function, which has no model to register), ...
 
     Raises:
-        ConfigError: the config (or the user code it names) is invalid; every problem by its key.
+        ConfigError: the config (or the user code it names, or an override value) is invalid;
+            every problem by its key.
         PreflightError: the data, the strategy or the tracking store cannot be used.
+        ResumeError: `resume` names no study that this config can continue: no such run in the
+            tracking store, a run that is not a study, or a study run with a different config.
     """
     path = _objective_path(objective) if objective is not None else None
     cfg = _resolve(config, _as_text(overrides), path)
@@ -76,8 +89,17 @@ def _as_text(overrides: Overrides | None) -> list[str]:
     if overrides is None:
         return []
     if isinstance(overrides, Mapping):
-        # JSON is YAML: a value passes through `--set`'s parser unchanged.
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+        # JSON is YAML: a value passes through `--set`'s parser unchanged (a numpy scalar as the
+        # Python value it holds).
+        texts, problems = [], []
+        for key, value in overrides.items():
+            try:
+                texts.append(f"{key}={json.dumps(value, default=plain_value)}")
+            except (TypeError, ValueError) as exc:
+                problems.append((str(key), str(exc)))
+        if problems:
+            raise ConfigError(problems, "overrides")
+        return texts
     if isinstance(overrides, str):
         return [overrides]
     return list(overrides)

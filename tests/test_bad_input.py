@@ -228,10 +228,20 @@ def test_broken_or_empty_yaml_is_refused(tmp_path: Path) -> None:
         (broken, "not valid YAML"),
         (empty, "empty"),
         (tmp_path / "none.yaml", "no such config file"),
+        (tmp_path, "is a folder, not a config file"),
     ):
         result = CliRunner().invoke(app, ["run", str(path)])
         assert result.exit_code == 2
         assert fragment in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("key", ["model..lr", ".seed", "search.", "model. .l2"])
+def test_a_set_key_with_an_empty_part_is_named_as_typed(tmp_path: Path, key: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(GOOD))
+    result = CliRunner().invoke(app, ["validate", str(config), "--set", f"{key}=3"])
+    assert result.exit_code == 2
+    assert f"{key!r}: a dotted key has an empty part" in result.output
 
 
 def test_an_unreachable_tracking_server_is_reported_before_training(

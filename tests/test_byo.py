@@ -274,6 +274,7 @@ def test_a_function_that_raises_trialpruned_itself_is_pruned_with_its_reason() -
         ("raise RuntimeError('boom')", "failed", "RuntimeError: boom"),
         ("return None", "failed", "returned nothing and reported nothing"),
         ("return 'high'", "failed", "returned str"),
+        ("return (0.5, 'notamodel')", "failed", "the second element must be a torch model"),
         ("report(0, 0.5); return None", "completed", None),
     ],
 )
@@ -414,7 +415,9 @@ def test_cli_run_with_a_missing_module_fails_before_any_run(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_python_api_tunes_a_plain_function_with_early_stopping(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from hyperflow import search
+    import numpy as np
+
+    from hyperflow import ResumeError, search
 
     calls: list[tuple[float, int]] = []
 
@@ -427,21 +430,19 @@ def test_python_api_tunes_a_plain_function_with_early_stopping(prefect_server, t
         return value
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = search(
-        {
-            "name": "toy-function",
-            "model": {"max_epochs": 6},
-            "search": {
-                "strategy": "grid",
-                "metric": "score",
-                "n_trials": 4,
-                "space": {"quality": {"choices": [0.9, 0.95, 0.2, 0.1]}},
-            },
-            "early_stopping": {"kind": "median", "min_epochs": 2},
+    config = {
+        "name": "toy-function",
+        "model": {"max_epochs": 6},
+        "search": {
+            "strategy": "grid",
+            "metric": "score",
+            "n_trials": 4,
+            "space": {"quality": {"choices": [0.9, 0.95, 0.2, 0.1]}},
         },
-        {"tracking.uri": uri},
-        objective=train,
-    )
+        "early_stopping": {"kind": "median", "min_epochs": 2},
+    }
+    # Override values as they are, a numpy scalar too (it was a bare "not JSON serializable").
+    result = search(config, {"tracking.uri": uri, "search.n_trials": np.int64(4)}, objective=train)
     client = MlflowClient(uri, registry_uri=uri)
     runs = trial_runs(client, result.study_run_id)
     states = [r.data.tags["hyperflow.state"] for r in runs]
@@ -472,6 +473,10 @@ def test_python_api_tunes_a_plain_function_with_early_stopping(prefect_server, t
     )
     assert result.champion_uri is None and result.model_uri is None
     assert "best_model" not in {a.path for a in client.list_artifacts(result.study_run_id)}
+    # An unknown study to resume: the public package's ResumeError, documented by search.
+    assert "ResumeError" in (search.__doc__ or "")
+    with pytest.raises(ResumeError, match="no run 'deadbeef'"):
+        search(config, {"tracking.uri": uri}, objective=train, resume="deadbeef")
 
 
 @pytest.mark.slow

@@ -530,3 +530,76 @@ def test_validate_shows_the_resolved_architecture(digits: Any) -> None:
     assert f"parameters: {(64 + 1) * 96 + 97 * 48 + 49 * 24 + 25 * 10:,}" in text
     searched = validate_config({"search": {"space": {"depth": {"low": 1, "high": 3}}}})
     assert "3 architectures, [128] to [128, 64, 32]" in describe_config(searched, digits)
+
+
+# --------------------------------------------------------------------------------------------
+# The primary objective, and an error that always names its problem
+
+
+@pytest.mark.parametrize(
+    ("objectives", "fragment"),
+    [
+        (["val_acuracy", "param_count"], "'val_acuracy' is not logged for a classification task"),
+        (["val_rmse", "param_count"], "'val_rmse' is not logged for a classification task"),
+        (["param_count", "val_accuracy"], "'param_count' is recorded once per trial"),
+    ],
+)
+def test_a_bad_first_objective_is_named_by_its_path(objectives: list[str], fragment: str) -> None:
+    # The first objective becomes search.metric: its problem was dropped ("0 problems").
+    raw = {"data": {"source": "digits"}, "search": {"objectives": [{"metric": m} for m in objectives]}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    (problem,) = err.value.problems
+    assert problem[0] == "search.objectives.0.metric" and fragment in problem[1], problem
+    assert "(1 problem)" in str(err.value)
+
+
+def test_the_cli_names_a_misspelt_first_objective(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hyperflow.flows.cli import app
+
+    objectives = "search.objectives=[{metric: val_acuracy}, {metric: param_count}]"
+    out = CliRunner().invoke(app, ["validate", str(CONF / "random.yaml"), "--set", objectives])
+    assert out.exit_code == 2
+    assert "0 problems" not in out.output
+    assert "search.objectives.0.metric: 'val_acuracy' is not logged" in out.output
+
+
+def test_a_trial_metric_is_no_primary_for_a_users_model_either() -> None:
+    model = {"module": "examples.digits_cnn.model:DigitsCNN"}
+    with pytest.raises(ConfigError) as err:
+        validate_config({"model": model, "search": {"metric": "param_count"}})
+    assert [p for p, _ in err.value.problems] == ["search.metric"]
+    assert "logged every epoch" in err.value.problems[0][1]
+    ok = validate_config(
+        {"model": model, "search": {"objectives": [{"metric": "val_accuracy"}, {"metric": "param_count"}]}}
+    )
+    assert ok.search.metric == "val_accuracy"
+
+
+def test_a_config_error_always_names_a_problem() -> None:
+    err = ConfigError([], "x.yaml")
+    assert len(err.problems) == 1 and "0 problems" not in str(err)
+
+
+def test_python_override_values_numpy_scalars_as_theirs_and_others_refused_by_key() -> None:
+    import numpy as np
+
+    from hyperflow.api import _as_text, _resolve
+
+    cfg = _resolve(
+        {"search": {"n_trials": np.int64(3)}},
+        _as_text({"seed": np.int64(2), "search.n_parallel": np.int32(1), "model.dropout": np.float32(0.5)}),
+        None,
+    )
+    assert (cfg.seed, cfg.search.n_trials, cfg.search.n_parallel, cfg.model.dropout) == (2, 3, 1, 0.5)
+    with pytest.raises(ConfigError) as err:
+        _as_text({"search.n_trials": object()})
+    assert err.value.problems == [
+        (
+            "search.n_trials",
+            "a value of type object cannot be a config value (give text, a number, a bool, None, or a "
+            "list or mapping of them)",
+        )
+    ]

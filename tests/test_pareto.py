@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from conftest import ROOT, small_config
 from mlflow.tracking import MlflowClient
 
@@ -94,6 +95,16 @@ def test_the_knee_is_the_elbow_of_a_front_and_ties_go_to_the_earlier() -> None:
     losses = [to_losses(v, ("max", "min")) for v in values]
     assert knee_index(losses) == 2
     assert knee_index([(0.0, 1.0), (1.0, 0.0)]) == 0
+
+
+def test_the_knee_of_two_members_or_of_a_straight_front_is_the_best_primary() -> None:
+    # Both ends of a two-member front lie on the line: the tie went to the earlier, whatever it was.
+    values = [(0.90, 100), (0.95, 1000)]  # (accuracy, param_count): the later is more accurate
+    assert knee_index([to_losses(v, ("max", "min")) for v in values]) == 1
+    assert knee_index([(1.0, 0.0), (0.0, 1.0)]) == 1
+    # three members on a straight line (floating-point noise included): the best primary again
+    assert knee_index([(0.3, 0.7), (0.1, 0.9), (0.2, 0.8)]) == 1
+    assert knee_index([(0.5, 0.5)]) == 0
 
 
 def test_hypervolume_two_and_three_objectives_against_counting_unit_cells() -> None:
@@ -290,6 +301,72 @@ def test_validate_refuses_a_budget_below_the_smallest_architecture(tmp_path: Pat
     assert bad.exit_code == 2
     assert "search.max_param_count: 1,209 is below the smallest architecture" in bad.output
     assert "1,210" in bad.output
+
+
+def test_validate_counts_a_users_module_and_refuses_a_budget_below_its_smallest(in_tmp: Path) -> None:
+    from typer.testing import CliRunner
+
+    from examples.digits_cnn.model import DigitsCNN
+    from hyperflow.components.budget import budget_problem
+    from hyperflow.components.describe import describe_config
+    from hyperflow.flows.cli import app
+
+    raw = {
+        "data": {"module": "examples.digits_cnn.data:DigitsDataModule"},
+        "model": {"module": "examples.digits_cnn.model:DigitsCNN", "args": {"kernel_size": 3}},
+        "search": {
+            "strategy": "random",
+            "space": {
+                "channels": {"choices": [8, 4, 16]},
+                "learning_rate": {"low": 1.0e-4, "high": 0.03, "log": True},
+            },
+        },
+    }
+    smallest, largest = (param_count(DigitsCNN(channels=c, kernel_size=3)) for c in (4, 16))
+    ok = validate_config({**raw, "search": {**raw["search"], "max_param_count": smallest}})
+    assert budget_problem(ok, None) is None
+    (line,) = [x for x in describe_config(ok, None).splitlines() if "parameters:" in x]
+    assert f"parameters: {smallest:,} to {largest:,} (channels changes it;" in line
+    bad = validate_config({**raw, "search": {**raw["search"], "max_param_count": smallest - 1}})
+    problem = budget_problem(bad, None)
+    assert problem is not None
+    assert problem.startswith(f"search.max_param_count: {smallest - 1:,} is below the smallest architecture")
+    assert f"{smallest:,} to {largest:,}" in problem
+    # the CLI: refused before anything runs (it passed with exit 0 and ran no trial)
+    config = in_tmp / "cnn.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = CliRunner().invoke(
+        app, ["validate", str(config), "--set", f"search.max_param_count={smallest - 1}"]
+    )
+    assert out.exit_code == 2, out.output
+    assert "is below the smallest architecture" in out.output
+
+
+def test_a_param_count_objective_is_refused_for_a_training_function(tmp_path: Path) -> None:
+    from hyperflow.components.preflight import PreflightError, preflight
+    from hyperflow.components.usercode import registered
+
+    def objective(params: dict[str, Any], report: Any) -> float:
+        return 0.0
+
+    with registered("budget_fn:objective", objective):
+        cfg = small_config(
+            tmp_path,
+            model={"module": "budget_fn:objective"},
+            search={"objectives": [{"metric": "score"}, {"metric": "param_count"}]},
+        )
+        with pytest.raises(
+            PreflightError, match=re.escape("search.objectives.1.metric: a training function")
+        ):
+            preflight(cfg, check_tracking=False)
+        # other trial metrics are known for a function: train_seconds stays allowed
+        cfg = small_config(
+            tmp_path,
+            model={"module": "budget_fn:objective"},
+            search={"objectives": [{"metric": "score"}, {"metric": "train_seconds"}]},
+        )
+        preflight(cfg, check_tracking=False)
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def space_of_widths() -> SearchSpace:
@@ -733,6 +810,36 @@ def test_a_budget_trains_none_of_the_ruled_out_choices_and_still_finishes_n_tria
         assert isinstance(study.strategy, EHVIStrategy)
         assert study.lookahead is not None and isinstance(study.lookahead.strategy, StrategyProcess)
         assert client.get_run(study.study_run_id).data.tags[TAG_MULTI_OBJECTIVE] == "ehvi"
+
+
+@pytest.mark.parametrize("lookahead", [True, False])
+def test_a_study_that_runs_out_of_candidates_within_the_budget_says_so(
+    tmp_path: Path, digits: Any, lookahead: bool
+) -> None:
+    # Past validate (a user's module counted at too few points, a space changed): every candidate
+    # over the budget ended the study with "0 completed, 0 pruned, 0 failed" and no reason.
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 1},
+        search={
+            "n_trials": 3,
+            "lookahead": lookahead,
+            "max_param_count": 100,
+            "space": {
+                "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+                "hidden_layers": {"choices": [[4], [8]]},  # 310 and 610 parameters
+            },
+        },
+        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "register_model": False},
+    )
+    study, result = run_study(cfg, digits)
+    assert result.status == "FAILED" and result.n_completed == result.n_failed == 0
+    assert result.stop_reason is not None
+    assert result.stop_reason.startswith("no candidate left within search.max_param_count (100)")
+    assert "0 of 3 trials finished" in result.stop_reason
+    assert (
+        MlflowClient(cfg.tracking.uri).get_run(study.study_run_id).data.metrics["n_candidates_infeasible"] > 0
+    )
 
 
 @pytest.mark.slow

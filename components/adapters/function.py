@@ -98,8 +98,14 @@ class FunctionAdapter(ModelAdapter):
         try:
             value = float(returned)
         except (TypeError, ValueError):
+            if isinstance(returned, tuple) and len(returned) == 2:
+                raise TrialFailed(
+                    f"the training function returned (value, {type(returned[1]).__name__}): the second "
+                    "element must be a torch model (a torch.nn.Module), whose weights are logged with the trial"
+                ) from None
             raise TrialFailed(
-                f"the training function returned {type(returned).__name__}, not a number"
+                f"the training function returned {type(returned).__name__}, not a number "
+                "(return a number, None, or (value, model) with a torch module)"
             ) from None
         if not math.isfinite(value):
             raise TrialFailed(f"the training function returned {value}")
