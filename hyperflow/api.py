@@ -64,6 +64,7 @@ def search(
         ResumeError: `resume` names no study that this config can continue: no such run in the
             tracking store, a run that is not a study, or a study run with a different config.
     """
+    _refuse_in_a_worker_bootstrap()
     path = _objective_path(objective) if objective is not None else None
     cfg = _resolve(config, _as_text(overrides), path)
     from hyperflow.flows.search_flow import run_search
@@ -74,6 +75,25 @@ def search(
     with registered(path, objective):
         preflight(cfg)
         return run_search(cfg, resume_run_id=resume)
+
+
+def _refuse_in_a_worker_bootstrap() -> None:
+    """A worker process (`search.n_parallel > 1`) imports the caller's script again to start; a
+    `search()` at the script's top level would start a study inside every worker."""
+    import sys
+
+    # multiprocessing's spawn runs the parent's script under the name `__mp_main__` as the worker starts
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__"
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is not None:
+        raise RuntimeError(
+            "hyperflow.search() was called while a worker process imported your script to start: "
+            'call it under `if __name__ == "__main__":` (workers of search.n_parallel > 1 import the '
+            "script again, as every Python program that starts processes by spawning requires)"
+        )
 
 
 def _objective_path(fn: Callable[..., Any]) -> str:

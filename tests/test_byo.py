@@ -553,3 +553,44 @@ def test_a_script_without_a_main_guard_runs_one_study(prefect_server, tmp_path: 
         client, client.search_runs([exp], "tags.`hyperflow.role` = 'study'")[0].info.run_id
     ):
         assert "weight_histograms.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+SCRIPT = """
+from hyperflow import search
+
+
+def train(params, report):
+    report(0, params["quality"])
+    return params["quality"]
+
+
+{call}search(
+{indent}    {{"name": "guarded", "model": {{"max_epochs": 1}},
+{indent}     "search": {{"strategy": "random", "metric": "score", "n_trials": 2, "n_parallel": 2,
+{indent}                "space": {{"quality": {{"low": 0.0, "high": 1.0}}}}}},
+{indent}     "tracking": {{"uri": "sqlite:///mlflow.db"}}}},
+{indent}    objective=train,
+{indent})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_the_main_guard_starts_no_study_in_its_workers(
+    tmp_path: Path, guarded: bool
+) -> None:
+    call = 'if __name__ == "__main__":\n    ' if guarded else ""
+    (tmp_path / "script.py").write_text(SCRIPT.format(call=call, indent="    " if guarded else ""))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    studies = [r for r in runs if r.data.tags.get("hyperflow.role") == "study"]
+    assert len(studies) == 1, "the workers started no study of their own"
+    refused = 'hyperflow.search() was called while a worker process imported your script to start: call it under `if __name__ == "__main__":`'
+    assert (refused in proc.stderr) is not guarded
+    assert studies[0].info.status == ("FINISHED" if guarded else "FAILED")
