@@ -389,19 +389,20 @@ def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
     printed = proc.stdout.read().decode()
     assert f"MLflow UI on http://127.0.0.1:{port}" in printed
     assert (tmp_path / "ui.db").exists(), "the UI opened the config's store"
-    # The same port again: refused by name, before anything starts; so is a port out of range.
+    # A port in use: refused by name, before anything starts; so is a port out of range.
+    busy = free_port()
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
+        taken.bind(("127.0.0.1", busy))
         taken.listen()
         refused = subprocess.run(
-            [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
+            [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(busy)],
             cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=120,
         )
     assert refused.returncode == 2
-    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in refused.stderr
+    assert f"--port {busy}: cannot listen on 127.0.0.1:{busy}" in refused.stderr
     out_of_range = subprocess.run(
         [str(Path(sys.executable).parent / "hyperflow"), "ui", "--port", "99999"],
         cwd=tmp_path,
