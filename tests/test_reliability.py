@@ -268,6 +268,17 @@ def test_a_kill_at_any_instant_resumes_to_exactly_n_trials(
     assert len(versions) == 1, "the best model was registered once"
 
 
+def resume_cli(result: Any, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`hyperflow resume` of a study that `run_search` returned, on its store."""
+    return subprocess.run(
+        [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_resume_extends_a_finished_study(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from hyperflow.flows.search_flow import run_search
 
@@ -277,25 +288,13 @@ def test_resume_extends_a_finished_study(prefect_server, tmp_path: Path) -> None
     # Fewer trials than it has (or as many, or no new total at all) would only re-test and
     # re-register the same best model.
     for new_total in (["--n-trials", "2"], ["--n-trials", "3"], []):
-        refused = subprocess.run(
-            [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, *new_total],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        refused = resume_cli(result, tmp_path, *new_total)
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "the study already has 3 finished trials" in refused.stderr
         assert "Traceback" not in refused.stderr
     assert len(client.search_model_versions(f"name = '{cfg.name}'")) == 1
     assert client.get_run(result.study_run_id).info.status == "FINISHED"
-    more = subprocess.run(
-        [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, "--n-trials", "4"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    more = resume_cli(result, tmp_path, "--n-trials", "4")
     assert more.returncode == 0, more.stderr[-3000:]
     extended = MlflowClient(result.tracking_uri).get_run(result.study_run_id)
     assert extended.info.status == "FINISHED"
@@ -314,13 +313,7 @@ def test_extending_a_study_that_finds_no_better_trial_registers_no_second_versio
     result = run_search(cfg)
     client = MlflowClient(result.tracking_uri)
     (first,) = client.search_model_versions(f"name = '{cfg.name}'")
-    more = subprocess.run(
-        [HYPERFLOW, "resume", result.study_run_id, "--tracking-uri", result.tracking_uri, "--n-trials", "4"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    more = resume_cli(result, tmp_path, "--n-trials", "4")
     assert more.returncode == 0, more.stderr[-3000:]
     study = client.get_run(result.study_run_id)
     assert study.info.status == "FINISHED"
