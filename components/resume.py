@@ -47,7 +47,14 @@ if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
     from hyperflow.components.data import Dataset
 
-__all__ = ["ResumeError", "find_unfinished_study", "load_study_config", "recorded_trials", "resume_study"]
+__all__ = [
+    "ResumeError",
+    "check_resumable",
+    "find_unfinished_study",
+    "load_study_config",
+    "recorded_trials",
+    "resume_study",
+]
 
 
 class ResumeError(RuntimeError):
@@ -135,6 +142,20 @@ def _same_study(tracker: StudyTracker, run: Run, cfg: ExperimentConfig) -> bool:
         return config_hash(validate_config(raw)) == config_hash(cfg)
     except ConfigError:
         return False
+
+
+def check_resumable(cfg: ExperimentConfig, study_run_id: str) -> tuple[StudyTracker, Run]:
+    """The study run `cfg` may continue, with its store's tracker; ResumeError naming why not
+    (no such run, not a study run, a study of another config)."""
+    tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
+    tracker.check()
+    run = _study_run(tracker, study_run_id)
+    if not _same_study(tracker, run, cfg):
+        raise ResumeError(
+            f"study {study_run_id} was run with a different config (hash {run.data.tags.get(TAG_CONFIG_HASH)}, "
+            f"this config {config_hash(cfg)}); only search.n_trials, n_parallel, timeouts and where it runs may change"
+        )
+    return tracker, run
 
 
 def _study_run(tracker: StudyTracker, study_run_id: str) -> Run:
@@ -238,14 +259,7 @@ def resume_study(
     left RUNNING are marked interrupted (KILLED), not counted, and their parameters are asked
     again first; trial numbers continue after the highest recorded one.
     """
-    tracker = StudyTracker(resolve_tracking_uri(cfg.tracking.uri))
-    tracker.check()
-    run = _study_run(tracker, study_run_id)
-    if not _same_study(tracker, run, cfg):
-        raise ResumeError(
-            f"study {study_run_id} was run with a different config (hash {run.data.tags.get(TAG_CONFIG_HASH)}, "
-            f"this config {config_hash(cfg)}); only search.n_trials, n_parallel, timeouts and where it runs may change"
-        )
+    tracker, run = check_resumable(cfg, study_run_id)
     _complete_study_records(tracker, run, cfg, data)
     trials = recorded_trials(tracker, cfg, run)
     # The heuristic start as recorded in the study run (a range test is never run again).

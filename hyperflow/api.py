@@ -20,6 +20,7 @@ from hyperflow.components.config import (
 from hyperflow.components.preflight import PreflightError as PreflightError
 from hyperflow.components.preflight import preflight
 from hyperflow.components.resume import ResumeError as ResumeError
+from hyperflow.components.resume import check_resumable
 from hyperflow.components.study import StudyResult as StudyResult
 from hyperflow.components.trial import TrialPruned as TrialPruned
 from hyperflow.components.usercode import UserCodeError as UserCodeError
@@ -70,11 +71,18 @@ def search(
     from hyperflow.flows.search_flow import run_search
 
     if path is None:
-        preflight(cfg)
+        _check(cfg, resume)
         return run_search(cfg, resume_run_id=resume)
     with registered(path, objective):
-        preflight(cfg)
+        _check(cfg, resume)
         return run_search(cfg, resume_run_id=resume)
+
+
+def _check(cfg: ExperimentConfig, resume: str | None) -> None:
+    """What `hyperflow run` / `resume` check before a flow run exists (a study to resume too)."""
+    preflight(cfg)
+    if resume:
+        check_resumable(cfg, resume)
 
 
 def _refuse_in_a_worker_bootstrap() -> None:

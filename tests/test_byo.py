@@ -475,8 +475,14 @@ def test_python_api_tunes_a_plain_function_with_early_stopping(prefect_server, t
     assert "best_model" not in {a.path for a in client.list_artifacts(result.study_run_id)}
     # An unknown study to resume: the public package's ResumeError, documented by search.
     assert "ResumeError" in (search.__doc__ or "")
+    from prefect import get_client
+
+    with get_client(sync_client=True) as prefect:
+        flow_runs = prefect.count_flow_runs()
     with pytest.raises(ResumeError, match="no run 'deadbeef'"):
         search(config, {"tracking.uri": uri}, objective=train, resume="deadbeef")
+    with get_client(sync_client=True) as prefect:
+        assert prefect.count_flow_runs() == flow_runs, "refused before a flow run was started"
 
 
 @pytest.mark.slow
