@@ -29,6 +29,7 @@ __all__ = [
     "CountRange",
     "apply_param_budget",
     "budget_problem",
+    "counts_parameters",
     "module_count_range",
     "param_counter",
     "param_counts",
@@ -243,6 +244,13 @@ def _training_function_objective_problem(cfg: ExperimentConfig, spec: TrialSpec)
     return None
 
 
+def counts_parameters(cfg: ExperimentConfig) -> bool:
+    """Whether the study needs its architectures' parameter counts: a budget or a `param_count` objective."""
+    return cfg.search.max_param_count is not None or any(
+        o.metric == "param_count" for o in cfg.search.objectives
+    )
+
+
 def budget_problem(cfg: ExperimentConfig, data: Dataset | None) -> str | None:
     """Why `search.max_param_count` cannot hold for this space, or why a `param_count` objective
     cannot be known (None: neither).
@@ -251,9 +259,9 @@ def budget_problem(cfg: ExperimentConfig, data: Dataset | None) -> str | None:
     LightningModule: the smallest count of `module_count_range` is over it. A training function:
     its count is unknown before it trains (and unknown after: it is never counted).
     """
-    limit = cfg.search.max_param_count
-    if limit is None and not any(o.metric == "param_count" for o in cfg.search.objectives):
+    if not counts_parameters(cfg):
         return None
+    limit = cfg.search.max_param_count
     spec = TrialSpec.from_config(cfg)
     problem = _training_function_objective_problem(cfg, spec)
     if problem is not None or limit is None:

@@ -614,12 +614,9 @@ def _problems_from_validation(exc: ValidationError) -> tuple[list[tuple[str, str
             msg = "unknown key"
         elif err["type"].endswith("_type") or err["type"] == "finite_number":
             msg += f", not {json.dumps(err['input'], default=repr)}"  # `true`, `"3"`, `Infinity`
-        if msg.startswith(_CROSS_CHECK):
-            error = (err.get("ctx") or {}).get("error")
-            if isinstance(error, _CrossFieldProblems):
-                cross.extend(error.problems)
-            else:
-                cross.append(("", msg[len(_CROSS_CHECK) :]))
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, _CrossFieldProblems):
+            cross.extend(error.problems)
             continue
         if (at := re.match(r"at ([\w.]+): ", msg)) is not None:  # a section's check naming its key
             loc, msg = (

@@ -119,9 +119,9 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     else:
         lines.append("distinct points: unbounded (real dimensions)")
     if cfg.model.module or cfg.data.module:
-        counted = cfg.search.max_param_count is not None or any(
-            o.metric == "param_count" for o in cfg.search.objectives
-        )
+        from hyperflow.components.budget import counts_parameters  # budget imports this module
+
+        counted = counts_parameters(cfg)
         lines.extend(describe_user_code(cfg, (lambda: _module_counts_text(cfg, data)) if counted else None))
     if data is not None:
         lines.append(

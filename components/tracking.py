@@ -71,6 +71,7 @@ __all__ = [
     "TrialLogger",
     "UnsupportedStore",
     "Writer",
+    "health_answer",
     "param_value",
     "prepare_local_store",
     "redact_uri",
@@ -903,23 +904,29 @@ class TrialLogger:
             raise TrackingError("; ".join(errors[:5]))
 
 
-def _probe_server(uri: str, timeout: float) -> None:
+def health_answer(base_url: str, timeout: float) -> int | str:
+    """GET `<base_url>/health` (MLflow's and Prefect's servers both have it): the HTTP status it
+    answered with, or why nothing answered (text)."""
     import urllib.error
     import urllib.request
 
     # urllib cannot send a URI's user-info; /health answers without credentials anyway.
-    url = _USERINFO.sub(r"\1", uri).rstrip("/") + "/health"
-    uri = redact_uri(uri)  # for the messages below
+    url = _USERINFO.sub(r"\1", base_url).rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # a loopback or configured server
-            if response.status >= 500:
-                raise TrackingError(f"the MLflow tracking server at {uri} answers {response.status}")
+            return int(response.status)
     except urllib.error.HTTPError as exc:
-        if exc.code >= 500:
-            raise TrackingError(f"the MLflow tracking server at {uri} answers {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
+        return int(exc.code)
+    except OSError as exc:  # URLError included
+        return str(getattr(exc, "reason", None) or exc)
+
+
+def _probe_server(uri: str, timeout: float) -> None:
+    answer = health_answer(uri, timeout)
+    if isinstance(answer, str):
+        raise TrackingError(f"cannot reach the MLflow tracking server at {redact_uri(uri)}: {answer}")
+    if answer >= 500:
+        raise TrackingError(f"the MLflow tracking server at {redact_uri(uri)} answers {answer}")
 
 
 def run_list_view(cfg: ExperimentConfig, study_run_id: str) -> dict[str, Any]:

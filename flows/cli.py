@@ -459,7 +459,8 @@ def _serve_ui(cmd: list[str], env: dict[str, str], url: str, uri: str) -> int:
     Its address is printed once it answers; a UI that ends before that is an error (exit 1)."""
     import subprocess
     import time
-    import urllib.request
+
+    from hyperflow.components.tracking import health_answer
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -469,14 +470,14 @@ def _serve_ui(cmd: list[str], env: dict[str, str], url: str, uri: str) -> int:
     try:
         console.print(f"starting the MLflow UI on {url} (store {uri}) ...", highlight=False)
         while proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)  # polling a server that is starting: no event to wait on
+            answer = health_answer(url, 2.0)
+            if isinstance(answer, int) and answer < 400:
+                break
+            time.sleep(0.2)  # polling a server that is starting: no event to wait on
         if proc.poll() is not None:
             _fail(
-                f"the MLflow UI ended before it served (exit code {proc.returncode}); see its error above", 1
+                f"the MLflow UI ended before it served (exit code {proc.returncode}); see its error above",
+                EXIT_FAILED,
             )
         out.print(f"MLflow UI on {url}  (store {uri}); Ctrl-C stops it", highlight=False)
         return proc.wait()

@@ -36,22 +36,16 @@ def configured_api_problem(timeout: float = 5.0) -> str | None:
     None when it answers (any HTTP answer: Prefect Cloud's may need credentials) or none is named."""
     from prefect.settings import PREFECT_API_URL
 
-    from hyperflow.components.tracking import redact_uri
+    from hyperflow.components.tracking import health_answer, redact_uri
 
     url = PREFECT_API_URL.value()
-    if not url:
-        return None
-    try:
-        urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
+    answer = health_answer(url, timeout) if url else 200
+    if isinstance(answer, int):
         return None  # it answered
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return (
-            f"cannot reach the Prefect server at {redact_uri(url)} (PREFECT_API_URL): {reason}; start "
-            "it, or unset PREFECT_API_URL to run on a temporary server of the command's own"
-        )
-    return None
+    return (
+        f"cannot reach the Prefect server at {redact_uri(url)} (PREFECT_API_URL): {answer}; start "
+        "it, or unset PREFECT_API_URL to run on a temporary server of the command's own"
+    )
 
 
 def ephemeral_api_url() -> str | None:
