@@ -185,21 +185,19 @@ def _numbers(values: pd.Series, name: str, booleans: bool = False) -> np.ndarray
     elif values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
         boolean = np.array([isinstance(v, bool | np.bool_) for v in values.tolist()], dtype=bool)
     x = _floats(values)
-    bad = (np.isnan(x) & ~gap) | (boolean & (not booleans))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} takes numbers, but row {i} holds {_shown(values.iloc[i])} ({int(bad.sum())} such row(s))"
-        )
+    _refuse_rows((np.isnan(x) & ~gap) | (boolean & (not booleans)), values, f"{name} takes numbers")
     with np.errstate(over="ignore"):
-        bad = ~np.isfinite(x.astype(np.float32)) & ~gap
+        beyond = ~np.isfinite(x.astype(np.float32)) & ~gap
+    limit = float(np.finfo(np.float32).max)
+    _refuse_rows(beyond, values, f"{name} takes finite numbers within float32's range (±{limit:.4g})")
+    return x
+
+
+def _refuse_rows(bad: np.ndarray, values: pd.Series, what: str) -> None:
+    """Raise `what`, quoting the first row where `bad` holds and counting them (none: nothing)."""
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} takes finite numbers within float32's range (±{float(np.finfo(np.float32).max):.4g}), "
-            f"but row {i} holds {_shown(values.iloc[i])} ({int(bad.sum())} such row(s))"
-        )
-    return x
+        raise ValueError(f"{what}, but row {i} holds {_shown(values.iloc[i])} ({int(bad.sum())} such row(s))")
 
 
 def _floats(values: pd.Series) -> np.ndarray:
