@@ -33,9 +33,8 @@ out = Console()
 
 EXIT_FAILED = 1  # the study ran but no trial completed
 EXIT_BAD_INPUT = 2  # config, data or arguments
-EXIT_TRACKING = (
-    3  # a server it needs cannot be reached: MLflow's tracking server, Prefect's API, Dask's scheduler
-)
+# a server it needs cannot be reached: MLflow's tracking server, Prefect's API, Dask's scheduler
+EXIT_TRACKING = 3
 EXIT_DISK_FULL = 4  # the disk filled during the study: it ended FAILED (or stays resumable)
 
 SetOption = Annotated[

@@ -66,12 +66,12 @@ STOP = StopSignal()
 # Set once the search's trials have ended and the study is being finished (tested, registered): a
 # stop request then lets the finish complete (seconds), and a second one leaves at once.
 TRIALS_ENDED = threading.Event()
-_STUDY_RUN_ID: list[str] = []  # the study run of the search running in this process, once it exists
+_study_run_id: str | None = None  # the study run of the search running in this process, once it exists
 
 
 def study_run_id() -> str | None:
     """The study run of this process's latest search (None before its run exists): what to resume."""
-    return _STUDY_RUN_ID[-1] if _STUDY_RUN_ID else None
+    return _study_run_id
 
 
 # How long in-flight trials get to report after a stop request before their workers are ended.
@@ -233,6 +233,7 @@ def hyperparameter_search(config: ExperimentConfig) -> StudyResult:
 
 
 def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
+    global _study_run_id
     check_devices(config)  # also for a deployment's run, which no CLI checked: before any run exists
     data = prepare_data(config)
     flow_run_id = str(flow_run.id) if flow_run.id else None
@@ -240,7 +241,7 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
         study = resume_study(config, data, resume_run_id, flow_run_id=flow_run_id)
     else:
         study = open_study(config, data, flow_run_id=flow_run_id)
-    _STUDY_RUN_ID[:] = [study.study_run_id]
+    _study_run_id = study.study_run_id
     try:
         # Prefect's engine installs a SIGTERM handler that raises at once, which would leave trials
         # training in worker processes and runs RUNNING: while trials run, a signal sets STOP instead,
@@ -292,9 +293,10 @@ def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult:
 
 def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
     """Run the flow (in Prefect's ephemeral mode unless PREFECT_API_URL names a server)."""
+    global _study_run_id
     STOP.reset()  # a stop request belongs to the search it interrupted
     TRIALS_ENDED.clear()
-    _STUDY_RUN_ID.clear()
+    _study_run_id = None
     sweep_scratch()  # what a killed search left in the temp folder
     own = wait_for_command_server()  # the CLI's server, started at the command's start
     # (no CLI) locked against other searches on this PREFECT_HOME; dies with us
