@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
@@ -15,10 +16,12 @@ from typing import Any
 __all__ = [
     "StopSignal",
     "current_stop_event",
+    "detach_hung_up_terminal",
     "die_with_parent",
     "init_trial_worker",
     "set_current_stop_event",
     "stop_on_signals",
+    "stop_signals",
     "terminate_workers",
 ]
 
@@ -52,26 +55,79 @@ class StopSignal:
         self.signum = None
 
 
+def stop_signals() -> list[int]:
+    """The signals that ask a search (or `hyperflow ui`) to stop: Ctrl-C, SIGTERM and SIGHUP.
+
+    SIGHUP is what a closed terminal or a dropped SSH session sends; left to its default it would
+    end the process at once, leaving runs RUNNING and the last epochs' metrics unwritten. Under
+    `nohup` (SIGHUP ignored when we start) it stays ignored: the user asked to outlive the terminal.
+    """
+    signals: list[int] = [signal.SIGINT, signal.SIGTERM]
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN:
+        signals.append(hup)
+    return signals
+
+
+def detach_hung_up_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they are a terminal that has hung up.
+
+    After a hangup every write to that terminal fails (EIO), and a failed print would break the
+    orderly stop that the SIGHUP asked for. A terminal still open (a `kill -HUP` by hand), a file
+    or a pipe is left as it is.
+    """
+    import stat
+
+    try:
+        null_device = os.stat(os.devnull).st_rdev
+    except OSError:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            info = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):  # no such stream, or not a real file
+            continue
+        # A hung-up terminal is still a character device, but no longer a tty (tcgetattr fails).
+        if not stat.S_ISCHR(info.st_mode) or info.st_rdev == null_device or os.isatty(fd):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: StopSignal, on_signal: Callable[[int], None] | None = None) -> Iterator[None]:
-    """While the block runs, Ctrl-C and SIGTERM set `stop` (trials end within a batch) instead of raising.
+    """While the block runs, Ctrl-C, SIGTERM and SIGHUP (`stop_signals`) set `stop` (trials end
+    within a batch) instead of raising.
 
-    `on_signal(signum)` is called on the first one (e.g. to say so); a second signal raises
-    KeyboardInterrupt at once: the user insists. The previous handlers are back afterwards. Off
-    the main thread (where Python allows no handlers) the block runs unchanged.
+    `on_signal(signum)` is called on the first one (e.g. to say so); a second Ctrl-C or SIGTERM
+    raises KeyboardInterrupt at once: the user insists (a second SIGHUP is ignored). After a SIGHUP, output to a terminal that has
+    hung up goes to /dev/null (`detach_hung_up_terminal`). The previous handlers are back
+    afterwards. Off the main thread (where Python allows no handlers) the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    hangup = getattr(signal, "SIGHUP", None)
+
     def handler(signum: int, frame: Any) -> None:
+        if signum == hangup:
+            detach_hung_up_terminal()
         if stop.is_set():
+            if signum == hangup:
+                return  # a hangup can arrive twice (the terminal's, then the shell's): no insisting user
             raise KeyboardInterrupt
         stop.set(signum)
         if on_signal is not None:
             on_signal(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in stop_signals()}
     try:
         yield
     finally:

@@ -454,17 +454,21 @@ def _port_taken(host: str, port: int) -> str | None:
 
 def _serve_ui(cmd: list[str], env: dict[str, str], url: str, uri: str) -> int:
     """Run MLflow's UI (its process and the uvicorn it starts, in a group of their own) until it
-    ends or this command is stopped (Ctrl-C, SIGTERM); the group is ended with the command either way.
+    ends or this command is stopped (Ctrl-C, SIGTERM, or SIGHUP from a closed terminal); the group is
+    ended with the command either way.
     Its address is printed once it answers; a UI that ends before that is an error (exit 1)."""
     import subprocess
     import time
 
+    from hyperflow.components.interrupt import detach_hung_up_terminal, stop_signals
     from hyperflow.components.tracking import health_answer
 
     def interrupt(signum: int, frame: Any) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            detach_hung_up_terminal()  # its terminal is gone: no output may fail the clean-up
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, interrupt) for sig in stop_signals()}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         console.print(f"starting the MLflow UI on {url} (store {uri}) ...", highlight=False)

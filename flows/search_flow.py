@@ -255,9 +255,10 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
         raise
     if STOP.is_set():
         study.abort(INTERRUPTED)
-        if STOP.signum == signal.SIGTERM:
-            # Prefect's own exception for SIGTERM: its engine records the flow run accordingly.
-            raise TerminationSignal(signal=signal.SIGTERM)
+        if STOP.signum is not None and STOP.signum != signal.SIGINT:
+            # Prefect's own exception for SIGTERM (and a terminal's SIGHUP): its engine records the
+            # flow run accordingly.
+            raise TerminationSignal(signal=STOP.signum)
         raise SearchInterrupted("the search was interrupted")
     TRIALS_ENDED.set()
     try:

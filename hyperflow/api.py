@@ -68,6 +68,7 @@ def search(
     _refuse_in_a_worker_bootstrap()
     path = _objective_path(objective) if objective is not None else None
     cfg = _resolve(config, _as_text(overrides), path)
+    _refuse_an_unguarded_call(cfg)
     from hyperflow.flows.search_flow import run_search
 
     if path is None:
@@ -102,6 +103,69 @@ def _refuse_in_a_worker_bootstrap() -> None:
             'call it under `if __name__ == "__main__":` (workers of search.n_parallel > 1 import the '
             "script again, as every Python program that starts processes by spawning requires)"
         )
+
+
+def _trials_in_spawned_workers(cfg: ExperimentConfig) -> str | None:
+    """Why trials run in processes that import the caller's script again (None: they do not)."""
+    if cfg.search.n_parallel > 1:
+        return f"search.n_parallel = {cfg.search.n_parallel}"
+    if cfg.runner.kind == "dask" and not cfg.runner.address:
+        return "runner.kind = dask (a local cluster)"
+    from hyperflow.components.devices import trial_slots
+
+    if trial_slots(cfg.runner) is not None:
+        return "trials on GPUs (a worker process per GPU slot)"
+    return None
+
+
+def _refuse_an_unguarded_call(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, a `search()` that runs at the top level of the caller's
+    script outside `if __name__ == "__main__":` when trials run in spawned worker processes.
+
+    Each worker imports that script again to start (it needs the objective, which usually lives
+    there): the call would run once more in every worker. Python's multiprocessing only says so
+    from inside the worker, and the study would end with its trials failed as a broken process pool.
+    """
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if not script or not (why := _trials_in_spawned_workers(cfg)):
+        return  # an interactive session or a notebook: nothing runs it again
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return  # called later than the script's own top level (a callback, a thread)
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(script).read_text(encoding="utf-8"), filename=script)
+    except (OSError, SyntaxError, ValueError):
+        return  # the workers refuse it themselves (`_refuse_in_a_worker_bootstrap`)
+    guards = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_main_guard(n.test) and n.body]
+    if any(g.body[0].lineno <= line <= (g.body[-1].end_lineno or g.body[-1].lineno) for g in guards):
+        return
+    raise RuntimeError(
+        f"hyperflow.search() is called at the top level of {Path(script).name} (line {line}), outside "
+        f'`if __name__ == "__main__":`, and its trials run in worker processes ({why}) that import '
+        "the script again to start: the call would run again in every worker. Put it under "
+        '`if __name__ == "__main__":`, as every Python program that starts processes by spawning must'
+    )
+
+
+def _is_main_guard(test: Any) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(mains) == 1
 
 
 def _objective_path(fn: Callable[..., Any]) -> str:

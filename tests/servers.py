@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -169,3 +169,64 @@ def start_mlflow_server(home: Path, backend: str | None = None, port: int | None
         "1",
     ]
     return _serve(command, base_env(), home, log, f"http://127.0.0.1:{port}", 120)
+
+
+class Terminal:
+    """A command on a pseudo-terminal that is its controlling terminal, as in a shell's window.
+
+    Its output is read as it comes (a terminal nobody reads would block the command once full).
+    `hang_up()` closes the terminal as a closed window or a dropped SSH session does: the kernel
+    sends the command SIGHUP, and its writes to the terminal fail from then on.
+    """
+
+    def __init__(self, cmd: list[str], **popen: Any) -> None:
+        import fcntl
+        import termios
+        import threading
+
+        self.master, slave = os.openpty()
+
+        def take_the_terminal() -> None:  # in the child, after setsid: the pty becomes its terminal
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                preexec_fn=take_the_terminal,
+                **popen,
+            )
+        finally:
+            os.close(slave)
+        self.output = bytearray()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        import select
+
+        while not self._closing.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: nothing holds the terminal open any more
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def hang_up(self) -> None:
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._reader.join()
+        os.close(self.master)
+
+    def text(self) -> str:
+        return self.output.decode(errors="replace")

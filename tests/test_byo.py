@@ -582,7 +582,7 @@ def train(params, report):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("guarded", [False, True])
-def test_a_script_without_the_main_guard_starts_no_study_in_its_workers(
+def test_a_script_without_the_main_guard_is_refused_before_anything_starts(
     tmp_path: Path, guarded: bool
 ) -> None:
     call = 'if __name__ == "__main__":\n    ' if guarded else ""
@@ -592,11 +592,59 @@ def test_a_script_without_the_main_guard_starts_no_study_in_its_workers(
     proc = subprocess.run(
         [sys.executable, "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
+    if not guarded:
+        # Named in the caller's own process, before a store, a flow run or a worker exists (the
+        # workers used to refuse it one by one, and the study ended FAILED with broken-pool trials).
+        assert proc.returncode == 1
+        assert (
+            "hyperflow.search() is called at the top level of script.py (line 10), outside "
+            '`if __name__ == "__main__":`, and its trials run in worker processes (search.n_parallel = 2)'
+        ) in proc.stderr, proc.stderr[-3000:]
+        assert "BrokenProcessPool" not in proc.stderr
+        assert not (tmp_path / "mlflow.db").exists(), "nothing was started"
+        return
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    studies = [r for r in runs if r.data.tags.get("hyperflow.role") == "study"]
-    assert len(studies) == 1, "the workers started no study of their own"
-    refused = 'hyperflow.search() was called while a worker process imported your script to start: call it under `if __name__ == "__main__":`'
-    assert (refused in proc.stderr) is not guarded
-    assert studies[0].info.status == ("FINISHED" if guarded else "FAILED")
+    (study,) = [r for r in runs if r.data.tags.get("hyperflow.role") == "study"]
+    assert study.info.status == "FINISHED"
+    assert "hyperflow.search() is called at the top level" not in proc.stderr
+
+
+def test_the_main_guard_is_found_where_python_puts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's line is checked against the script's `if __name__ == "__main__":` blocks."""
+    import types
+
+    from hyperflow.api import _refuse_an_unguarded_call
+    from hyperflow.components.config import validate_config
+
+    parallel = validate_config({"name": "g", "search": {"n_parallel": 2}})
+    script = tmp_path / "tune.py"
+    script.write_text(
+        "import x\n"  # line 1
+        "x.search()\n"  # 2: unguarded
+        "if '__main__' == __name__:\n"  # 3
+        "    x.search()\n"  # 4: guarded (the comparison either way round)
+        "if __name__ == '__main__': x.search()\n"  # 5: guarded, on one line
+        "if __name__ != '__main__':\n"  # 6
+        "    x.search()\n"  # 7: not a guard
+    )
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+
+    def called_at(line: int, cfg: Any = parallel) -> None:
+        # Run the check from a frame that is the script's top level, stopped at `line`.
+        code = compile("\n" * (line - 1) + "check(cfg)", str(script), "exec")
+        exec(code, {"__name__": "__main__", "check": _refuse_an_unguarded_call, "cfg": cfg})
+
+    for line in (2, 7):
+        with pytest.raises(
+            RuntimeError, match=rf"top level of tune.py \(line {line}\).*search.n_parallel = 2"
+        ):
+            called_at(line)
+    for line in (4, 5):
+        called_at(line)
+    called_at(2, validate_config({"name": "g"}))  # one trial at a time, in this process: no workers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -412,6 +413,36 @@ def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
     )
     assert out_of_range.returncode == 2
     assert "--port" in out_of_range.stderr and "Traceback" not in out_of_range.stderr
+
+
+@pytest.mark.slow
+def test_hyperflow_ui_ends_its_servers_when_its_terminal_closes(tmp_path: Path) -> None:
+    """MLflow's processes run in a session of their own (a Ctrl-C is the command's to handle), so
+    a closed terminal's SIGHUP reaches the command alone: it must end them, not leave them serving."""
+    from servers import Terminal, free_port, poll, wait_http
+
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
+    hyperflow = str(Path(sys.executable).parent / "hyperflow")
+    terminal = Terminal([hyperflow, "ui", str(config), "--port", str(port)], cwd=tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", terminal.proc, 120)  # type: ignore[arg-type]
+        poll(
+            "the address on the terminal",
+            lambda: f"MLflow UI on http://127.0.0.1:{port}" in terminal.text(),
+            30,
+        )
+        servers = psutil.Process(terminal.proc.pid).children(recursive=True)
+        assert servers
+        terminal.hang_up()
+        assert terminal.proc.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(servers, timeout=30)
+        assert [p for p in alive if _still_serving(p)] == [], alive
+    finally:
+        terminal.hang_up()
+        if terminal.proc.poll() is None:
+            os.killpg(terminal.proc.pid, signal.SIGKILL)
 
 
 def test_validate_prints_the_space_grid_size_and_parameter_range(tmp_path: Path) -> None:

@@ -230,6 +230,103 @@ def test_sigterm_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_pa
     assert logged >= 12, "every epoch logged before the signal was written"
 
 
+def test_a_closed_terminal_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_path: Path) -> None:
+    """The window closes (or the SSH session drops) while a study trains: SIGHUP, and a terminal
+    that fails every write from then on. The study stops as for SIGTERM: runs ended, every epoch
+    logged so far written, the server gone, and the command's exit code says SIGHUP."""
+    import os
+    import signal
+    import sys
+
+    import psutil
+    import yaml
+    from conftest import small_config
+    from servers import Terminal, poll
+
+    cfg = small_config(
+        tmp_path,
+        model={"max_epochs": 8, "hidden_layers": [32]},
+        search={"n_trials": 4, "strategy": "random"},
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # The command stops itself (SIGSTOP) at the 12th epoch it logs, the 4th of trial 1; the
+    # terminal is closed while it is stopped, so the hangup lands at that point.
+    env.update(PREFECT_HOME=str(home), HYPERFLOW_FAULT="epoch-logged:12:STOP")
+    terminal = Terminal(
+        [str(Path(sys.executable).parent / "hyperflow"), "run", str(config)], cwd=tmp_path, env=env
+    )
+    try:
+        poll(
+            "the command to stop at its 12th epoch",
+            lambda: psutil.Process(terminal.proc.pid).status() == psutil.STATUS_STOPPED,
+            300,
+            terminal.proc,  # type: ignore[arg-type]
+            detail=terminal.text,
+        )
+        terminal.hang_up()
+        os.kill(terminal.proc.pid, signal.SIGCONT)
+        rc = terminal.proc.wait(timeout=120)
+    finally:
+        terminal.hang_up()
+        if terminal.proc.poll() is None:
+            os.killpg(terminal.proc.pid, signal.SIGKILL)
+    assert rc == 128 + signal.SIGHUP, terminal.text()[-3000:]
+    assert "trials" in terminal.text(), "the progress was on the terminal before it closed"
+    assert _servers_of(home) == [], "the command's Prefect server outlived it"
+    client = MlflowClient(cfg.tracking.uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    (study,) = client.search_runs(exps, "tags.`hyperflow.role` = 'study'")
+    assert study.info.status == "KILLED", "ended as interrupted: resumable"
+    runs = client.search_runs(exps, "tags.`hyperflow.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status != "RUNNING" for r in runs)
+    logged = 0
+    for run in runs:
+        epochs = int(run.data.metrics["epochs_trained"])
+        for name in ("train_loss", "val_loss", "val_accuracy"):
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+            assert steps == list(range(epochs)), f"{name} of {run.info.run_name}"
+        logged += epochs
+    assert logged >= 12, "every epoch logged before the hangup was written"
+
+
+def test_under_nohup_a_hangup_leaves_the_study_running_to_its_end(tmp_path: Path) -> None:
+    """`nohup hyperflow run ...` ignores SIGHUP, and the study must not take that back."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import small_config
+
+    cfg = small_config(tmp_path, model={"max_epochs": 4, "hidden_layers": [16]}, search={"n_trials": 2})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    env = {**os.environ, "HYPERFLOW_FAULT": "epoch-logged:3:HUP"}  # a SIGHUP while trial 0 trains
+
+    def ignore_hangups() -> None:  # what nohup does before it runs the command
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "hyperflow"), "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=ignore_hangups,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(cfg.tracking.uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    (study,) = client.search_runs(exps, "tags.`hyperflow.role` = 'study'")
+    assert study.info.status == "FINISHED"
+    assert study.data.metrics["n_trials_completed"] + study.data.metrics["n_trials_pruned"] == 2
+
+
 def _schema(db: Path) -> tuple[list[tuple[str, str, list[str]]], list[tuple[str]], str]:
     """Tables and indexes with their columns and constraints (in any order: alembic's batch
     migrations recreate a table's constraints in set order), the migration version, integrity."""
