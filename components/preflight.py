@@ -12,7 +12,13 @@ from hyperflow.components.data import DataError, Dataset, load_dataset
 from hyperflow.components.devices import device_problems, gpu_count
 from hyperflow.components.search import make_strategy
 from hyperflow.components.study import TRIAL_METRICS
-from hyperflow.components.tracking import StudyTracker, TrackingError, UnsupportedStore, resolve_tracking_uri
+from hyperflow.components.tracking import (
+    StudyTracker,
+    TrackingError,
+    UnsupportedStore,
+    resolve_tracking_uri,
+    store_kind_problem,
+)
 from hyperflow.components.usercode import UserCodeError, check_user_code
 
 if TYPE_CHECKING:
@@ -89,6 +95,8 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
     problem = budget_problem(cfg, data)
     if problem is not None:
         raise PreflightError(problem)
+    if not check_tracking and (problem := store_kind_problem(resolve_tracking_uri(cfg.tracking.uri))):
+        raise PreflightError(problem)  # the store is not opened (which would create it); its kind is known
     if check_tracking:
         try:
             StudyTracker(resolve_tracking_uri(cfg.tracking.uri)).check()

@@ -76,6 +76,7 @@ __all__ = [
     "prepare_local_store",
     "redact_uri",
     "resolve_tracking_uri",
+    "store_kind_problem",
     "ui_command",
     "writer",
 ]
@@ -94,6 +95,30 @@ class TrackingError(RuntimeError):
 
 class UnsupportedStore(TrackingError):
     """The tracking URI names no kind of store MLflow has (a mistake in the config, not an outage)."""
+
+
+def store_kind_problem(uri: str) -> str | None:
+    """Why MLflow has no store for `uri`'s kind (None: it has), found without opening the store,
+    which for SQLite would create it: `validate` checks with this alone."""
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+    # MLflow's own table of schemes (plugins' included): the one place that knows them all.
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.utils.uri import get_uri_scheme
+
+    where = f"tracking.uri (or $MLFLOW_TRACKING_URI) {redact_uri(uri)!r}"
+    kinds = "use sqlite:///FILE, postgresql://, mysql://, mssql:// or an http(s):// tracking server"
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except MlflowException:
+        return f"{where}: MLflow has no tracking store for this kind of URI; {kinds}"
+    if get_uri_scheme(uri) in ("", "file") and not MLFLOW_ALLOW_FILE_STORE.get():
+        return (
+            f"{where}: a folder is MLflow's file store, which MLflow 3 refuses (it is in maintenance "
+            f"mode) unless MLFLOW_ALLOW_FILE_STORE=true; {kinds} (`mlflow migrate-filestore` moves "
+            "an existing folder's runs into a database)"
+        )
+    return None
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -349,14 +374,13 @@ class StudyTracker:
             prepare_local_store(self.uri)
         except Exception as exc:
             raise TrackingError(f"cannot create the MLflow store at {self.uri}: {_short(exc)}") from None
+        if problem := store_kind_problem(self.uri):
+            raise UnsupportedStore(problem)
         try:
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        except MlflowException as exc:  # a scheme MLflow has no store for: the config's mistake
+        except MlflowException as exc:  # a store of a known kind that refuses this URI
             raise UnsupportedStore(
-                f"tracking.uri (or $MLFLOW_TRACKING_URI) {redact_uri(self.uri)!r}: MLflow has no "
-                "tracking store for this kind of URI; use a folder, sqlite:///FILE, "
-                "postgresql://, mysql://, mssql:// or an http(s):// tracking server"
-                + ("" if "unsupported URI" in str(exc) else f" ({_short(exc)})")
+                f"tracking.uri (or $MLFLOW_TRACKING_URI) {redact_uri(self.uri)!r}: {_short(exc)}"
             ) from None
 
     def check(self, timeout: float = 10.0) -> None:

@@ -257,16 +257,30 @@ def test_an_unreachable_tracking_server_is_reported_before_training(
     assert "cannot reach the MLflow tracking server" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "validate"])
 def test_a_tracking_uri_of_no_known_kind_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(merge(GOOD, {"tracking": {"uri": "bogus://x"}})))
-    result = CliRunner().invoke(app, ["run", str(config)])
+    result = CliRunner().invoke(app, [command, str(config)])
     assert result.exit_code == 2, result.output
     assert "tracking.uri (or $MLFLOW_TRACKING_URI) 'bogus://x': MLflow has no tracking store" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+    # A folder is MLflow's file store, which MLflow 3 refuses: said so, not "no store of this kind".
+    folder = tmp_path / "runs"
+    result = CliRunner().invoke(app, [command, str(config), "--set", f"tracking.uri={folder}"])
+    assert result.exit_code == 2, result.output
+    assert "a folder is MLflow's file store, which MLflow 3 refuses" in result.output
+    assert "MLFLOW_ALLOW_FILE_STORE=true" in result.output
+    assert not folder.exists() and not (tmp_path / "mlflow.db").exists(), "nothing was created"
+    from hyperflow.components.tracking import store_kind_problem
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the user's opt-out is MLflow's to honour
+    assert store_kind_problem(str(folder)) is None
+    assert store_kind_problem(f"sqlite:///{tmp_path / 'a.db'}") is None
 
 
 def test_an_unreachable_dask_scheduler_is_reported_before_any_run(
