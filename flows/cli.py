@@ -414,7 +414,13 @@ def ui(
         _fail(
             f"--port {port}: cannot listen on {host}:{port} ({taken}); choose another --port", EXIT_BAD_INPUT
         )
+    # Under a group leader of ours, which ends MLflow's processes even after a kill -9 of this command.
     cmd = [
+        sys.executable,
+        "-m",
+        "hyperflow.flows.ui_group",
+        str(os.getpid()),
+        "--",
         sys.executable,
         "-m",
         "mlflow",
@@ -453,7 +459,8 @@ def _port_taken(host: str, port: int) -> str | None:
 
 
 def _serve_ui(cmd: list[str], env: dict[str, str], url: str, uri: str) -> int:
-    """Run MLflow's UI (its process and the uvicorn it starts, in a group of their own) until it
+    """Run MLflow's UI (its process and the uvicorn it starts, in a group of their own led by
+    `hyperflow.flows.ui_group`, which ends the group if this command dies) until it
     ends or this command is stopped (Ctrl-C, SIGTERM, or SIGHUP from a closed terminal); the group is
     ended with the command either way.
     Its address is printed once it answers; a UI that ends before that is an error (exit 1)."""

@@ -67,14 +67,14 @@ def ephemeral_api_url() -> str | None:
     return str(client.api_url).rstrip("/")
 
 
-def _die_with(parent: int, gone_code: int = 1) -> Any:
-    """A `preexec_fn` (or a child's first call): the child gets SIGKILL when `parent` dies, even by
-    kill -9 (Linux); it leaves with `gone_code` if the parent is already gone."""
+def _die_with(parent: int, gone_code: int = 1, sig: int = signal.SIGKILL) -> Any:
+    """A `preexec_fn` (or a child's first call): the child gets `sig` (SIGKILL) when `parent` dies,
+    even by kill -9 (Linux); it leaves with `gone_code` if the parent is already gone."""
 
     def preexec() -> None:
         if sys.platform.startswith("linux"):
             pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(gone_code)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -443,6 +444,39 @@ def test_hyperflow_ui_ends_its_servers_when_its_terminal_closes(tmp_path: Path) 
         terminal.hang_up()
         if terminal.proc.poll() is None:
             os.killpg(terminal.proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_hyperflow_ui_leaves_no_mlflow_process_serving(tmp_path: Path) -> None:
+    """kill -9 skips every clean-up of the command: its group leader (armed with a death signal)
+    ends MLflow's process and the uvicorn that one started."""
+    from servers import free_port, wait_http
+
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    servers: list[psutil.Process] = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 120)
+        servers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(servers) >= 3, "the group leader, MLflow's process and its uvicorn"
+        proc.kill()
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(servers, timeout=30)
+        assert [p for p in alive if _still_serving(p)] == [], alive
+    finally:
+        for leftover in servers:
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_validate_prints_the_space_grid_size_and_parameter_range(tmp_path: Path) -> None:
