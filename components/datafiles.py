@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
 import functools
 import hashlib
 import zipfile
@@ -15,6 +17,9 @@ from hyperflow.components.config import DataConfig
 from hyperflow.components.config_checks import BUILTIN_TASKS, data_file_problem
 
 __all__ = ["DataError", "RawData", "load_raw"]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
+ID_MIN_DISTINCT = 1000  # `auto`: a text column with more distinct values than this and half its rows
 
 
 class DataError(ValueError):
@@ -107,16 +112,33 @@ def _read_frame(path: Path, nrows: int | None = None) -> pd.DataFrame:
         raise DataError(f"data.path: {path}: the file is empty")
     try:
         if path.suffix.lower() == ".csv":
+            # pandas renames a repeated name (`y`, `y.1`): a repeated target would become a feature
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            _check_unique_names([str(v) for v in header.iloc[0]] if len(header) else [], path)
             return pd.read_csv(path, nrows=nrows)
-        if nrows == 0:
-            import pyarrow.parquet as pq
+        import pyarrow.parquet as pq
 
-            return pq.read_schema(path).empty_table().to_pandas()
+        schema = pq.read_schema(path)
+        _check_unique_names(list(schema.names), path)
+        if nrows == 0:
+            return schema.empty_table().to_pandas()
         return pd.read_parquet(path)
+    except DataError:
+        raise
     except pd.errors.EmptyDataError:
         raise DataError(f"data.path: {path}: the file is empty (no header, no rows)") from None
     except Exception as exc:  # any reader failure is a bad file
         raise DataError(f"data.path: {path}: cannot read the file: {exc}") from None
+
+
+def _check_unique_names(names: list[str], path: Path) -> None:
+    counts = collections.Counter(names)
+    repeated = [n for n in counts if n and counts[n] > 1]  # an empty name is pandas' "Unnamed: i"
+    if repeated:
+        raise DataError(
+            f"data.path: {path}: the header repeats column name(s) {_quoted(repeated)}; "
+            "give each column a name of its own, or remove the copies"
+        )
 
 
 def _from_frame(frame: pd.DataFrame, path: Path, target: str, cfg: DataConfig) -> RawData:
@@ -131,6 +153,9 @@ def _from_frame(frame: pd.DataFrame, path: Path, target: str, cfg: DataConfig) -
     if not features:
         raise DataError(f"data.path: {path}: no feature columns besides the target {target!r}")
 
+    for c in columns:  # before anything hashes or encodes a cell
+        field = f"data.target {target!r} in {path}" if c == target else f"data.path: {path}: column {c!r}"
+        _check_cells(frame[c], field, path)
     _check_categorical(frame[features], cfg, path, target)
     X = frame[features].reset_index(drop=True)
     frame = frame.reset_index(drop=True)
@@ -145,12 +170,83 @@ def _from_frame(frame: pd.DataFrame, path: Path, target: str, cfg: DataConfig) -
         if pd.api.types.is_integer_dtype(labels) and not missing.any():
             y = labels.to_numpy(dtype=np.int64)
         missing = missing | ~np.isfinite(y.astype(np.float64))
+        _check_label_range(y, cfg, label_field, path)
     else:
         y = np.array(["" if m else str(v) for v, m in zip(labels.tolist(), missing, strict=True)])
     X, y, dropped = _apply_missing(X, y, missing, cfg, path)
     if not dropped:
         _check_missing_labels(missing, label_field, path)
     return _file_raw(X, y, features, path, label_field, layout="table", n_dropped=dropped)
+
+
+def _check_cells(values: pd.Series, field: str, path: Path) -> None:
+    """Refuse a column of dates, times or durations, or one with a cell that is a list, array or mapping.
+
+    A parquet list or struct column reads as arrays or dicts in cells: neither a number nor a category.
+    Dates would be one-hot encoded by their text (every distinct day a category): numbers are asked for.
+    """
+    dtype = values.dtype
+    to_numbers = "convert it to numbers first (e.g. seconds since the epoch, or a duration in seconds)"
+    if getattr(dtype, "kind", None) in ("M", "m") or isinstance(dtype, pd.PeriodDtype):
+        raise DataError(f"{field} holds dates, times or durations, not numbers or strings; {to_numbers}")
+    if (
+        not pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.infer_dtype(values, skipna=True) in _PLAIN_CELLS
+    ):
+        return  # numbers, booleans, categories and text: nothing to look at cell by cell
+    for i, v in enumerate(values.tolist()):
+        if isinstance(v, list | tuple | np.ndarray | set | frozenset):
+            kind, hint = "lists or arrays", "store one number or string per cell (a column per element)"
+        elif isinstance(v, dict):
+            kind, hint = "mappings", "store one number or string per cell (a column per field)"
+        elif isinstance(
+            v, datetime.date | datetime.time | datetime.timedelta | np.datetime64 | np.timedelta64
+        ):
+            kind, hint = "dates, times or durations", to_numbers
+        elif not pd.api.types.is_scalar(v):
+            kind, hint = f"{type(v).__name__} objects", "store one number or string per cell"
+        else:
+            continue
+        raise DataError(
+            f"{field} holds {kind} ({_row(i, path)}: {_shown(v)}), not numbers or strings; {hint}"
+        )
+
+
+_PLAIN_CELLS = {
+    "string",
+    "empty",
+    "integer",
+    "floating",
+    "mixed-integer-float",
+    "boolean",
+    "decimal",
+    "bytes",
+}
+
+
+def _shown(v: object, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_label_range(y: np.ndarray, cfg: DataConfig, label_field: str, path: Path) -> None:
+    """A regression target float32 cannot hold (`1e200`): its scaling overflows. Class labels are names."""
+    if cfg.task == "classification" or y.dtype.kind != "f":
+        return
+    beyond = _beyond_float32(y)
+    if beyond.any():
+        i = int(np.flatnonzero(beyond)[0])
+        raise DataError(
+            f"{label_field}: numbers beyond float32's range (±{FLOAT32_MAX:.4g}) in {int(beyond.sum())} of "
+            f"{len(y)} rows of {path} (first at {_row(i, path)}: {float(y[i])!r}); the network computes in float32: "
+            "rescale the target (e.g. a log), or set data.task: classification if they are class labels"
+        )
+
+
+def _beyond_float32(x: np.ndarray) -> np.ndarray:
+    """Per value: finite, but infinite as float32 (the network's input)."""
+    with np.errstate(over="ignore"):
+        return np.isfinite(x) & ~np.isfinite(x.astype(np.float32))
 
 
 def _from_npz(path: Path, target: str | None, cfg: DataConfig) -> RawData:
@@ -209,6 +305,7 @@ def _from_npz(path: Path, target: str | None, cfg: DataConfig) -> RawData:
         y = y.astype(str)
     if y.dtype.kind in "iuf":
         missing = ~np.isfinite(y.astype(np.float64))
+        _check_label_range(y, cfg, label_field, path)
     elif y.dtype.kind in "bU":
         missing = np.zeros(len(y), dtype=bool)
     else:
@@ -250,6 +347,7 @@ def _check_categorical(X: pd.DataFrame, cfg: DataConfig, path: Path, target: str
     with `auto`, a column of numbers but for a few cells (a typo) is refused, not one-hot encoded."""
     if cfg.categorical == "auto":
         _check_stray_strings(X, path)
+        _check_identifiers(X, path)
         return
     names = [str(c) for c in X.columns]
     unknown = [c for c in cfg.categorical if c not in names]
@@ -297,22 +395,61 @@ def _check_stray_strings(X: pd.DataFrame, path: Path) -> None:
         )
 
 
-def _gaps(X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell: a gap (NaN, None, empty) and an infinite number."""
+def _check_identifiers(X: pd.DataFrame, path: Path) -> None:
+    """Refuse a text column with more than ID_MIN_DISTINCT distinct values and more than half as many as
+    rows: an identifier (`order_id`), which `auto` would one-hot encode into as many dense columns."""
+    for c in X.columns:
+        dtype = X[c].dtype
+        if pd.api.types.is_bool_dtype(dtype) or (
+            pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype)
+        ):
+            continue  # numbers are standardised, booleans are two columns at most
+        distinct = int(X[c].nunique(dropna=True))
+        if distinct > ID_MIN_DISTINCT and 2 * distinct > len(X):
+            raise DataError(
+                f"data.path: {path}: text column {str(c)!r} has {distinct} distinct values in {len(X)} rows "
+                f"(more than {ID_MIN_DISTINCT}, and more than half the rows): an identifier, not a category "
+                f"(data.categorical: auto would one-hot encode it into {distinct} columns); remove the column "
+                "from the file (no config key leaves a column out), or list it in data.categorical with the "
+                "other text columns to one-hot encode it anyway"
+            )
+
+
+def _gaps(X: pd.DataFrame, categorical: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: a gap (NaN, None, empty), an infinite number, and a finite one beyond float32's range.
+
+    A number column listed in `categorical` is categories by their text: only its infinite cells count.
+    """
     gap = X.isna().to_numpy()
     inf = np.zeros_like(gap)
+    beyond = np.zeros_like(gap)
     for i, c in enumerate(X.columns):
         if pd.api.types.is_float_dtype(X[c]):
-            inf[:, i] = np.isinf(X[c].to_numpy(dtype=np.float64, na_value=np.nan))
-    return gap, inf
+            x = X[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            inf[:, i] = np.isinf(x)
+            if str(c) not in categorical:
+                beyond[:, i] = _beyond_float32(x)
+    return gap, inf, beyond
 
 
 def _apply_missing(
     X: pd.DataFrame, y: np.ndarray, label_missing: np.ndarray, cfg: DataConfig, path: Path
 ) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """Refuse infinite values (always) and gaps (`missing: error`); drop rows (`drop`); else keep them."""
+    """Refuse infinite values and numbers beyond float32's range (always) and gaps (`missing: error`);
+    drop rows (`drop`); else keep them."""
     names = [str(c) for c in X.columns]
-    gap, inf = _gaps(X)
+    gap, inf, beyond = _gaps(X, [] if cfg.categorical == "auto" else cfg.categorical)
+    if beyond.any():
+        rows = np.flatnonzero(beyond.any(axis=1))
+        cols = [names[i] for i in np.flatnonzero(beyond.any(axis=0))]
+        first = int(rows[0])
+        col = int(np.flatnonzero(beyond[first])[0])
+        raise DataError(
+            f"data.path: {path}: numbers beyond float32's range (±{FLOAT32_MAX:.4g}) in {len(rows)} of "
+            f"{len(X)} rows (feature column(s) {_quoted(cols)}; first at {_row(first, path)}: "
+            f"{names[col]!r} holds {float(X.iloc[first, col])!r}); the network computes in float32: rescale "
+            "the column (e.g. a log or a unit change), or list it in data.categorical if its values are categories"
+        )
     bad = inf | gap if cfg.missing == "error" else inf
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
