@@ -55,8 +55,8 @@ class Dataset:
         y_test: as y_train, for the held-out test split.
         feature_names: one name per prepared feature column (`island_Dream` for a one-hot column).
         classes: the label of each class id as a string (classification), else None.
-        feature_mean: float32 per-feature train mean (0 for a one-hot column).
-        feature_std: float32 per-feature train std (1 for a constant or one-hot feature).
+        feature_mean: float64 per-feature train mean (0 for a one-hot column).
+        feature_std: float64 per-feature train std (1 for a constant or one-hot feature).
         target_mean: the train target mean (regression); 0.0 for a classification.
         target_std: the train target std (regression); 1.0 for a classification.
         digest: a short sha256 over the raw features and labels, stable across runs.
@@ -97,7 +97,7 @@ class Dataset:
 
     def raw_features(self, X: np.ndarray) -> np.ndarray:
         """Undo the standardisation of features: filled values in the units of the source, one-hot 0/1."""
-        return np.asarray(X, dtype=np.float32) * self.feature_std + self.feature_mean
+        return np.asarray(X, dtype=np.float64) * self.feature_std + self.feature_mean
 
     def raw_targets(self, y: np.ndarray) -> np.ndarray:
         """Undo the standardisation of regression targets (the identity for a classification)."""

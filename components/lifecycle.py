@@ -218,8 +218,13 @@ def served_inputs(data: Dataset | None) -> dict[str, Any]:
     """
     if data is None or data.preparation is None or data.test_rows is None:
         return {}
-    rows = data.test_rows.iloc[:5]
-    example = rows if data.preparation.spec["layout"] == "table" else rows.to_numpy(dtype=np.float64)
+    # Rows without gaps where there are some (MLflow writes a gap as NaN, which strict JSON lacks),
+    # and any gap left as None (`null` in the example's JSON).
+    complete = data.test_rows.dropna()
+    rows = (complete if len(complete) >= 2 else data.test_rows).iloc[:5]
+    if data.preparation.spec["layout"] != "table":
+        return {"preparation": data.preparation.spec, "raw_example": rows.to_numpy(dtype=np.float64)}
+    example = rows.astype(object).where(rows.notna(), None) if rows.isna().any().any() else rows
     return {"preparation": data.preparation.spec, "raw_example": example}
 
 

@@ -474,7 +474,9 @@ class ScoringModel(nn.Module):
     """What is exported as `best_model`: raw features in, class scores (logits) or values out.
 
     The train-set standardisation (and, for regression, the target scaling) is baked in, so a user
-    scores raw rows.
+    scores raw rows. Both are computed in float64, the rows' own precision: a column far from zero
+    (epoch seconds near 1.6e9, where float32 steps by 128) keeps its differences; only the
+    standardised values enter the float32 network.
     """
 
     def __init__(
@@ -491,14 +493,14 @@ class ScoringModel(nn.Module):
         self.task = task
         self.feature_mean: torch.Tensor
         self.feature_std: torch.Tensor
-        self.register_buffer("feature_mean", feature_mean.float().clone())
-        self.register_buffer("feature_std", feature_std.float().clone())
+        self.register_buffer("feature_mean", feature_mean.double().clone())
+        self.register_buffer("feature_std", feature_std.double().clone())
         self.target_mean = float(target_mean)
         self.target_std = float(target_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.feature_mean) / self.feature_std
+        z = ((x.double() - self.feature_mean) / self.feature_std).float()
         out: torch.Tensor = self.net(z)
         if self.task == "regression":
-            return out.squeeze(-1) * self.target_std + self.target_mean
+            return out.squeeze(-1).double() * self.target_std + self.target_mean
         return out

@@ -42,8 +42,8 @@ class Preparation:
             categorical: most-frequent imputation + one-hot, unseen categories all zeros).
         spec: the JSON-ready description (`columns`, `features`, `layout`, counts imputed) that the
             served model applies; `task` and `target` are added by the data set.
-        feature_mean: float32 mean of each prepared column before scaling (0 for one-hot columns).
-        feature_std: float32 scale of each prepared column (1 for one-hot and constant columns).
+        feature_mean: float64 mean of each prepared column before scaling (0 for one-hot columns).
+        feature_std: float64 scale of each prepared column (1 for one-hot and constant columns).
     """
 
     transformer: Any
@@ -177,14 +177,14 @@ def fit_preparation(
         "layout": layout,
         "missing": missing,
         "columns": [columns[c] for c in names],
-        "features": numeric + [f for f in _names_out(transformer) if f not in set(numeric)],
+        "features": _feature_names(numeric, transformer, cats),
         "n_imputed": int(sum(n_missing.values())) if missing == "impute" else 0,
     }
     return Preparation(
         transformer=transformer,
         spec=spec,
-        feature_mean=np.asarray(mean, dtype=np.float32),
-        feature_std=np.asarray(std, dtype=np.float32),
+        feature_mean=np.asarray(mean, dtype=np.float64),
+        feature_std=np.asarray(std, dtype=np.float64),
     )
 
 
@@ -195,6 +195,24 @@ def _served_dtype(values: pd.Series) -> str:
     if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
         return "double"
     return "string"
+
+
+def _feature_names(numeric: list[str], transformer: Any, cats: list[str]) -> list[str]:
+    """The network's inputs by name, one each: the numeric columns, then `<column>_<category>`.
+
+    Where that one-hot name is also a numeric column's, or another one-hot column's (`a` with `x`
+    and a column `a_x`), it is `<column>=<category>` instead, so that no two inputs share a name.
+    """
+    onehot = _names_out(transformer)
+    if not cats:
+        return list(numeric)
+    encoder = transformer.named_transformers_["categorical"].named_steps["onehot"]
+    pairs = [(c, str(v)) for c, values in zip(cats, encoder.categories_, strict=True) for v in values]
+    taken = numeric + onehot
+    return numeric + [
+        name if taken.count(name) == 1 else f"{column}={category}"
+        for name, (column, category) in zip(onehot, pairs, strict=True)
+    ]
 
 
 def _names_out(transformer: Any) -> list[str]:

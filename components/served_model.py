@@ -10,6 +10,7 @@ standardises the numeric columns itself, so it also takes prepared rows on its o
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def category_strings(values: pd.Series) -> pd.Series:
 
 
 def encode_rows(rows: Any, spec: dict[str, Any]) -> np.ndarray:
-    """Fill gaps and one-hot encode raw rows as the network's float32 input (before its scaling).
+    """Fill gaps and one-hot encode raw rows as the network's float64 input (before its scaling).
 
     `rows` is what a caller or MLflow's scoring server hands over: a DataFrame (a table's columns by
     name; array data by position), a 2-D array or list of rows (by position, in the preparation's
@@ -74,7 +75,7 @@ def encode_rows(rows: Any, spec: dict[str, Any]) -> np.ndarray:
                 s = category_strings(given).fillna(col["fill"]).to_numpy(dtype=object)
                 known = np.asarray(col["categories"], dtype=object)
                 parts.append((s[:, None] == known[None, :]).astype(np.float64))
-    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+    return np.concatenate(parts, axis=1).astype(np.float64) if parts else np.zeros((n, 0), np.float64)
 
 
 def rows_frame(rows: Any, spec: dict[str, Any]) -> pd.DataFrame:
@@ -108,11 +109,10 @@ def rows_frame(rows: Any, spec: dict[str, Any]) -> pd.DataFrame:
         raise ValueError(
             f"expected rows of {len(names)} features{_order(spec)}, got an array of shape {array.shape}"
         )
-    if isinstance(rows, list) and array.dtype.kind in "iuf":
-        # numpy reads `True` among numbers as 1: keep the list's own values, for `_numbers` to refuse
-        cells = np.asarray(rows, dtype=object).reshape(array.shape)
-        if any(isinstance(v, bool | np.bool_) for v in cells.flat):
-            return pd.DataFrame(cells, columns=names)
+    if isinstance(rows, list):
+        # One array would make every cell one type (`True` among numbers 1, among strings 'True'):
+        # a frame built from the list keeps each column's own values, for `_numbers` to judge.
+        return pd.DataFrame(rows if np.ndim(rows) == 2 else [rows], columns=names)
     return pd.DataFrame(array, columns=names)
 
 
@@ -140,6 +140,9 @@ def _named_columns(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """A table's rows by column name: every numeric column present, no column the model does not know."""
     names = [c["name"] for c in spec["columns"]]
     given = [str(c) for c in frame.columns]
+    repeated = sorted({c for c in given if given.count(c) > 1})
+    if repeated:
+        raise ValueError(f"duplicate column(s) {repeated}: give each column once")
     required = [c["name"] for c in spec["columns"] if c["kind"] == "numeric"]
     missing = [c for c in required if c not in given]
     target = spec.get("target", {}).get("column")
@@ -169,6 +172,11 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
+# Dates and durations (pandas' and numpy's too): refused where a number is due, not read as nanoseconds.
+_TEMPORAL = (datetime.date, datetime.timedelta, np.datetime64, np.timedelta64)
+_BOOLEAN_WORDS = {"true": True, "false": False}
+
+
 def _numbers(values: pd.Series, name: str, booleans: bool = False) -> np.ndarray:
     """A numeric column as float64 (gaps NaN); what is not a finite float32 number is refused.
 
@@ -177,19 +185,39 @@ def _numbers(values: pd.Series, name: str, booleans: bool = False) -> np.ndarray
     An infinite number, or one that float32 (the network's input) cannot hold (`1e308`), is refused
     as training refuses it; gaps (NaN, `None`) are not refused here: they take the fill value.
     """
+    given = values  # as the messages quote it
     gap = values.isna().to_numpy()
     boolean = np.zeros(len(values), dtype=bool)
+    temporal = np.zeros(len(values), dtype=bool)  # dates and durations: pandas would give nanoseconds
     if pd.api.types.is_bool_dtype(values.dtype):  # numpy's bool, pandas' `boolean` (gaps NA)
         boolean = ~gap
         values = values.astype(object).where(~gap, np.nan)
-    elif values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
-        boolean = np.array([isinstance(v, bool | np.bool_) for v in values.tolist()], dtype=bool)
+    elif pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(
+        values.dtype
+    ):
+        temporal = ~gap
+    elif (
+        values.dtype == object
+        or pd.api.types.is_string_dtype(values.dtype)
+        or isinstance(values.dtype, pd.CategoricalDtype)
+    ):
+        cells = values.tolist()
+        boolean = np.array([isinstance(v, bool | np.bool_) for v in cells], dtype=bool)
+        temporal = np.array([isinstance(v, _TEMPORAL) for v in cells], dtype=bool)
+        if booleans:  # trained on booleans: their text too ('True'), as a list of mixed rows gives them
+            truth = [_BOOLEAN_WORDS.get(v.strip().lower()) if isinstance(v, str) else None for v in cells]
+            boolean |= np.array([t is not None for t in truth], dtype=bool)
+            values = pd.Series(
+                [v if t is None else t for v, t in zip(cells, truth, strict=True)], index=values.index
+            )
+    if temporal.any():
+        values = values.astype(object).where(~temporal, np.nan)  # not a number: refused below
     x = _floats(values)
-    _refuse_rows((np.isnan(x) & ~gap) | (boolean & (not booleans)), values, f"{name} takes numbers")
+    _refuse_rows((np.isnan(x) & ~gap) | (boolean & (not booleans)), given, f"{name} takes numbers")
     with np.errstate(over="ignore"):
         beyond = ~np.isfinite(x.astype(np.float32)) & ~gap
     limit = float(np.finfo(np.float32).max)
-    _refuse_rows(beyond, values, f"{name} takes finite numbers within float32's range (±{limit:.4g})")
+    _refuse_rows(beyond, given, f"{name} takes finite numbers within float32's range (±{limit:.4g})")
     return x
 
 
@@ -224,6 +252,8 @@ def _finite_outputs(out: np.ndarray, x: np.ndarray, spec: dict[str, Any]) -> Non
     such a row is refused, naming the numeric column farthest from its training mean, rather than
     answered with NaN probabilities and an arbitrary label.
     """
+    if len(x) == 0:
+        return
     bad = ~np.isfinite(np.asarray(out, dtype=np.float64).reshape(len(x), -1)).all(axis=1)
     if not bad.any():
         return

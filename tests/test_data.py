@@ -76,7 +76,7 @@ def test_builtin_set_loads_with_its_task_shapes_and_dtypes(name: str) -> None:
         assert X.dtype == np.float32
         assert X.shape == (len(y), features)
         assert np.isfinite(X).all()
-    assert d.feature_mean.dtype == np.float32 and d.feature_std.dtype == np.float32
+    assert d.feature_mean.dtype == np.float64 and d.feature_std.dtype == np.float64
     if d.task == "classification":
         assert d.classes is not None and len(d.classes) == outputs
         assert d.y_train.dtype == np.int64

@@ -101,8 +101,14 @@ def test_scoring_model_takes_raw_features() -> None:
     mean, std = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([2.0, 4.0, 8.0])
     scorer = ScoringModel(net, mean, std, "regression", target_mean=100.0, target_std=5.0).eval()
     raw = torch.tensor([[12.0, 16.0, 38.0]])
-    expected = net((raw - mean) / std).squeeze(-1) * 5.0 + 100.0
+    expected = net((raw - mean) / std).squeeze(-1).double() * 5.0 + 100.0
     assert torch.allclose(scorer(raw), expected)
+    # The scaling runs in float64: a column near 1.6e9 (epoch seconds) keeps differences of a second,
+    # which float32 (steps of 128 there) would erase before the subtraction.
+    scorer = ScoringModel(net, torch.tensor([1.6e9, 0.0, 0.0], dtype=torch.float64), std, "regression")
+    near = torch.tensor([[1.6e9 + 1.0, 0.0, 0.0], [1.6e9 + 3.0, 0.0, 0.0]], dtype=torch.float64)
+    z = torch.tensor([[0.5, 0.0, 0.0], [1.5, 0.0, 0.0]])
+    assert torch.allclose(scorer(near), net(z).squeeze(-1).double())
 
 
 # --------------------------------------------------------------------------------------------

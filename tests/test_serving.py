@@ -7,6 +7,7 @@ cells, written here from scikit-learn's iris) are prepared, trained for real, lo
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -232,7 +233,9 @@ def test_the_pyfunc_refuses_rows_of_the_wrong_width(digits_model: Path, digits: 
 
 def test_the_pytorch_flavor_loads_the_network_alone(digits_model: Path, digits: Dataset) -> None:
     network = mlflow.pytorch.load_model(str(digits_model))
-    X = np.array(digits.test_rows, dtype=np.float32)
+    X = np.array(
+        digits.test_rows, dtype=np.float64
+    )  # its input is float64: the scaling runs in the rows' precision
     with torch.no_grad():
         logits = network(torch.as_tensor(X))
     served = mlflow.pyfunc.load_model(str(digits_model)).predict(X)
@@ -728,3 +731,78 @@ def test_a_numeric_column_trained_on_booleans_takes_booleans(tmp_path: Path) -> 
     )
     with pytest.raises(MlflowException, match=r"column 'bill_depth_mm' takes numbers, but row 0 holds True"):
         model.predict(data.test_rows.assign(bill_depth_mm=True))  # still refused where numbers were trained
+    # A list of rows (JSON `inputs`) keeps each cell's type: a boolean among strings stays a boolean,
+    # and its text ('True', as MLflow's scoring server parses such a row) is read as one too.
+    rows = data.test_rows.iloc[:3]
+    listed = model.predict(rows.astype(object).where(rows.notna(), None).values.tolist())
+    np.testing.assert_allclose(probabilities(listed), probabilities(out.iloc[:3]), atol=1e-6)
+    as_text = model.predict(rows.astype({"tagged": str}))
+    np.testing.assert_allclose(probabilities(as_text), probabilities(out.iloc[:3]), atol=1e-6)
+
+
+def test_a_column_far_from_zero_is_served_as_it_was_tested(tmp_path: Path) -> None:
+    """Epoch seconds near 1.6e9 step by 128 in float32: the served model scales them in float64,
+    so it gives what the tested network gives on the prepared test split."""
+    rng = np.random.default_rng(0)
+    ts = 1.6e9 + rng.uniform(0, 60, 300)
+    frame = pd.DataFrame(
+        {"ts": ts, "noise": rng.normal(size=300), "y": np.where(ts > 1.6e9 + 30, "late", "early")}
+    )
+    frame.to_csv(tmp_path / "ts.csv", index=False)
+    data = load_dataset(DataConfig(source="file", path=str(tmp_path / "ts.csv"), target="y"), 0)
+    net = fit_network(data, epochs=200)
+    with torch.no_grad():
+        tested = torch.softmax(net(torch.as_tensor(data.X_test)), dim=1).numpy()
+    save_served_model(scoring_model(net, data), raw_example(data), path=tmp_path / "m", **served_inputs(data))
+    served = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict(data.test_rows)
+    np.testing.assert_allclose(probabilities(served), tested, atol=1e-5)
+    assert (served["label"].to_numpy() == np.asarray(data.labels)[data.y_test]).mean() > 0.9
+
+
+def test_the_champion_of_a_one_row_test_split_takes_any_number_of_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=120), "b": rng.normal(size=120), "y": rng.choice(["c", "d"], 120)}
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    data = load_dataset(
+        DataConfig(source="file", path=str(tmp_path / "t.csv"), target="y", test_fraction=0.01), 0
+    )
+    assert len(data.test_rows) == 1
+    model = mlflow.pyfunc.load_model(str(save_model(data, tmp_path / "best_model")))
+    rows = frame.drop(columns="y")
+    assert len(model.predict(rows.head(7))) == 7  # the export traced a batch of two, not of one
+    assert len(model.predict(rows.head(1))) == 1
+
+
+def test_zero_rows_duplicate_columns_and_dates_in_numeric_columns(table_model: Path, table: Dataset) -> None:
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(str(table_model))
+    empty = model.predict(table.test_rows.head(0))
+    assert len(empty) == 0 and list(empty.columns) == ["label", *(f"probability_{c}" for c in table.classes)]
+    rows = table.test_rows.head(2)
+    with pytest.raises(
+        MlflowException, match=r"duplicate column\(s\) \['bill_length_mm'\]: give each column once"
+    ):
+        model.predict(pd.concat([rows, rows[["bill_length_mm"]]], axis=1))
+    dated = rows.assign(flipper_length_mm=pd.to_datetime(["2026-01-01", "2026-01-02"]))
+    with pytest.raises(
+        MlflowException, match=r"column 'flipper_length_mm' takes numbers, but row 0 holds Timestamp"
+    ):
+        model.predict(dated)  # not read as nanoseconds since 1970
+    with pytest.raises(
+        MlflowException, match=r"column 'flipper_length_mm' takes numbers, but row 0 holds datetime"
+    ):
+        model.predict(rows.assign(flipper_length_mm=[datetime.date(2026, 1, 1), None]))
+
+
+def test_a_one_hot_name_that_a_column_already_has_is_named_by_column_and_category(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"a": rng.choice(["x", "y"], 120), "a_x": rng.normal(size=120), "y": rng.choice(["c", "d"], 120)}
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    data = load_dataset(DataConfig(source="file", path=str(tmp_path / "t.csv"), target="y"), 0)
+    assert data.feature_names == ["a_x", "a=x", "a_y"]
+    assert len(data.feature_names) == data.n_features, "one name for each of the network's inputs"

@@ -130,5 +130,9 @@ def scoring_model(net: torch.nn.Module, data: Dataset) -> ScoringModel:
 
 
 def raw_example(data: Dataset) -> np.ndarray:
-    """A few raw test rows: an example batch of > 1 rows keeps the exported batch dimension dynamic."""
-    return data.raw_features(data.X_test[:5]).astype(np.float32)
+    """A few raw test rows, float64 (the network's input): an example batch of more than one row keeps
+    the exported batch dimension dynamic, so a test split of one row gives that row twice."""
+    rows = data.X_test[:5]
+    if len(rows) < 2:
+        rows = np.repeat(data.X_test[:1], 2, axis=0)
+    return data.raw_features(rows)
