@@ -29,6 +29,7 @@ from hyperflow.components.architecture import DEFAULT_HIDDEN_LAYERS, hidden_laye
 from hyperflow.components.config_checks import (
     BUILTIN_METRICS,
     BUILTIN_TASKS,
+    TRIAL_METRICS,
     coerce_to_fields,
     effective_value,
     gpus_per_trial_problem,
@@ -281,12 +282,17 @@ class ObjectiveSpec(_Strict):
     """One objective of a multi-objective search: a logged metric and its direction."""
 
     metric: str = Field(min_length=1, description="any metric a trial logs, or param_count")
-    mode: Mode | None = Field(None, description="null: min for param_count, losses and errors, else max")
+    mode: Mode | None = Field(
+        None,
+        description="null: min for the costs param_count, train_seconds and epochs_trained, and for "
+        "losses and errors; else max",
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> ObjectiveSpec:
         if self.mode is None:
-            self.__dict__["mode"] = "min" if self.metric == "param_count" else metric_mode(self.metric)
+            # What a trial records once is a cost (TRIAL_METRICS): fewer parameters, seconds, epochs.
+            self.__dict__["mode"] = "min" if self.metric in TRIAL_METRICS else metric_mode(self.metric)
         return self
 
 

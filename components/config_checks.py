@@ -524,6 +524,7 @@ def _schedule_problems(
                 f"schedules SGD's momentum; {opt_path} is {', '.join(map(str, opt_values))}, which has none",
             )
         )
+    problems.extend(_warmup_problems(model, space, lr_values))
     # A searched value that only a schedule uses, while that schedule is fixed to one that does not.
     used_by = {
         "lr_decay": ("lr_schedule", ("step", "exponential")),
@@ -544,6 +545,53 @@ def _schedule_problems(
                 )
             )
     return problems
+
+
+def _extremes(model: dict[str, Any], space: dict[str, Any], key: str, default: int) -> tuple[str, Any, Any]:
+    """Where a model value comes from and the smallest and largest a trial can get (None: not a number)."""
+    spec = space.get(key)
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            numbers = [c for c in spec.get("choices") or [] if _is_real(c)]
+            return f"search.space.{key}", min(numbers, default=None), max(numbers, default=None)
+        low, high = spec.get("low"), spec.get("high")
+        return f"search.space.{key}", low if _is_real(low) else None, high if _is_real(high) else None
+    value = model.get(key, default)
+    value = value if _is_real(value) else None
+    return f"model.{key}", value, value
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _warmup_problems(
+    model: dict[str, Any], space: dict[str, Any], lr_values: list[Any] | None
+) -> list[tuple[str, str]]:
+    """A warm-up as long as a trial's training: the rate reaches model.learning_rate at the last step only,
+    and the lr_schedule never applies. Refused where a trial can get one: the longest warm-up against
+    the shortest max_epochs."""
+    if lr_values is not None and all(v == "one_cycle" for v in lr_values):
+        return []  # its own warm-up; model.warmup_epochs must be 0 for it (_schedule_problems)
+    warm_path, _, warm = _extremes(model, space, "warmup_epochs", 0)
+    epochs_path, epochs, _ = _extremes(model, space, "max_epochs", 30)
+    if warm is None or epochs is None or warm <= 0 or epochs <= 0 or warm < epochs:
+        return []
+    # The searched one is what to change; between two fixed values, the warm-up.
+    searched_epochs = epochs_path.startswith("search.") and not warm_path.startswith("search.")
+    path = epochs_path if searched_epochs else warm_path
+    warm_where = f"the largest value of {warm_path}" if warm_path.startswith("search.") else warm_path
+    epochs_where = (
+        f"the smallest value of {epochs_path}" if epochs_path.startswith("search.") else epochs_path
+    )
+    return [
+        (
+            path,
+            f"{warm_where} ({warm:g}) must be below {epochs_where} ({epochs:g}): a trial would warm up "
+            "for all its epochs, its learning rate reaching model.learning_rate only at its last step, "
+            "and its lr_schedule would never apply",
+        )
+    ]
 
 
 def _number(value: Any) -> float:
@@ -610,15 +658,19 @@ def _dimension_problems(
         for bound in ("low", "high"):
             value = spec.get(bound)
             if isinstance(value, int | float):
-                as_type = int(value) if field_type is int and value == int(value) else value
                 if field_type is int and value != int(value):
                     problems.append((f"{path}.{bound}", f"model.{key} is an integer; {value!r} is not"))
                     continue
+                # As the field's type: the same text for the bound as written (0) and as the
+                # validated RangeSpec holds it (0.0), which are both checked.
+                as_type = (
+                    value if isinstance(value, bool) else int(value) if field_type is int else float(value)
+                )
                 try:
                     adapter.validate_python(as_type)
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
-                    problems.append((f"{path}.{bound}", f"{value!r} is not a valid model.{key}: {msg}"))
+                    problems.append((f"{path}.{bound}", f"{as_type!r} is not a valid model.{key}: {msg}"))
     return problems
 
 

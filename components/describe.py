@@ -15,6 +15,7 @@ from hyperflow.components.config import ChoiceSpec
 from hyperflow.components.fingerprint import config_yaml
 from hyperflow.components.model import expected_param_count
 from hyperflow.components.search import SearchSpace, uses_ehvi
+from hyperflow.components.search._random import finite_size
 from hyperflow.components.usercode import describe_user_code
 
 if TYPE_CHECKING:
@@ -106,18 +107,21 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
         lines.append(f"  {d.name:<{width}}  {desc}")
     if not len(space):
         lines.append("  (nothing searched: every trial trains the fixed model)")
-    discrete = all(d.kind != "real" for d in space)
-    points = space.grid_size(cfg.search.grid.points_per_dimension)
+    n_trials = cfg.search.n_trials
     if cfg.search.strategy == "grid":
+        points = space.grid_size(cfg.search.grid.points_per_dimension)
         lines.append(f"grid points: {points} (points_per_dimension {cfg.search.grid.points_per_dimension})")
-        if points < cfg.search.n_trials:
-            lines.append(
-                f"  the grid ends after {points} trials, before search.n_trials ({cfg.search.n_trials})"
-            )
-    elif discrete:
-        lines.append(f"distinct points: {points}")
+        if points < n_trials:
+            lines.append(f"  the grid ends after {points} trials, before search.n_trials ({n_trials})")
     else:
-        lines.append("distinct points: unbounded (real dimensions)")
+        # What random, bayes and genetic sample from: every int of a range, a one-point range once.
+        size = finite_size(space)
+        lines.append(f"distinct points: {'unbounded (real dimensions)' if size is None else size}")
+        if size is not None and size < n_trials:
+            lines.append(
+                f"  the search ends after {size} trial{'s' * (size != 1)}, when every point has been tried, before "
+                f"search.n_trials ({n_trials})"
+            )
     if cfg.model.module or cfg.data.module:
         from hyperflow.components.budget import counts_parameters  # budget imports this module
 
@@ -140,6 +144,8 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
     )
     if cfg.search.objectives:
         lines.append(f"  {_objectives_text(cfg)}")
+    if (idle := _idle_stop_rule_text(cfg)) is not None:
+        lines.append(f"  {idle}")
     if cfg.early_stopping.kind in ("asha", "hyperband"):
         from hyperflow.components.curves import make_stop_rule
 
@@ -154,6 +160,23 @@ def describe_config(cfg: ExperimentConfig, data: Dataset | None) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def _idle_stop_rule_text(cfg: ExperimentConfig) -> str | None:
+    """A warning where median or curve_fit can never stop a trial: it judges from min_epochs on, and
+    never at a trial's last epoch, so no trial is long enough (None: some trial is)."""
+    es = cfg.early_stopping
+    if es.kind not in ("median", "curve_fit"):
+        return None
+    longest, where = cfg.epoch_budget(), "model.max_epochs"
+    if "max_epochs" in cfg.search.space:
+        where = "the largest value of search.space.max_epochs"
+    if es.min_epochs < longest:
+        return None
+    return (
+        f"{es.kind} can never stop a trial: early_stopping.min_epochs ({es.min_epochs}) is not below "
+        f"{where} ({longest}), and a trial is never stopped at its last epoch"
+    )
 
 
 def preparation_text(spec: dict[str, Any]) -> str:

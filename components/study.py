@@ -330,6 +330,7 @@ class Study:
         self._best_logged: float | None = None
         for record in history:
             self.ledger.add(record)
+        self.resumed_finished = self.n_finished  # what a resumed study had finished before this session
 
     # ----------------------------------------------------------------- counting
 
@@ -414,7 +415,15 @@ class Study:
                     f"{search.n_trials} trials finished"
                 )
                 return self.stop_reason
-            return "exhausted"
+            if search.strategy == "grid":
+                return "exhausted"  # a grid's end is its size, which `hyperflow validate` prints
+            # random, bayes, genetic: a finite space ran out before n_trials; say so in the summary.
+            tried = len({json.dumps(r.params, sort_keys=True, default=str) for r in self.records})
+            self.stop_reason = (
+                f"the space is exhausted: {tried} distinct point{'s' * (tried != 1)} tried, "
+                f"{self.n_finished} of {search.n_trials} trials finished"
+            )
+            return self.stop_reason
         return None
 
     @property
@@ -607,6 +616,7 @@ class Study:
             best_value=best.value if best else None,
             metric=self.cfg.search.metric,
             elapsed=self.elapsed(),
+            resumed=self.resumed_finished,
         )
 
     def abort(self, state: Literal["interrupted", "failed"], error: str | None = None) -> bool:
@@ -704,13 +714,15 @@ class StudyProgress:
     best_value: float | None
     metric: str
     elapsed: float
+    resumed: int = 0  # of `finished`, those a resumed study had before this session (not in `elapsed`)
 
     @property
     def remaining_seconds(self) -> float | None:
-        """A plain estimate: the mean time per finished trial times the trials left."""
-        if self.finished == 0:
+        """A plain estimate: the mean time per trial finished in this session times the trials left."""
+        done_here = self.finished - self.resumed
+        if done_here <= 0:
             return None
-        return self.elapsed / self.finished * max(self.total - self.finished, 0)
+        return self.elapsed / done_here * max(self.total - self.finished, 0)
 
 
 @dataclass

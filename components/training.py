@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -122,7 +123,30 @@ def train_trial(
                 _release_gpu_memory()
         result.train_seconds = time.perf_counter() - started
     _outcome(result, guard, fitted, error)
+    _check_objectives(result, spec.logged_objectives)
     return result
+
+
+def _check_objectives(result: TrialResult, names: Sequence[str]) -> None:
+    """Fail a completed trial that did not log each further objective with a finite last value
+    (as Optuna fails a trial whose objective values are missing or NaN): its place on the front
+    would be unknown, and it would drop out of it with no word."""
+    if result.state != COMPLETED:
+        return
+    for name in names:
+        series = result.history.get(name)
+        if not series:
+            problem = (
+                f"was never logged by the trial (log it each epoch: report(epoch, value, {name}=...) "
+                f"in a training function, self.log({name!r}, ...) in a LightningModule)"
+            )
+        elif not math.isfinite(series[-1]):
+            problem = f"was {series[-1]} at the last epoch"
+        else:
+            continue
+        result.state = FAILED
+        result.error = f"search.objectives: {name!r} {problem}"
+        return
 
 
 def _release_gpu_memory() -> None:

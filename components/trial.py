@@ -62,6 +62,9 @@ class TrialSpec:
         weight_summary_every: `tracking.weight_summary_every`: the epochs whose weight summaries
             are logged (every N-th from epoch 0, none for N = 0; the last epoch's come with the
             trial's final weights).
+        logged_objectives: the further `search.objectives` that the trial itself must log (all but
+            the first and the counts hyperflow takes itself): a completed trial without a finite
+            last value of each fails, saying which, rather than silently leaving the front.
     """
 
     metric: str
@@ -72,9 +75,12 @@ class TrialSpec:
     accelerator: Literal["cpu", "gpu"] = "cpu"
     precision: str = "32"
     weight_summary_every: int = WEIGHT_SUMMARY_EVERY
+    logged_objectives: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, num_threads: int | None = None) -> TrialSpec:
+        from hyperflow.components.config_checks import TRIAL_METRICS
+
         fixed = cfg.model.fixed_values()
         return cls(
             metric=cfg.search.metric,
@@ -85,6 +91,9 @@ class TrialSpec:
             accelerator=resolve_accelerator(cfg.runner.accelerator, gpu_count()),
             precision=cfg.runner.precision,
             weight_summary_every=cfg.tracking.weight_summary_every,
+            logged_objectives=tuple(
+                o.metric for o in cfg.search.objectives[1:] if o.metric not in TRIAL_METRICS
+            ),
         )
 
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:

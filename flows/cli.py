@@ -16,6 +16,7 @@ import hyperflow  # noqa: F401 - its import sets the runtime defaults before Pre
 
 if TYPE_CHECKING:
     from hyperflow.components.config import ExperimentConfig
+    from hyperflow.components.lr_find import FoundRate, NarrowedRange
     from hyperflow.components.study import StudyProgress, StudyResult
     from hyperflow.flows.prefect_api import CommandServer
 
@@ -356,6 +357,25 @@ def serve(
     serve_deployment(cfg, cron=cron, name=name, timezone=timezone)
 
 
+def _lr_find_range(cfg: ExperimentConfig, found: FoundRate) -> tuple[NarrowedRange, str]:
+    """The range `lr-find` prints and where its bounds come from.
+
+    A range's bounds are the test's own; choices' are their smallest and largest (the test sweeps the
+    default rates for them: its range is narrowed again within those); nothing searched: the swept
+    rates.
+    """
+    from hyperflow.components.config import ChoiceSpec
+    from hyperflow.components.lr_find import narrow
+
+    spec = cfg.search.space.get("learning_rate")
+    if spec is None:
+        return found.narrowed, "the swept rates"
+    if isinstance(spec, ChoiceSpec):
+        rates = [float(c) for c in spec.choices]
+        return narrow(found.result.suggestion, (min(rates), max(rates))), "search.space.learning_rate"
+    return found.narrowed, "search.space.learning_rate"
+
+
 @app.command("lr-find")
 def lr_find(config: ConfigArg, overrides: SetOption = None) -> None:
     """The learning-rate range test: print the suggested rate and range, log the plot to an MLflow run."""
@@ -370,8 +390,8 @@ def lr_find(config: ConfigArg, overrides: SetOption = None) -> None:
 
     console.print("running the learning-rate range test ...", highlight=False)
     found = find_learning_rate(cfg, data, resolve_tracking_uri(cfg.tracking.uri))
-    narrowed, low, high = found.narrowed, *found.narrowed.bounds
-    where = "search.space.learning_rate" if "learning_rate" in cfg.search.space else "the swept rates"
+    narrowed, where = _lr_find_range(cfg, found)
+    low, high = narrowed.bounds
     lines = [
         "suggested  "
         + (

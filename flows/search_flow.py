@@ -17,6 +17,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -227,9 +228,23 @@ def _record(study: Study, plan: TrialPlan, fut: PrefectFuture[Any]) -> None:
 
 
 @flow(name="hyperparameter-search", log_prints=True)
-def hyperparameter_search(config: ExperimentConfig) -> StudyResult:
-    """Search the config's space: each trial a `train-trial` task run and an MLflow run."""
-    return _search(config, resume_run_id=None)
+def hyperparameter_search(config: ExperimentConfig) -> StudyResult | State:
+    """Search the config's space: each trial a `train-trial` task run and an MLflow run.
+
+    A study that ends FAILED (no trial completed, a full disk) ends its flow run Failed, with the
+    result as the state's data: Prefect's UI and a deployment's alerts see the failure.
+    """
+    return _as_state(_search(config, resume_run_id=None))
+
+
+def _as_state(result: StudyResult) -> StudyResult | State:
+    if result.status != "FAILED":
+        return result
+    why = result.disk_full or (
+        f"no trial completed ({result.n_failed} failed, {result.n_pruned} pruned)"
+        + (f"; first error: {result.errors[0]}" if result.errors else "")
+    )
+    return Failed(message=f"the study ended FAILED: {why}", data=result)
 
 
 def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
@@ -242,6 +257,8 @@ def _search(config: ExperimentConfig, resume_run_id: str | None) -> StudyResult:
     else:
         study = open_study(config, data, flow_run_id=flow_run_id)
     _study_run_id = study.study_run_id
+    for listener in PROGRESS_LISTENERS:  # a resumed study's trials and best, before its first new trial ends
+        listener(study.progress())
     try:
         # Prefect's engine installs a SIGTERM handler that raises at once, which would leave trials
         # training in worker processes and runs RUNNING: while trials run, a signal sets STOP instead,
@@ -287,9 +304,9 @@ def _disk_full_result(study: Study, exc: BaseException, ended: bool) -> StudyRes
 
 
 @flow(name="hyperparameter-search", log_prints=True)
-def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult:
+def resume_search(config: ExperimentConfig, study_run_id: str) -> StudyResult | State:
     """Continue an interrupted study (or extend a finished one) in its own study run."""
-    return _search(config, resume_run_id=study_run_id)
+    return _as_state(_search(config, resume_run_id=study_run_id))
 
 
 def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> StudyResult:
@@ -304,5 +321,13 @@ def run_search(config: ExperimentConfig, resume_run_id: str | None = None) -> St
     own = start_ephemeral_server() is not None or own
     with flow_run_settings(own_server=own):
         if resume_run_id:
-            return resume_search(config, resume_run_id)
-        return hyperparameter_search(config)
+            state = resume_search(config, resume_run_id, return_state=True)
+        else:
+            state = hyperparameter_search(config, return_state=True)
+    # A failed study is a Failed state holding its result; an exception is re-raised as it was.
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    if not isinstance(value, StudyResult):
+        raise RuntimeError(f"the search flow run ended {state.type.value} without a result: {state.message}")
+    return value

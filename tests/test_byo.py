@@ -286,6 +286,46 @@ def test_a_failing_function_fails_its_trial_only(body: str, state: str, error: s
     assert (result.error is None) if error is None else (error in (result.error or ""))
 
 
+def test_a_returned_value_other_than_the_last_report_is_logged_one_step_later() -> None:
+    def objective(params: dict[str, Any], report: Any) -> float:
+        for epoch in range(3):
+            report(epoch, params["quality"] * (epoch + 1))
+        return -5.0
+
+    logged: list[tuple[int, dict[str, float]]] = []
+    done = train_trial(
+        None, {"quality": 0.5}, _spec(objective), seed=0, on_epoch=lambda e, m: logged.append((e, m))
+    )
+    assert done.state == "completed" and done.value == -5.0
+    # Each step holds one value: MLflow's latest is the returned value, whatever the timestamps.
+    assert [(e, m["score"]) for e, m in logged] == [(0, 0.5), (1, 1.0), (2, 1.5), (3, -5.0)]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("report(0, 0.5)", "search.objectives: 'other' was never logged by the trial (log it each epoch"),
+        ("report(0, 0.5, other=float('inf'))", "search.objectives: 'other' was inf at the last epoch"),
+        (
+            "report(0, 0.5, other=1.0); report(1, 0.6, other=float('nan'))",
+            "'other' was nan at the last epoch",
+        ),
+    ],
+)
+def test_a_trial_without_a_finite_value_of_every_objective_fails_saying_which(body: str, error: str) -> None:
+    scope: dict[str, Any] = {}
+    exec(f"def objective(params, report):\n    {body}\n", scope)
+    objectives = [{"metric": "score", "mode": "max"}, {"metric": "other", "mode": "min"}]
+    spec = _spec(scope["objective"], objectives=objectives)
+    assert spec.logged_objectives == ("other",)
+    result = train_trial(None, {"quality": 0.5}, spec, seed=0)
+    assert result.state == "failed" and error in (result.error or ""), result.error
+    scope = {}
+    exec("def fine(params, report):\n    report(0, 0.5, other=2.0)\n", scope)
+    fine = train_trial(None, {"quality": 0.5}, _spec(scope["fine"], objectives=objectives), seed=0)
+    assert fine.state == "completed", fine.error
+
+
 def test_a_closure_travels_to_worker_processes_by_value_and_may_return_its_model() -> None:
     weight = torch.nn.Linear(3, 2)
 

@@ -427,6 +427,7 @@ def test_hyperflow_ui_ends_its_servers_when_its_terminal_closes(tmp_path: Path) 
     config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
     hyperflow = str(Path(sys.executable).parent / "hyperflow")
     terminal = Terminal([hyperflow, "ui", str(config), "--port", str(port)], cwd=tmp_path)
+    servers: list[psutil.Process] = []
     try:
         wait_http(f"http://127.0.0.1:{port}/health", terminal.proc, 120)  # type: ignore[arg-type]
         poll(
@@ -444,6 +445,9 @@ def test_hyperflow_ui_ends_its_servers_when_its_terminal_closes(tmp_path: Path) 
         terminal.hang_up()
         if terminal.proc.poll() is None:
             os.killpg(terminal.proc.pid, signal.SIGKILL)
+        for leftover in servers:  # in a session of their own: the command's group does not hold them
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
 
 
 @pytest.mark.slow
@@ -497,3 +501,28 @@ def test_validate_prints_the_space_grid_size_and_parameter_range(tmp_path: Path)
     largest = expected_param_count(64, [128, 64], 10)
     assert f"parameters: {smallest:,} to {largest:,}" in out
     assert not (tmp_path / "mlflow.db").exists(), "validate creates no tracking store"
+
+
+@pytest.mark.slow
+def test_a_study_whose_every_trial_failed_ends_its_flow_run_failed(prefect_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Prefect's UI and a deployment's alerts must see the failure, not a Completed flow run."""
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+
+    from hyperflow.flows.search_flow import run_search
+
+    space = {"learning_rate": {"choices": [1e5, 1e6]}}  # every trial diverges: failed
+    cfg = small_config(
+        tmp_path, model={"max_epochs": 2}, search={"strategy": "grid", "space": space, "n_trials": 2}
+    )
+    result = run_search(cfg)
+    assert result.status == "FAILED" and result.n_failed == 2, "the caller still gets the study's result"
+    flow_run_id = (
+        MlflowClient(result.tracking_uri).get_run(result.study_run_id).data.tags["hyperflow.flow_run_id"]
+    )
+    with get_client(sync_client=True) as prefect:
+        state = prefect.read_flow_run(flow_run_id).state
+    assert state is not None and state.is_failed(), state
+    assert state.message and state.message.startswith(
+        "the study ended FAILED: no trial completed (2 failed, 0 pruned)"
+    )

@@ -704,3 +704,25 @@ def test_ctrl_c_from_the_command_line(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert MlflowClient(uri).get_run(study.info.run_id).info.status == "FINISHED"
     assert len(MlflowClient(uri).search_model_versions("")) == 1
+
+
+def test_a_resumed_study_shows_its_finished_trials_and_best_from_the_start(
+    prefect_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from hyperflow.components.study import StudyProgress
+    from hyperflow.flows.search_flow import PROGRESS_LISTENERS, run_search
+
+    cfg = small_config(tmp_path, model={"max_epochs": 2})
+    first = run_search(cfg)
+    seen: list[StudyProgress] = []
+    PROGRESS_LISTENERS.append(seen.append)
+    try:
+        more = cfg.model_copy(update={"search": cfg.search.model_copy(update={"n_trials": 4})})
+        run_search(more, resume_run_id=first.study_run_id)
+    finally:
+        PROGRESS_LISTENERS.remove(seen.append)
+    start = seen[0]
+    assert (start.finished, start.total, start.resumed) == (3, 4, 3), "before the new trial ends"
+    assert start.best_value == pytest.approx(first.best_value)
+    assert start.remaining_seconds is None, "no trial of this session has ended to time"
+    assert seen[-1].finished == 4 and seen[-1].remaining_seconds == 0

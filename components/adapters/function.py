@@ -110,8 +110,9 @@ class FunctionAdapter(ModelAdapter):
         if not math.isfinite(value):
             raise TrialFailed(f"the training function returned {value}")
         if not guard.curve or value != guard.curve[-1]:
-            # The returned value is the trial's: log it last (at the last epoch) so MLflow shows it.
-            step = guard.last_epoch if guard.last_epoch is not None else 0
+            # The returned value is the trial's: logged last, one step after the last report (a
+            # second value at the same step would leave MLflow's latest one to the timestamps).
+            step = guard.last_epoch + 1 if guard.last_epoch is not None else 0
             if guard.on_epoch is not None:
                 guard.on_epoch(step, {guard.metric: value})
             if not guard.curve:
