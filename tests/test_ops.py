@@ -282,7 +282,7 @@ def test_search_logs_to_an_mlflow_server_over_http(
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
-    assert model(torch.zeros(3, 64)).shape == (3, 10)
+    assert model(torch.zeros(3, 64, dtype=torch.float64)).shape == (3, 10)
 
     assert not (work / "mlflow.db").exists()
     assert not (work / "mlruns").exists() and not (work / "mlartifacts").exists()
