@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 import pytest
 import torch
@@ -360,15 +359,20 @@ def _still_serving(proc: psutil.Process) -> bool:
         return False
 
 
+def _ui_config(folder: Path) -> Path:
+    """A config that names only a SQLite store of its own, for `hyperflow ui`."""
+    config = folder / "c.yaml"
+    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{folder / 'ui.db'}'}}\n")
+    return config
+
+
 @pytest.mark.slow
 def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
     import urllib.request
 
     from servers import free_port, stop, wait_http
 
-    port = free_port()
-    config = tmp_path / "c.yaml"
-    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
+    port, config = free_port(), _ui_config(tmp_path)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
         cwd=tmp_path,
@@ -424,9 +428,7 @@ def test_hyperflow_ui_ends_its_servers_when_its_terminal_closes(tmp_path: Path) 
     a closed terminal's SIGHUP reaches the command alone: it must end them, not leave them serving."""
     from servers import Terminal, free_port, poll, wait_http
 
-    port = free_port()
-    config = tmp_path / "c.yaml"
-    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
+    port, config = free_port(), _ui_config(tmp_path)
     hyperflow = str(Path(sys.executable).parent / "hyperflow")
     terminal = Terminal([hyperflow, "ui", str(config), "--port", str(port)], cwd=tmp_path)
     servers: list[psutil.Process] = []
@@ -458,9 +460,7 @@ def test_a_killed_hyperflow_ui_leaves_no_mlflow_process_serving(tmp_path: Path) 
     ends MLflow's process and the uvicorn that one started."""
     from servers import free_port, wait_http
 
-    port = free_port()
-    config = tmp_path / "c.yaml"
-    config.write_text(f"name: ui\ntracking: {{uri: 'sqlite:///{tmp_path / 'ui.db'}'}}\n")
+    port, config = free_port(), _ui_config(tmp_path)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
         cwd=tmp_path,

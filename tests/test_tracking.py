@@ -190,6 +190,21 @@ def _servers_of(home: Path) -> list[int]:
 
 
 @pytest.mark.slow
+def _assert_every_epoch_written(client: MlflowClient, exps: list[str], trials: int, at_least: int) -> None:
+    """`trials` trial runs, none RUNNING, each with every epoch's metrics it trained (steps 0..n-1),
+    `at_least` epochs in all: nothing queued was lost when the study was stopped."""
+    runs = client.search_runs(exps, "tags.`hyperflow.role` = 'trial'")
+    assert len(runs) == trials and all(r.info.status != "RUNNING" for r in runs)
+    logged = 0
+    for run in runs:
+        epochs = int(run.data.metrics["epochs_trained"])
+        for name in ("train_loss", "val_loss", "val_accuracy"):
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+            assert steps == list(range(epochs)), f"{name} of {run.info.run_name}"
+        logged += epochs
+    assert logged >= at_least, "every epoch logged before the stop was written"
+
+
 def test_sigterm_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_path: Path) -> None:
     import os
     import signal
@@ -218,16 +233,7 @@ def test_sigterm_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_pa
     assert _servers_of(home) == [], "the command's Prefect server outlived it"
     client = MlflowClient(cfg.tracking.uri)
     exps = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(exps, "tags.`hyperflow.role` = 'trial'")
-    assert len(runs) == 2 and all(r.info.status != "RUNNING" for r in runs)
-    logged = 0
-    for run in runs:
-        epochs = int(run.data.metrics["epochs_trained"])
-        for name in ("train_loss", "val_loss", "val_accuracy"):
-            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
-            assert steps == list(range(epochs)), f"{name} of {run.info.run_name}"
-        logged += epochs
-    assert logged >= 12, "every epoch logged before the signal was written"
+    _assert_every_epoch_written(client, exps, trials=2, at_least=12)  # before the signal
 
 
 def test_a_closed_terminal_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_path: Path) -> None:
@@ -280,16 +286,7 @@ def test_a_closed_terminal_mid_study_loses_no_per_epoch_metric_and_leaves_no_ser
     exps = [e.experiment_id for e in client.search_experiments()]
     (study,) = client.search_runs(exps, "tags.`hyperflow.role` = 'study'")
     assert study.info.status == "KILLED", "ended as interrupted: resumable"
-    runs = client.search_runs(exps, "tags.`hyperflow.role` = 'trial'")
-    assert len(runs) == 2 and all(r.info.status != "RUNNING" for r in runs)
-    logged = 0
-    for run in runs:
-        epochs = int(run.data.metrics["epochs_trained"])
-        for name in ("train_loss", "val_loss", "val_accuracy"):
-            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
-            assert steps == list(range(epochs)), f"{name} of {run.info.run_name}"
-        logged += epochs
-    assert logged >= 12, "every epoch logged before the hangup was written"
+    _assert_every_epoch_written(client, exps, trials=2, at_least=12)  # before the hangup
 
 
 def test_under_nohup_a_hangup_leaves_the_study_running_to_its_end(tmp_path: Path) -> None:
