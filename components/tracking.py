@@ -857,11 +857,12 @@ class TrialLogger:
         now = _now_ms()
         self._pending.extend(
             [
-                Metric("param_count", float(result.param_count), now, 0),
                 Metric("epochs_trained", float(result.epochs_trained), now, 0),
                 Metric("train_seconds", float(result.train_seconds), now, 0),
             ]
         )
+        if result.param_count > 0:  # 0: no model seen (a training function's own, a trial failed before)
+            self._pending.append(Metric("param_count", float(result.param_count), now, 0))
         if result.predicted_final is not None:
             self._pending.append(Metric(f"predicted_final_{metric}", float(result.predicted_final), now, 0))
         # The last epoch's weight summaries, from the final weights, where the epochs did not log

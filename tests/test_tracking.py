@@ -190,6 +190,22 @@ def _servers_of(home: Path) -> list[int]:
 
 
 @pytest.mark.slow
+def test_a_trial_without_a_model_logs_no_parameter_count(tmp_path: Path) -> None:
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = tracker.experiment_id("counts")
+    for count in (0, 42):
+        run_id = tracker.client.create_run(experiment).info.run_id
+        result = TrialResult(
+            params={}, seed=0, state="completed", value=1.0, param_count=count, epochs_trained=1
+        )
+        logger = TrialLogger(tracker.uri, run_id)
+        logger.finish(result, "score", None)
+        logger.wait()
+        metrics = tracker.client.get_run(run_id).data.metrics
+        assert ("param_count" in metrics) is (count > 0), "0 means no model was seen, not a model of 0"
+        assert metrics.get("param_count", 42) == 42 and metrics["epochs_trained"] == 1
+
+
 def _assert_every_epoch_written(client: MlflowClient, exps: list[str], trials: int, at_least: int) -> None:
     """`trials` trial runs, none RUNNING, each with every epoch's metrics it trained (steps 0..n-1),
     `at_least` epochs in all: nothing queued was lost when the study was stopped."""
