@@ -488,10 +488,6 @@ def _schedule_problems(
     mom_path, mom_values = _possible(fields, "momentum_schedule", model, space)
     opt_path, opt_values = _possible(fields, "optimizer", model, space)
 
-    def blame(first: str, second: str) -> str:
-        # The searched one is what to change; between two fixed values, the second named.
-        return first if first.startswith("search.") and not second.startswith("search.") else second
-
     if "one_cycle" in lr_can:
         warm_spec = space.get("warmup_epochs")
         warms = (
@@ -500,7 +496,7 @@ def _schedule_problems(
         if warms:
             problems.append(
                 (
-                    blame(lr_path, warm_path),
+                    _blame(lr_path, warm_path),
                     "lr_schedule one_cycle brings its own warm-up (the first 30% of the steps); "
                     "model.warmup_epochs must be 0 for it",
                 )
@@ -508,7 +504,7 @@ def _schedule_problems(
         if any(m != "constant" for m in mom_values or []):
             problems.append(
                 (
-                    blame(lr_path, mom_path),
+                    _blame(lr_path, mom_path),
                     "lr_schedule one_cycle cycles the momentum itself (down to 0.85/0.95 of "
                     "model.momentum at the peak learning rate); model.momentum_schedule must be constant for it",
                 )
@@ -524,7 +520,7 @@ def _schedule_problems(
                 f"schedules SGD's momentum; {opt_path} is {', '.join(map(str, opt_values))}, which has none",
             )
         )
-    problems.extend(_warmup_problems(model, space, lr_values))
+    problems.extend(_warmup_problems(fields, model, space, lr_values))
     # A searched value that only a schedule uses, while that schedule is fixed to one that does not.
     used_by = {
         "lr_decay": ("lr_schedule", ("step", "exponential")),
@@ -547,18 +543,24 @@ def _schedule_problems(
     return problems
 
 
-def _extremes(model: dict[str, Any], space: dict[str, Any], key: str, default: int) -> tuple[str, Any, Any]:
-    """Where a model value comes from and the smallest and largest a trial can get (None: not a number)."""
-    spec = space.get(key)
-    if isinstance(spec, dict):
-        if "choices" in spec:
-            numbers = [c for c in spec.get("choices") or [] if _is_real(c)]
-            return f"search.space.{key}", min(numbers, default=None), max(numbers, default=None)
-        low, high = spec.get("low"), spec.get("high")
-        return f"search.space.{key}", low if _is_real(low) else None, high if _is_real(high) else None
-    value = model.get(key, default)
-    value = value if _is_real(value) else None
-    return f"model.{key}", value, value
+def _blame(first: str, second: str) -> str:
+    """Which of two paths a problem names: the searched one is what to change; between two fixed
+    values (or two searched), the second."""
+    return first if first.startswith("search.") and not second.startswith("search.") else second
+
+
+def _extremes(
+    fields: ModelFields, model: dict[str, Any], space: dict[str, Any], key: str
+) -> tuple[str, Any, Any]:
+    """Where a model value comes from (`_possible`) and the smallest and largest a trial can get
+    (None: not a number)."""
+    path, values = _possible(fields, key, model, space)
+    if values is None:  # a range
+        values = [space[key].get("low"), space[key].get("high")]
+        low, high = (v if _is_real(v) else None for v in values)
+        return path, low, high
+    numbers = [v for v in values if _is_real(v)]
+    return path, min(numbers, default=None), max(numbers, default=None)
 
 
 def _is_real(value: Any) -> bool:
@@ -566,20 +568,18 @@ def _is_real(value: Any) -> bool:
 
 
 def _warmup_problems(
-    model: dict[str, Any], space: dict[str, Any], lr_values: list[Any] | None
+    fields: ModelFields, model: dict[str, Any], space: dict[str, Any], lr_values: list[Any] | None
 ) -> list[tuple[str, str]]:
     """A warm-up as long as a trial's training: the rate reaches model.learning_rate at the last step only,
     and the lr_schedule never applies. Refused where a trial can get one: the longest warm-up against
     the shortest max_epochs."""
     if lr_values is not None and all(v == "one_cycle" for v in lr_values):
         return []  # its own warm-up; model.warmup_epochs must be 0 for it (_schedule_problems)
-    warm_path, _, warm = _extremes(model, space, "warmup_epochs", 0)
-    epochs_path, epochs, _ = _extremes(model, space, "max_epochs", 30)
+    warm_path, _, warm = _extremes(fields, model, space, "warmup_epochs")
+    epochs_path, epochs, _ = _extremes(fields, model, space, "max_epochs")
     if warm is None or epochs is None or warm <= 0 or epochs <= 0 or warm < epochs:
         return []
-    # The searched one is what to change; between two fixed values, the warm-up.
-    searched_epochs = epochs_path.startswith("search.") and not warm_path.startswith("search.")
-    path = epochs_path if searched_epochs else warm_path
+    path = _blame(epochs_path, warm_path)
     warm_where = f"the largest value of {warm_path}" if warm_path.startswith("search.") else warm_path
     epochs_where = (
         f"the smallest value of {epochs_path}" if epochs_path.startswith("search.") else epochs_path
