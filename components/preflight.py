@@ -95,13 +95,14 @@ def preflight(cfg: ExperimentConfig, *, check_tracking: bool = True) -> Dataset 
     problem = budget_problem(cfg, data)
     if problem is not None:
         raise PreflightError(problem)
-    if not check_tracking and (problem := store_kind_problem(resolve_tracking_uri(cfg.tracking.uri))):
-        raise PreflightError(problem)  # the store is not opened (which would create it); its kind is known
+    uri = resolve_tracking_uri(cfg.tracking.uri)
     if check_tracking:
         try:
-            StudyTracker(resolve_tracking_uri(cfg.tracking.uri)).check()
+            StudyTracker(uri).check()
         except TrackingError as exc:
             raise PreflightError(str(exc), exit_code=2 if isinstance(exc, UnsupportedStore) else 3) from None
+    elif problem := store_kind_problem(uri):
+        raise PreflightError(problem)  # the store is not opened (which would create it); its kind is known
     if cfg.runner.kind == "dask" and cfg.runner.address:
         problem = dask_scheduler_problem(cfg.runner.address)
         if problem:

@@ -369,13 +369,13 @@ class StudyTracker:
     client: MlflowClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if problem := store_kind_problem(self.uri):
+            raise UnsupportedStore(problem)
         # Before the client: making one for a SQLite registry already creates (migrates) the store.
         try:
             prepare_local_store(self.uri)
         except Exception as exc:
             raise TrackingError(f"cannot create the MLflow store at {self.uri}: {_short(exc)}") from None
-        if problem := store_kind_problem(self.uri):
-            raise UnsupportedStore(problem)
         try:
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         except MlflowException as exc:  # a store of a known kind that refuses this URI

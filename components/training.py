@@ -122,8 +122,7 @@ def train_trial(
                 result.device_error = True
                 _release_gpu_memory()
         result.train_seconds = time.perf_counter() - started
-    _outcome(result, guard, fitted, error)
-    _check_objectives(result, spec.logged_objectives)
+    _outcome(result, guard, fitted, error, spec.logged_objectives)
     return result
 
 
@@ -158,8 +157,11 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _outcome(result: TrialResult, guard: TrialGuard, fitted: Fitted, error: str | None) -> None:
-    """The trial's state and value: how the guard ended it, else an error, else completed."""
+def _outcome(
+    result: TrialResult, guard: TrialGuard, fitted: Fitted, error: str | None, objectives: Sequence[str]
+) -> None:
+    """The trial's state and value: how the guard ended it, else an error, else completed (unless
+    a further objective has no finite value: `_check_objectives`); its weights if it counts."""
     result.history = guard.history
     result.curve = list(guard.curve)
     result.epochs_trained = len(guard.curve)
@@ -191,6 +193,7 @@ def _outcome(result: TrialResult, guard: TrialGuard, fitted: Fitted, error: str 
             f"no epoch reported {guard.metric} ({result.epochs_trained} epochs trained): does the "
             "training or validation dataloader yield any batch, and does the module log the metric?"
         )
+    _check_objectives(result, objectives)
     module = fitted.module
     if module is not None and result.state in (COMPLETED, PRUNED):
         result.state_dict = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
