@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import datetime
 import functools
 import hashlib
 import zipfile
@@ -15,10 +14,10 @@ import pandas as pd
 
 from hyperflow.components.config import DataConfig
 from hyperflow.components.config_checks import BUILTIN_TASKS, data_file_problem
+from hyperflow.components.served_model import FLOAT32_MAX, TEMPORAL_TYPES
 
 __all__ = ["DataError", "RawData", "load_raw"]
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
 ID_MIN_DISTINCT = 1000  # `auto`: a text column with more distinct values than this and half its rows
 
 
@@ -199,9 +198,7 @@ def _check_cells(values: pd.Series, field: str, path: Path) -> None:
             kind, hint = "lists or arrays", "store one number or string per cell (a column per element)"
         elif isinstance(v, dict):
             kind, hint = "mappings", "store one number or string per cell (a column per field)"
-        elif isinstance(
-            v, datetime.date | datetime.time | datetime.timedelta | np.datetime64 | np.timedelta64
-        ):
+        elif isinstance(v, TEMPORAL_TYPES):
             kind, hint = "dates, times or durations", to_numbers
         elif not pd.api.types.is_scalar(v):
             kind, hint = f"{type(v).__name__} objects", "store one number or string per cell"

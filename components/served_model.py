@@ -21,7 +21,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-__all__ = ["ServedModel", "category_strings", "encode_rows", "format_outputs", "rows_frame"]
+__all__ = [
+    "FLOAT32_MAX",
+    "TEMPORAL_TYPES",
+    "ServedModel",
+    "category_strings",
+    "encode_rows",
+    "format_outputs",
+    "rows_frame",
+]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32: training refuses more too
+# Dates, times and durations (pandas' and numpy's too): not numbers (pandas would give nanoseconds)
+# and not categories; refused where a number is due, in training data and in served rows alike.
+TEMPORAL_TYPES = (datetime.date, datetime.time, datetime.timedelta, np.datetime64, np.timedelta64)
 
 
 def category_strings(values: pd.Series) -> pd.Series:
@@ -172,8 +185,6 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
-# Dates and durations (pandas' and numpy's too): refused where a number is due, not read as nanoseconds.
-_TEMPORAL = (datetime.date, datetime.timedelta, np.datetime64, np.timedelta64)
 _BOOLEAN_WORDS = {"true": True, "false": False}
 
 
@@ -203,7 +214,7 @@ def _numbers(values: pd.Series, name: str, booleans: bool = False) -> np.ndarray
     ):
         cells = values.tolist()
         boolean = np.array([isinstance(v, bool | np.bool_) for v in cells], dtype=bool)
-        temporal = np.array([isinstance(v, _TEMPORAL) for v in cells], dtype=bool)
+        temporal = np.array([isinstance(v, TEMPORAL_TYPES) for v in cells], dtype=bool)
         if booleans:  # trained on booleans: their text too ('True'), as a list of mixed rows gives them
             truth = [_BOOLEAN_WORDS.get(v.strip().lower()) if isinstance(v, str) else None for v in cells]
             boolean |= np.array([t is not None for t in truth], dtype=bool)
@@ -216,8 +227,7 @@ def _numbers(values: pd.Series, name: str, booleans: bool = False) -> np.ndarray
     _refuse_rows((np.isnan(x) & ~gap) | (boolean & (not booleans)), given, f"{name} takes numbers")
     with np.errstate(over="ignore"):
         beyond = ~np.isfinite(x.astype(np.float32)) & ~gap
-    limit = float(np.finfo(np.float32).max)
-    _refuse_rows(beyond, given, f"{name} takes finite numbers within float32's range (±{limit:.4g})")
+    _refuse_rows(beyond, given, f"{name} takes finite numbers within float32's range (±{FLOAT32_MAX:.4g})")
     return x
 
 
