@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 # The names the `hyperflow` package exports (its `__all__`) come from here: `X as X` re-exports them.
@@ -89,20 +90,26 @@ def _check(cfg: ExperimentConfig, resume: str | None) -> None:
 def _refuse_in_a_worker_bootstrap() -> None:
     """A worker process (`search.n_parallel > 1`) imports the caller's script again to start; a
     `search()` at the script's top level would start a study inside every worker."""
-    import sys
-
     # multiprocessing's spawn runs the parent's script under the name `__mp_main__` as the worker starts
-    frame = sys._getframe(1)
-    while frame is not None and not (
-        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__"
-    ):
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is not None:
+    if _script_frame("__mp_main__") is not None:
         raise RuntimeError(
             "hyperflow.search() was called while a worker process imported your script to start: "
             'call it under `if __name__ == "__main__":` (workers of search.n_parallel > 1 import the '
             "script again, as every Python program that starts processes by spawning requires)"
         )
+
+
+def _script_frame(name: str) -> FrameType | None:
+    """The frame of a script's top level, run as module `name`, that this call came from (None: it
+    came from none, e.g. a notebook's cell or a thread)."""
+    import sys
+
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == name
+    ):
+        frame = frame.f_back
+    return frame
 
 
 def _trials_in_spawned_workers(cfg: ExperimentConfig) -> str | None:
@@ -133,11 +140,7 @@ def _refuse_an_unguarded_call(cfg: ExperimentConfig) -> None:
     script = getattr(main, "__file__", None)
     if not script or not (why := _trials_in_spawned_workers(cfg)):
         return  # an interactive session or a notebook: nothing runs it again
-    frame = sys._getframe(1)
-    while frame is not None and not (
-        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"
-    ):
-        frame = frame.f_back  # type: ignore[assignment]
+    frame = _script_frame("__main__")
     if frame is None:
         return  # called later than the script's own top level (a callback, a thread)
     line = frame.f_lineno
