@@ -121,6 +121,40 @@ def small_config(tmp_path: Path, **sections: Any) -> Any:
     return validate_config(raw)
 
 
+def config_file(folder: Path, **sections: Any) -> tuple[Any, Path]:
+    """`small_config` written to `folder/config.yaml`, as a command reads it: the config and the file."""
+    import yaml
+
+    cfg = small_config(folder, **sections)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return cfg, path
+
+
+def make_study(cfg: Any, history: list[Any] | None = None, next_number: int = 0) -> Any:
+    """A study on a bare study run (what `open_study` adds to it, its records, is not needed in
+    tests); `history` enters its ledger as resume's does, and trial numbers go on from `next_number`."""
+    from hyperflow.components.curves import make_stop_rule
+    from hyperflow.components.search import make_strategy
+    from hyperflow.components.study import Study
+    from hyperflow.components.tracking import StudyTracker
+    from hyperflow.components.trial import TrialSpec
+
+    tracker = StudyTracker(cfg.tracking.uri)
+    experiment_id = tracker.experiment_id(cfg.name)
+    return Study(
+        cfg,
+        strategy=make_strategy(cfg),
+        stop_rule=make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None,
+        tracker=tracker,
+        experiment_id=experiment_id,
+        study_run_id=tracker.client.create_run(experiment_id).info.run_id,
+        spec=TrialSpec.from_config(cfg),
+        next_number=next_number,
+        history=history or [],
+    )
+
+
 @pytest.fixture(scope="session")
 def digits():  # type: ignore[no-untyped-def]
     from hyperflow.components.config import DataConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import small_config
+from conftest import make_study, small_config
 
 from hyperflow.components.config import ConfigError, validate_config
 from hyperflow.components.describe import describe_config
@@ -208,27 +208,6 @@ def test_the_grid_still_counts_its_grid() -> None:
 
 # --------------------------------------------------------------------------------------------
 # 5. a study whose space runs out says so
-
-
-def make_study(cfg: Any) -> Any:
-    """A study on a bare study run, as tests/test_study.py builds one."""
-    from hyperflow.components.search import make_strategy
-    from hyperflow.components.study import Study
-    from hyperflow.components.tracking import StudyTracker
-    from hyperflow.components.trial import TrialSpec
-
-    tracker = StudyTracker(cfg.tracking.uri)
-    experiment_id = tracker.experiment_id(cfg.name)
-    run_id = tracker.client.create_run(experiment_id).info.run_id
-    return Study(
-        cfg,
-        strategy=make_strategy(cfg),
-        stop_rule=None,
-        tracker=tracker,
-        experiment_id=experiment_id,
-        study_run_id=run_id,
-        spec=TrialSpec.from_config(cfg),
-    )
 
 
 def run_out(study: Any) -> None:

@@ -359,6 +359,10 @@ def _still_serving(proc: psutil.Process) -> bool:
         return False
 
 
+def _ui_argv(config: Path, port: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)]
+
+
 def _ui_config(folder: Path) -> Path:
     """A config that names only a SQLite store of its own, for `hyperflow ui`."""
     config = folder / "c.yaml"
@@ -374,7 +378,7 @@ def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
 
     port, config = free_port(), _ui_config(tmp_path)
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
+        _ui_argv(config, port),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -403,7 +407,7 @@ def test_hyperflow_ui_serves_the_configured_store(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", busy))
         taken.listen()
         refused = subprocess.run(
-            [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(busy)],
+            _ui_argv(config, busy),
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -429,8 +433,7 @@ def test_hyperflow_ui_ends_its_servers_when_its_terminal_closes(tmp_path: Path) 
     from servers import Terminal, free_port, poll, wait_http
 
     port, config = free_port(), _ui_config(tmp_path)
-    hyperflow = str(Path(sys.executable).parent / "hyperflow")
-    terminal = Terminal([hyperflow, "ui", str(config), "--port", str(port)], cwd=tmp_path)
+    terminal = Terminal(_ui_argv(config, port), cwd=tmp_path)
     servers: list[psutil.Process] = []
     try:
         wait_http(f"http://127.0.0.1:{port}/health", terminal.proc, 120)  # type: ignore[arg-type]
@@ -462,7 +465,7 @@ def test_a_killed_hyperflow_ui_leaves_no_mlflow_process_serving(tmp_path: Path) 
 
     port, config = free_port(), _ui_config(tmp_path)
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "hyperflow"), "ui", str(config), "--port", str(port)],
+        _ui_argv(config, port),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from conftest import small_config
+from conftest import config_file, small_config
 from mlflow.tracking import MlflowClient
 from servers import poll, start_mlflow_server, stop
 
@@ -31,10 +31,7 @@ HYPERFLOW = str(Path(sys.executable).parent / "hyperflow")
 
 
 def write_config(folder: Path, **sections: Any) -> Path:
-    cfg = small_config(folder, **sections)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    return path
+    return config_file(folder, **sections)[1]
 
 
 def runs_of(uri: str) -> list:

@@ -7,29 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import small_config
+from conftest import make_study, small_config
 from mlflow.tracking import MlflowClient
 
-from hyperflow.components.curves import make_stop_rule
 from hyperflow.components.names import TAG_ROLE, TAG_STATE
-from hyperflow.components.search import make_strategy
-from hyperflow.components.study import Study, TrialPlan, TrialRecord
+from hyperflow.components.study import TrialPlan, TrialRecord
 from hyperflow.components.tracking import StudyTracker
 from hyperflow.components.trial import TrialResult, TrialSpec
-
-
-def make_study(cfg: Any, history: list[TrialRecord] | None = None) -> Study:
-    """A study on a bare study run (what `open_study` adds to it, its records, is not needed here);
-    `history` enters its ledger as resume's does."""
-    tracker = StudyTracker(cfg.tracking.uri)
-    experiment_id = tracker.experiment_id(cfg.name)
-    ids = {
-        "experiment_id": experiment_id,
-        "study_run_id": tracker.client.create_run(experiment_id).info.run_id,
-    }
-    stop_rule = make_stop_rule(cfg) if cfg.early_stopping.kind != "none" else None
-    parts = {"strategy": make_strategy(cfg), "stop_rule": stop_rule, "spec": TrialSpec.from_config(cfg)}
-    return Study(cfg, **parts, **ids, tracker=tracker, history=history or [])
 
 
 def config(tmp_path: Path, store: str, **search: Any) -> Any:

@@ -206,6 +206,22 @@ def test_a_trial_without_a_model_logs_no_parameter_count(tmp_path: Path) -> None
         assert metrics.get("param_count", 42) == 42 and metrics["epochs_trained"] == 1
 
 
+def _four_trial_study(tmp_path: Path, fault: str) -> tuple[Any, Path, Path, dict[str, str]]:
+    """Four random trials of 8 epochs as a config file, and the environment of a command with
+    Prefect's own ephemeral server (its home under tmp_path) and `HYPERFLOW_FAULT=fault`."""
+    import os
+
+    from conftest import config_file
+
+    cfg, config = config_file(
+        tmp_path, model={"max_epochs": 8, "hidden_layers": [32]}, search={"n_trials": 4, "strategy": "random"}
+    )
+    home = tmp_path / "prefect-home"  # the command's own server (Prefect's ephemeral mode)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), HYPERFLOW_FAULT=fault)
+    return cfg, config, home, env
+
+
 def _assert_every_epoch_written(client: MlflowClient, exps: list[str], trials: int, at_least: int) -> None:
     """`trials` trial runs, none RUNNING, each with every epoch's metrics it trained (steps 0..n-1),
     `at_least` epochs in all: nothing queued was lost when the study was stopped."""
@@ -222,25 +238,12 @@ def _assert_every_epoch_written(client: MlflowClient, exps: list[str], trials: i
 
 
 def test_sigterm_mid_study_loses_no_per_epoch_metric_and_leaves_no_server(tmp_path: Path) -> None:
-    import os
     import signal
     import subprocess
     import sys
 
-    import yaml
-    from conftest import small_config
-
-    cfg = small_config(
-        tmp_path,
-        model={"max_epochs": 8, "hidden_layers": [32]},
-        search={"n_trials": 4, "strategy": "random"},
-    )
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    home = tmp_path / "prefect-home"  # the command's own server (Prefect's ephemeral mode)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     # SIGTERM at the 12th epoch the process logs: trial 0's 8, then the 4th of trial 1.
-    env.update(PREFECT_HOME=str(home), HYPERFLOW_FAULT="epoch-logged:12:TERM")
+    cfg, config, home, env = _four_trial_study(tmp_path, fault="epoch-logged:12:TERM")
     hyperflow = str(Path(sys.executable).parent / "hyperflow")
     done = subprocess.run(
         [hyperflow, "run", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
@@ -261,22 +264,11 @@ def test_a_closed_terminal_mid_study_loses_no_per_epoch_metric_and_leaves_no_ser
     import sys
 
     import psutil
-    import yaml
-    from conftest import small_config
     from servers import Terminal, poll
 
-    cfg = small_config(
-        tmp_path,
-        model={"max_epochs": 8, "hidden_layers": [32]},
-        search={"n_trials": 4, "strategy": "random"},
-    )
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    home = tmp_path / "prefect-home"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     # The command stops itself (SIGSTOP) at the 12th epoch it logs, the 4th of trial 1; the
     # terminal is closed while it is stopped, so the hangup lands at that point.
-    env.update(PREFECT_HOME=str(home), HYPERFLOW_FAULT="epoch-logged:12:STOP")
+    cfg, config, home, env = _four_trial_study(tmp_path, fault="epoch-logged:12:STOP")
     terminal = Terminal(
         [str(Path(sys.executable).parent / "hyperflow"), "run", str(config)], cwd=tmp_path, env=env
     )
@@ -312,12 +304,11 @@ def test_under_nohup_a_hangup_leaves_the_study_running_to_its_end(tmp_path: Path
     import subprocess
     import sys
 
-    import yaml
-    from conftest import small_config
+    from conftest import config_file
 
-    cfg = small_config(tmp_path, model={"max_epochs": 4, "hidden_layers": [16]}, search={"n_trials": 2})
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    cfg, config = config_file(
+        tmp_path, model={"max_epochs": 4, "hidden_layers": [16]}, search={"n_trials": 2}
+    )
     env = {**os.environ, "HYPERFLOW_FAULT": "epoch-logged:3:HUP"}  # a SIGHUP while trial 0 trains
 
     def ignore_hangups() -> None:  # what nohup does before it runs the command

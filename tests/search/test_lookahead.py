@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import small_config
+from conftest import make_study, small_config
 
 from hyperflow.components.search import make_strategy
 from hyperflow.components.search._lookahead import Lookahead, Outcome, StrategyProcess
 from hyperflow.components.search._space import params_key
 from hyperflow.components.study import Study, TrialRecord
-from hyperflow.components.tracking import StudyTracker
-from hyperflow.components.trial import TrialResult, TrialSpec
+from hyperflow.components.trial import TrialResult
 
 STRATEGIES = {
     "genetic": {"strategy": "genetic", "genetic": {"population_size": 4, "elite": 1}},
@@ -119,22 +118,6 @@ def test_suggestion_k_learns_from_the_trials_before_k_minus_n_parallel(tmp_path:
 
 
 # ------------------------------------------------------------------- through the study
-
-
-def make_study(cfg: Any, history: list[TrialRecord] | None = None, next_number: int = 0) -> Study:
-    tracker = StudyTracker(cfg.tracking.uri)
-    experiment_id = tracker.experiment_id(cfg.name)
-    return Study(
-        cfg,
-        strategy=make_strategy(cfg),
-        stop_rule=None,
-        tracker=tracker,
-        experiment_id=experiment_id,
-        study_run_id=tracker.client.create_run(experiment_id).info.run_id,
-        spec=TrialSpec.from_config(cfg),
-        next_number=next_number,
-        history=history or [],
-    )
 
 
 def run_study(study: Study) -> list[dict[str, Any]]:
